@@ -1,0 +1,167 @@
+"""The `segflow` command: dev, demo, ingest, migrate, shops."""
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+import asyncpg
+
+from services.common.db import migrate
+from services.common.logging import configure_logging
+from services.common.serve import make_server, serve_until, stop_event_on_signals
+from services.common.settings import Settings
+from services.common.shops import LIST_SHOPS, ShopExistsError, create_shop
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+async def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    from services.dev.stack import run_dev
+
+    return await run_dev(settings)
+
+
+async def _cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from services.ingest.app import create_app
+
+    settings.require_database_url()
+    settings.require_kafka()
+    stop = stop_event_on_signals()
+    server = make_server(create_app(settings), settings.host, settings.ingest_port)
+    return 0 if await serve_until([server], stop) else 1
+
+
+async def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    conn = await asyncpg.connect(settings.require_database_url())
+    try:
+        applied = await migrate(conn)
+    finally:
+        await conn.close()
+    _out(f"applied {len(applied)} migration(s)" + (f": {applied}" if applied else ""))
+    return 0
+
+
+async def _cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
+    from services.common.kafka import ensure_topics, wait_for_broker
+
+    bootstrap = settings.require_kafka()
+    await wait_for_broker(bootstrap)
+    created = await ensure_topics(
+        bootstrap,
+        [settings.topic_events, settings.topic_segment_changes, settings.topic_dead_letter],
+        settings.topic_partitions,
+        settings.topic_replication_factor,
+    )
+    _out(f"created {created}" if created else "all topics exist")
+    return 0
+
+
+async def _cmd_shops_add(settings: Settings, args: argparse.Namespace) -> int:
+    conn = await asyncpg.connect(settings.require_database_url())
+    try:
+        creds = await create_shop(
+            conn, args.domain, webhook_secret=args.webhook_secret, replace=args.rotate
+        )
+    except ShopExistsError:
+        _out(f"shop {args.domain} exists already; use --rotate to issue new credentials")
+        return 1
+    except ValueError as exc:
+        _out(str(exc))
+        return 2
+    finally:
+        await conn.close()
+    _out(f"shop            {creds.domain}")
+    _out(f"webhook secret  {creds.webhook_secret}")
+    _out(f"API token       {creds.api_token}")
+    _out(f"Flow secret     {creds.flow_secret}")
+    _out("These are shown once; segflow keeps only hashes of the API token and Flow secret.")
+    return 0
+
+
+async def _cmd_shops_list(settings: Settings, args: argparse.Namespace) -> int:
+    conn = await asyncpg.connect(settings.require_database_url())
+    try:
+        rows = await conn.fetch(LIST_SHOPS)
+    finally:
+        await conn.close()
+    for row in rows:
+        _out(f"{row['id']}\t{row['domain']}\t{row['created_at'].isoformat()}")
+    return 0
+
+
+async def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from services.demo.sender import send_demo
+    from services.demo.stream import demo_stream
+
+    secret = args.webhook_secret or settings.demo_webhook_secret
+    if not secret:
+        _out("give --webhook-secret (printed by `segflow dev`) or set SEGFLOW_DEMO_WEBHOOK_SECRET")
+        return 2
+    url = args.url or f"http://{settings.host}:{settings.ingest_port}"
+    webhooks = demo_stream(args.seed, datetime.now(UTC), customers=args.customers)
+    report = await send_demo(url, args.shop or settings.demo_shop_domain, secret, webhooks)
+    _out(
+        f"sent {report.sent} webhooks to {url}: {report.accepted} accepted, "
+        f"rejected {dict(report.rejected) or 0}, failed {report.failed}"
+    )
+    return 0 if report.accepted == report.sent else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segflow", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("dev", help="run everything on one machine (embedded PostgreSQL + Kafka)")
+    sub.add_parser("ingest", help="run the ingest service (needs DATABASE_URL, Kafka)")
+    sub.add_parser("migrate", help="apply database migrations")
+    sub.add_parser("topics", help="create the Kafka topics that do not exist yet")
+
+    demo = sub.add_parser("demo", help="post a realistic stream of signed webhooks to ingest")
+    demo.add_argument("--url", help="ingest base URL (default: from settings)")
+    demo.add_argument("--shop", help="shop domain (default: the demo shop)")
+    demo.add_argument("--webhook-secret", help="the shop's webhook secret")
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--customers", type=int, default=20)
+
+    shops = sub.add_parser("shops", help="manage shops").add_subparsers(
+        dest="action", required=True
+    )
+    add = shops.add_parser("add", help="register a shop and print its credentials once")
+    add.add_argument("domain")
+    add.add_argument("--webhook-secret", help="the Shopify app's webhook secret (else generated)")
+    add.add_argument("--rotate", action="store_true", help="issue new credentials if it exists")
+    shops.add_parser("list", help="list shops")
+    return parser
+
+
+COMMANDS = {
+    "dev": _cmd_dev,
+    "ingest": _cmd_ingest,
+    "migrate": _cmd_migrate,
+    "topics": _cmd_topics,
+    "demo": _cmd_demo,
+    ("shops", "add"): _cmd_shops_add,
+    ("shops", "list"): _cmd_shops_list,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `segflow` console command."""
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_level)
+    key = (args.command, args.action) if args.command == "shops" else args.command
+    try:
+        return asyncio.run(COMMANDS[key](settings, args))
+    except RuntimeError as exc:
+        _out(f"segflow: {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""PostgreSQL wiring: the asyncpg pool and the migrations runner."""
+
+import logging
+from dataclasses import dataclass
+from importlib import resources
+
+import asyncpg
+
+logger = logging.getLogger(__name__)
+
+# Any constant works; it only has to be the same for every process running migrations.
+_MIGRATION_LOCK_ID = 0x5E6F10
+
+CREATE_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+APPLIED_VERSIONS = "SELECT version FROM schema_migrations"
+RECORD_MIGRATION = "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations() -> list[Migration]:
+    """The numbered `NNNN_name.sql` files shipped in services/common/migrations, in order."""
+    found = []
+    for entry in resources.files("services.common.migrations").iterdir():
+        if not entry.name.endswith(".sql"):
+            continue
+        number, _, rest = entry.name.partition("_")
+        found.append(Migration(int(number), rest.removesuffix(".sql"), entry.read_text()))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"two migrations share a number: {versions}")
+    return found
+
+
+async def migrate(conn: asyncpg.Connection) -> list[int]:
+    """Apply every migration not yet recorded, each in its own transaction; return those applied."""
+    applied_now = []
+    # The advisory lock makes concurrent starts (several replicas) apply each file once.
+    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_ID)
+    try:
+        await conn.execute(CREATE_MIGRATIONS_TABLE)
+        done = {row["version"] for row in await conn.fetch(APPLIED_VERSIONS)}
+        for migration in load_migrations():
+            if migration.version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await conn.execute(RECORD_MIGRATION, migration.version, migration.name)
+            logger.info("applied migration %04d_%s", migration.version, migration.name)
+            applied_now.append(migration.version)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_ID)
+    return applied_now
+
+
+async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """Open an asyncpg pool; the caller closes it (`async with` or `await pool.close()`)."""
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+
+
+async def database_ready(pool: asyncpg.Pool) -> bool:
+    """True when the database answers a trivial query."""
+    try:
+        async with pool.acquire(timeout=2) as conn:
+            return bool(await conn.fetchval("SELECT 1", timeout=2) == 1)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False

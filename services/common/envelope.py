@@ -1,0 +1,89 @@
+"""The event envelope: what ingest puts on segflow.events and the segmenter reads back."""
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict
+
+Source = Literal["shopify", "flow", "custom", "import"]
+
+
+def as_utc(moment: datetime) -> datetime:
+    """The same instant expressed in UTC."""
+    return moment.astimezone(UTC)
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(as_utc)]
+
+
+class EnvelopeMeta(BaseModel):
+    """Everything about an event except its payload."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    shop: str
+    topic: str
+    source: Source
+    customer_id: str | None
+    occurred_at: UtcDatetime
+    received_at: UtcDatetime
+    webhook_id: str | None = None
+    api_version: str | None = None
+
+
+class Envelope(EnvelopeMeta):
+    """An event with its decoded payload (fractions as Decimal, integers exact)."""
+
+    payload: dict[str, Any]
+
+
+class PayloadError(ValueError):
+    """The bytes are not one JSON object."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise PayloadError(f"{name} is not valid JSON")
+
+
+def loads_json(raw: bytes | str) -> Any:
+    """Decode JSON keeping money exact: fractions become Decimal, NaN/Infinity are refused."""
+    return json.loads(raw, parse_float=Decimal, parse_constant=_refuse_constant)
+
+
+def parse_payload_object(raw: bytes) -> dict[str, Any]:
+    """Decode a request body that must be a UTF-8 JSON object, or raise PayloadError saying why."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError("body is not UTF-8") from exc
+    try:
+        value = loads_json(text)
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"body is not JSON: {exc.msg} at line {exc.lineno}") from exc
+    if not isinstance(value, dict):
+        raise PayloadError("body is not a JSON object")
+    return value
+
+
+def encode_envelope(meta: EnvelopeMeta, payload_json: bytes) -> bytes:
+    """Serialise an envelope, embedding the payload's JSON text unchanged (exact ids and money)."""
+    head = meta.model_dump_json().encode()
+    # head ends with "}"; the payload goes in as the last member, byte for byte as received.
+    return head[:-1] + b',"payload":' + payload_json.strip() + b"}"
+
+
+def decode_envelope(raw: bytes) -> Envelope:
+    """Parse an envelope from Kafka; PayloadError or pydantic.ValidationError if malformed."""
+    try:
+        value = loads_json(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PayloadError(f"envelope is not JSON: {exc}") from exc
+    return Envelope.model_validate(value)
+
+
+def partition_key(shop: str, customer_id: str | None) -> bytes:
+    """Kafka key: every event of one customer lands on one partition, in order."""
+    return f"{shop}/{customer_id}".encode() if customer_id else shop.encode()

@@ -1,0 +1,77 @@
+"""Kafka wiring with aiokafka: producer, topic creation and readiness checks."""
+
+import asyncio
+import logging
+import time
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+logger = logging.getLogger(__name__)
+
+
+def make_producer(bootstrap_servers: str, *, request_timeout_ms: int = 10_000) -> AIOKafkaProducer:
+    """A producer that waits for every in-sync replica (acks=all); start and stop it yourself.
+
+    No idempotence: the embedded broker cannot grant producer ids, so duplicates are removed
+    downstream by event id instead.
+    """
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=2,
+        request_timeout_ms=request_timeout_ms,
+        retry_backoff_ms=100,
+        metadata_max_age_ms=30_000,
+    )
+
+
+async def wait_for_broker(bootstrap_servers: str, timeout: float = 30.0) -> None:
+    """Return once the broker answers metadata requests; raise TimeoutError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=2_000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except (KafkaError, OSError) as exc:
+            last_error = exc
+        finally:
+            await admin.close()
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"Kafka at {bootstrap_servers} not reachable: {last_error}")
+
+
+async def ensure_topics(
+    bootstrap_servers: str, topics: list[str], partitions: int, replication_factor: int = 1
+) -> list[str]:
+    """Create the topics that do not exist yet; return the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in topics if name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(name, partitions, replication_factor) for name in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass  # another process won the race; the topic is there, which is all we need
+            logger.info("created topics %s with %d partitions", missing, partitions)
+        return missing
+    finally:
+        await admin.close()
+
+
+async def broker_ready(producer: AIOKafkaProducer, timeout: float = 2.0) -> bool:
+    """True when the producer's client can fetch cluster metadata now."""
+    try:
+        await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout)
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    return bool(producer.client.cluster.brokers())

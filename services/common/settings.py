@@ -1,0 +1,78 @@
+"""All configuration, from the environment: SEGFLOW_*, DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """segflow's settings; build one in the entry point and pass it down, never import a global."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SEGFLOW_", env_ignore_empty=True, extra="ignore", frozen=True
+    )
+
+    environment: Literal["development", "production"] = "development"
+    log_level: str = "INFO"
+
+    # Unset means "start the embedded one" in `segflow dev`; the services themselves require them.
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "SEGFLOW_DATABASE_URL")
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "SEGFLOW_KAFKA_BOOTSTRAP_SERVERS"),
+    )
+
+    data_dir: Path = Path(".segflow")
+    host: str = "127.0.0.1"
+    ingest_port: int = 8000
+    api_port: int = 8001
+    tagger_port: int = 8002
+    shopify_standin_port: int = 8003
+    smtp_port: int = 1025
+    broker_port: int = 9092
+
+    topic_events: str = "segflow.events"
+    topic_segment_changes: str = "segflow.segment-changes"
+    topic_dead_letter: str = "segflow.dead-letter"
+    topic_partitions: int = Field(default=6, ge=1)
+    topic_replication_factor: int = Field(default=1, ge=1)
+
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    max_batch_events: int = Field(default=1000, ge=1)
+    # How long ingest waits for the broker's acknowledgement before answering 503.
+    produce_timeout_seconds: float = Field(default=5.0, gt=0)
+    retry_after_seconds: int = Field(default=5, ge=1)
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+
+    demo_shop_domain: str = "demo.myshopify.com"
+    demo_webhook_secret: str | None = None
+    demo_api_token: str | None = None
+    demo_flow_secret: str | None = None
+
+    @model_validator(mode="after")
+    def _refuse_demo_secrets_in_production(self) -> "Settings":
+        demo_secrets = (self.demo_webhook_secret, self.demo_api_token, self.demo_flow_secret)
+        if self.environment == "production" and any(demo_secrets):
+            raise ValueError("demo secrets are for development only; unset SEGFLOW_DEMO_*")
+        return self
+
+    def require_database_url(self) -> str:
+        """The database URL, or a clear error naming the variable to set."""
+        if not self.database_url:
+            raise RuntimeError(
+                "DATABASE_URL is not set (or run `segflow dev` for the embedded one)"
+            )
+        return self.database_url
+
+    def require_kafka(self) -> str:
+        """The Kafka bootstrap servers, or a clear error naming the variable to set."""
+        if not self.kafka_bootstrap_servers:
+            raise RuntimeError(
+                "KAFKA_BOOTSTRAP_SERVERS is not set (or run `segflow dev` for the embedded one)"
+            )
+        return self.kafka_bootstrap_servers

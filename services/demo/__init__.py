@@ -1,0 +1,1 @@
+"""Demo webhook stream for `segflow demo`."""

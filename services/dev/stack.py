@@ -1,0 +1,185 @@
+"""`segflow dev`: the whole system on one machine, on the embedded pair unless told otherwise."""
+
+import asyncio
+import logging
+import re
+import sys
+from dataclasses import dataclass
+
+import asyncpg
+
+from services.common.db import migrate
+from services.common.kafka import ensure_topics, wait_for_broker
+from services.common.serve import make_server, serve_until, stop_event_on_signals
+from services.common.settings import Settings
+from services.common.shops import ShopCredentials, create_shop
+from services.dev.embedded import EmbeddedBroker, EmbeddedPostgres
+from services.ingest.app import create_app as create_ingest_app
+
+logger = logging.getLogger(__name__)
+
+DATABASE_NAME = "segflow"
+
+
+@dataclass
+class Infrastructure:
+    """The database and broker in use, and the embedded processes to stop afterwards (if any)."""
+
+    database_url: str
+    bootstrap_servers: str
+    postgres: EmbeddedPostgres | None = None
+    broker: EmbeddedBroker | None = None
+
+    def stop(self) -> None:
+        if self.broker is not None:
+            self.broker.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+
+def with_database(dsn: str, name: str) -> str:
+    """The same server DSN pointing at database `name` (keeps `?host=` socket parameters)."""
+    scheme, _, rest = dsn.partition("://")
+    authority, slash, tail = rest.partition("/")
+    _, question, query = tail.partition("?")
+    return f"{scheme}://{authority}/{name}" + (question + query if question else "")
+
+
+async def create_database(server_dsn: str, name: str) -> None:
+    """CREATE DATABASE `name` unless it exists."""
+    conn = await asyncpg.connect(server_dsn)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            # Identifiers cannot be bound parameters; `name` is our own constant, quoted anyway.
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def start_infrastructure(settings: Settings) -> Infrastructure:
+    """Start the embedded PostgreSQL and broker where no external one is configured."""
+    postgres = broker = None
+    try:
+        database_url = settings.database_url
+        if not database_url:
+            postgres = EmbeddedPostgres(settings.data_dir / "postgres")
+            server_dsn = await asyncio.to_thread(postgres.start)
+            await create_database(server_dsn, DATABASE_NAME)
+            database_url = with_database(server_dsn, DATABASE_NAME)
+            logger.info("embedded PostgreSQL running", extra={"data": str(postgres.data_dir)})
+        bootstrap = settings.kafka_bootstrap_servers
+        if not bootstrap:
+            broker = EmbeddedBroker(
+                settings.host, settings.broker_port, settings.data_dir / "broker.log"
+            )
+            bootstrap = broker.start()
+        try:
+            await wait_for_broker(bootstrap, timeout=30)
+        except TimeoutError:
+            if broker is not None:
+                logger.error("broker did not start; its log:\n%s", broker.log_tail())
+            raise
+        return Infrastructure(database_url, bootstrap, postgres, broker)
+    except BaseException:
+        if broker is not None:
+            broker.stop()
+        if postgres is not None:
+            postgres.stop()
+        raise
+
+
+async def prepare(settings: Settings, infra: Infrastructure) -> ShopCredentials:
+    """Create topics, apply migrations and (re)issue the demo shop's credentials."""
+    await ensure_topics(
+        infra.bootstrap_servers,
+        [settings.topic_events, settings.topic_segment_changes, settings.topic_dead_letter],
+        settings.topic_partitions,
+        settings.topic_replication_factor,
+    )
+    conn = await asyncpg.connect(infra.database_url)
+    try:
+        await migrate(conn)
+        # Only hashes of tokens are stored, so the demo shop gets fresh ones (or the fixed
+        # ones from the environment) at every start, to be printed for the developer.
+        return await create_shop(
+            conn,
+            settings.demo_shop_domain,
+            webhook_secret=settings.demo_webhook_secret,
+            api_token=settings.demo_api_token,
+            flow_secret=settings.demo_flow_secret,
+            replace=True,
+        )
+    finally:
+        await conn.close()
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with any password replaced by ***, fit to print."""
+    return re.sub(r"(://[^:/@]*:)[^/]+@", r"\1***@", dsn)
+
+
+def banner(settings: Settings, infra: Infrastructure, demo: ShopCredentials) -> str:
+    base = f"http://{settings.host}:{settings.ingest_port}"
+    return "\n".join(
+        [
+            "segflow is running (Ctrl-C stops everything)",
+            f"  ingest          {base}   (/webhooks/shopify, /webhooks/flow, /v1/events)",
+            f"  database        {redact_dsn(infra.database_url)}"
+            f" ({'embedded' if infra.postgres else 'external'})",
+            f"  kafka           {infra.bootstrap_servers}"
+            f" ({'embedded, memory only' if infra.broker else 'external'})",
+            f"  demo shop       {demo.domain}",
+            f"  webhook secret  {demo.webhook_secret}",
+            f"  API token       {demo.api_token}",
+            f"  Flow secret     {demo.flow_secret}",
+            "",
+        ]
+    )
+
+
+async def run_dev(settings: Settings) -> int:
+    """Start everything, serve until SIGINT/SIGTERM, then stop everything; return an exit code."""
+    stop = stop_event_on_signals()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    infra = await start_infrastructure(settings)
+    try:
+        demo = await prepare(settings, infra)
+        service_settings = settings.model_copy(
+            update={
+                "database_url": infra.database_url,
+                "kafka_bootstrap_servers": infra.bootstrap_servers,
+            }
+        )
+        ingest = make_server(
+            create_ingest_app(service_settings), settings.host, settings.ingest_port
+        )
+        watcher = asyncio.create_task(watch_broker(infra, stop))
+        servers = [ingest]
+        serving = asyncio.create_task(serve_until(servers, stop))
+        while not all(server.started for server in servers) and not serving.done():
+            await asyncio.sleep(0.05)
+        if not serving.done():
+            sys.stdout.write(banner(settings, infra, demo))
+            sys.stdout.flush()
+        clean = await serving
+        broker_died = watcher.done() and watcher.result()
+        watcher.cancel()
+        return 0 if clean and not broker_died else 1
+    finally:
+        await asyncio.to_thread(infra.stop)
+        logger.info("segflow stopped")
+
+
+async def watch_broker(infra: Infrastructure, stop: asyncio.Event) -> bool:
+    """Stop everything if the embedded broker dies (True then): without it, ingest can only 503."""
+    if infra.broker is None:
+        return False
+    while not stop.is_set():
+        code = infra.broker.exit_code()
+        if code is not None:
+            logger.error("embedded broker exited with %s; log:\n%s", code, infra.broker.log_tail())
+            stop.set()
+            return True
+        await asyncio.sleep(0.5)
+    return False

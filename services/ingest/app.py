@@ -1,0 +1,309 @@
+"""The ingest service: Shopify webhooks, Flow requests and custom events → Kafka segflow.events."""
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime, TypeAdapter, ValidationError
+
+from services.common.db import create_pool, database_ready
+from services.common.envelope import EnvelopeMeta, PayloadError, parse_payload_object
+from services.common.errors import ApiError, field_path, install_error_handlers
+from services.common.kafka import broker_ready, make_producer, wait_for_broker
+from services.common.metrics import mount_metrics, new_registry
+from services.common.settings import Settings
+from services.common.shopify import customer_id_of
+from services.common.shops import Shop, ShopDirectory
+from services.common.signing import verify_webhook
+from services.ingest.metrics import IngestMetrics
+from services.ingest.models import CustomEvent, CustomEventBatch, FlowEvent
+from services.ingest.publisher import BrokerUnavailableError, EventPublisher
+
+logger = logging.getLogger(__name__)
+
+_AWARE = TypeAdapter(AwareDatetime)
+
+
+@dataclass
+class IngestState:
+    settings: Settings
+    pool: asyncpg.Pool
+    producer: AIOKafkaProducer
+    shops: ShopDirectory
+    publisher: EventPublisher
+    metrics: IngestMetrics
+
+
+def get_state(request: Request) -> IngestState:
+    state: IngestState = request.app.state.ingest
+    return state
+
+
+StateDep = Annotated[IngestState, Depends(get_state)]
+
+
+@contextmanager
+def counted(state: IngestState, endpoint: str) -> Iterator[None]:
+    """Count the request's outcome: `accepted`, or the error code it was rejected with."""
+    try:
+        yield
+    except ApiError as exc:
+        state.metrics.requests.labels(endpoint, exc.code).inc()
+        raise
+    state.metrics.requests.labels(endpoint, "accepted").inc()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing anything over `limit` bytes before reading it all."""
+    declared = request.headers.get("content-length")
+    too_large = ApiError(413, "body_too_large", f"body exceeds {limit} bytes")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def required_header(request: Request, name: str) -> str:
+    value = request.headers.get(name, "").strip()
+    if not value:
+        raise ApiError(400, "missing_header", f"header {name} is required", field=name)
+    return value
+
+
+def parse_time_header(request: Request, name: str) -> datetime | None:
+    value = request.headers.get(name)
+    if not value:
+        return None
+    try:
+        return _AWARE.validate_python(value.strip())
+    except ValidationError as exc:
+        message = f"header {name} is not an ISO 8601 time with a UTC offset"
+        raise ApiError(400, "invalid_header", message, field=name) from exc
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        return parse_payload_object(raw)
+    except PayloadError as exc:
+        raise ApiError(400, "invalid_json", str(exc), field="body") from exc
+
+
+def validation_error(exc: ValidationError) -> ApiError:
+    first = exc.errors()[0]
+    field = field_path(tuple(first.get("loc", ())))
+    return ApiError(400, "invalid_event", f"{field}: {first['msg']}", field=field)
+
+
+async def publish(state: IngestState, events: list[tuple[EnvelopeMeta, bytes]]) -> None:
+    try:
+        await state.publisher.publish(events)
+    except BrokerUnavailableError as exc:
+        logger.warning("broker did not acknowledge: %s", exc)
+        retry_after = str(state.settings.retry_after_seconds)
+        raise ApiError(
+            503,
+            "broker_unavailable",
+            "the event broker did not acknowledge; retry later",
+            headers={"Retry-After": retry_after},
+        ) from exc
+
+
+async def bearer_shop(request: Request, state: StateDep) -> Shop:
+    """The shop whose API token is in `Authorization: Bearer …`."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    shop = await state.shops.by_api_token(token.strip()) if scheme.lower() == "bearer" else None
+    if shop is None:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "a valid `Authorization: Bearer <api token>` header is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return shop
+
+
+ShopDep = Annotated[Shop, Depends(bearer_shop)]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The ingest ASGI app; it opens its pool and producer in the lifespan and closes them after."""
+
+    registry = new_registry()
+    metrics = IngestMetrics.create(registry)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        bootstrap = settings.require_kafka()
+        await wait_for_broker(bootstrap)
+        pool = await create_pool(
+            settings.require_database_url(), settings.db_pool_min, settings.db_pool_max
+        )
+        # The producer gives up on a message shortly before ingest answers 503, so a 503
+        # normally means "not written" and Shopify's retry does not create a duplicate.
+        timeout_ms = int(settings.produce_timeout_seconds * 1000)
+        producer = make_producer(bootstrap, request_timeout_ms=max(500, timeout_ms * 4 // 5))
+        try:
+            await producer.start()
+            publisher = EventPublisher(
+                producer, settings.topic_events, settings.produce_timeout_seconds, metrics
+            )
+            app.state.ingest = IngestState(
+                settings, pool, producer, ShopDirectory(pool), publisher, metrics
+            )
+            yield
+        finally:
+            # Requests in flight were finished by uvicorn before the lifespan ends.
+            await producer.stop()
+            await pool.close()
+
+    app = FastAPI(title="segflow ingest", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+    mount_metrics(app, registry)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(state: StateDep) -> JSONResponse:
+        checks = {
+            "database": await database_ready(state.pool),
+            "kafka": await broker_ready(state.producer),
+        }
+        ready = all(checks.values())
+        body = {"status": "ready" if ready else "not_ready", "checks": checks}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.post("/webhooks/shopify")
+    async def shopify_webhook(request: Request, state: StateDep) -> dict[str, str]:
+        """A Shopify webhook delivery: verified, wrapped in an envelope, acknowledged by Kafka."""
+        with counted(state, "shopify"):
+            raw = await read_body(request, settings.max_body_bytes)
+            domain = request.headers.get("x-shopify-shop-domain", "").strip().lower()
+            shop = await state.shops.by_domain(domain) if domain else None
+            if shop is None:
+                raise ApiError(401, "unknown_shop", "X-Shopify-Shop-Domain names no known shop")
+            signature = request.headers.get("x-shopify-hmac-sha256")
+            if not verify_webhook(raw, shop.webhook_secret, signature):
+                raise ApiError(401, "invalid_signature", "X-Shopify-Hmac-Sha256 does not match")
+            topic = required_header(request, "X-Shopify-Topic")
+            webhook_id = request.headers.get("x-shopify-webhook-id", "").strip() or None
+            # Event-Id is shared by all deliveries of one merchant action; older deliveries
+            # may lack it, and a retry keeps its webhook id, so that is the dedupe key then.
+            event_id = request.headers.get("x-shopify-event-id", "").strip() or webhook_id
+            if event_id is None:
+                raise ApiError(
+                    400,
+                    "missing_header",
+                    "header X-Shopify-Event-Id (or X-Shopify-Webhook-Id) is required",
+                    field="X-Shopify-Event-Id",
+                )
+            triggered_at = parse_time_header(request, "X-Shopify-Triggered-At")
+            payload = parse_json_object(raw)
+            received_at = datetime.now(UTC)
+            customer_id = customer_id_of(topic, payload)
+            meta = EnvelopeMeta(
+                event_id=event_id,
+                shop=shop.domain,
+                topic=topic,
+                source="shopify",
+                customer_id=str(customer_id) if customer_id is not None else None,
+                occurred_at=triggered_at or received_at,
+                received_at=received_at,
+                webhook_id=webhook_id,
+                api_version=request.headers.get("x-shopify-api-version"),
+            )
+            await publish(state, [(meta, raw)])
+        return {"status": "accepted", "event_id": event_id}
+
+    @app.post("/webhooks/flow")
+    async def flow_request(request: Request, state: StateDep) -> dict[str, str]:
+        """A Shopify Flow "Send HTTP request" action, authenticated by the shop's Flow secret."""
+        with counted(state, "flow"):
+            secret = request.headers.get("x-segflow-flow-secret", "").strip()
+            shop = await state.shops.by_flow_secret(secret) if secret else None
+            if shop is None:
+                raise ApiError(401, "unauthorized", "X-Segflow-Flow-Secret names no known shop")
+            raw = await read_body(request, settings.max_body_bytes)
+            try:
+                event = FlowEvent.model_validate(parse_json_object(raw))
+            except ValidationError as exc:
+                raise validation_error(exc) from exc
+            received_at = datetime.now(UTC)
+            meta = EnvelopeMeta(
+                event_id=event.event_id,
+                shop=shop.domain,
+                topic=f"flow/{event.event}",
+                source="flow",
+                customer_id=event.customer_id,
+                occurred_at=event.occurred_at or received_at,
+                received_at=received_at,
+            )
+            await publish(state, [(meta, event.model_dump_json().encode())])
+        return {"status": "accepted", "event_id": event.event_id}
+
+    @app.post("/v1/events", status_code=202)
+    async def custom_event(request: Request, state: StateDep, shop: ShopDep) -> dict[str, Any]:
+        """One behavioural event from the storefront or the email tool."""
+        with counted(state, "events"):
+            raw = await read_body(request, settings.max_body_bytes)
+            try:
+                event = CustomEvent.model_validate(parse_json_object(raw))
+            except ValidationError as exc:
+                raise validation_error(exc) from exc
+            await publish(state, [custom_envelope(shop, event)])
+        return {"status": "accepted", "accepted": 1, "event_ids": [event.event_id]}
+
+    @app.post("/v1/events/batch", status_code=202)
+    async def custom_event_batch(
+        request: Request, state: StateDep, shop: ShopDep
+    ) -> dict[str, Any]:
+        """Up to `max_batch_events` events; all are checked before any is accepted."""
+        with counted(state, "events_batch"):
+            raw = await read_body(request, settings.max_body_bytes)
+            body = parse_json_object(raw)
+            events = body.get("events")
+            if isinstance(events, list) and len(events) > settings.max_batch_events:
+                raise ApiError(
+                    400,
+                    "batch_too_large",
+                    f"at most {settings.max_batch_events} events per call",
+                    field="events",
+                )
+            try:
+                batch = CustomEventBatch.model_validate(body)
+            except ValidationError as exc:
+                raise validation_error(exc) from exc
+            await publish(state, [custom_envelope(shop, event) for event in batch.events])
+        ids = [event.event_id for event in batch.events]
+        return {"status": "accepted", "accepted": len(ids), "event_ids": ids}
+
+    return app
+
+
+def custom_envelope(shop: Shop, event: CustomEvent) -> tuple[EnvelopeMeta, bytes]:
+    """The envelope and payload JSON for one custom event."""
+    received_at = datetime.now(UTC)
+    meta = EnvelopeMeta(
+        event_id=event.event_id,
+        shop=shop.domain,
+        topic=f"custom/{event.type.value}",
+        source="custom",
+        customer_id=event.customer_id,
+        occurred_at=event.occurred_at or received_at,
+        received_at=received_at,
+    )
+    return meta, event.model_dump_json().encode()

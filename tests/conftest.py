@@ -1,0 +1,170 @@
+"""Fixtures for the real services: PostgreSQL and a Kafka-protocol broker, started once per session.
+
+DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS set → those are used; unset → the embedded pair.
+Each test gets its own database (a copy of a migrated template) and its own topics.
+"""
+
+import asyncio
+import gc
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from services.common.db import migrate
+from services.common.kafka import ensure_topics, wait_for_broker
+from services.common.settings import Settings
+from services.common.shops import ShopCredentials, create_shop
+from services.dev.embedded import EmbeddedPostgres
+from services.dev.stack import create_database, with_database
+from tests.helpers import BrokerFactory, ConsumedRecord, consume, free_port, start_server
+
+TEMPLATE_DB = "segflow_test_template"
+
+
+@pytest.fixture(scope="session")
+def postgres_server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        yield external
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    try:
+        dsn = server.start()
+    except Exception as exc:  # noqa: BLE001 - any failure here means no database for the run
+        log = server.data_dir / "log"
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        pytest.exit(f"embedded PostgreSQL did not start: {exc}\n{tail}", returncode=3)
+    yield dsn
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def broker_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerFactory]:
+    factory = BrokerFactory(tmp_path_factory.mktemp("brokers"))
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture(scope="session")
+async def kafka_bootstrap(broker_factory: BrokerFactory) -> str:
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        await wait_for_broker(external, timeout=20)
+        return external
+    return (await broker_factory.start()).bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+async def template_database(postgres_server_dsn: str) -> str:
+    """A migrated database that every test's database is copied from."""
+    conn = await asyncpg.connect(postgres_server_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+    finally:
+        await conn.close()
+    await create_database(postgres_server_dsn, TEMPLATE_DB)
+    template_dsn = with_database(postgres_server_dsn, TEMPLATE_DB)
+    conn = await asyncpg.connect(template_dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+async def database_url(postgres_server_dsn: str, template_database: str) -> AsyncIterator[str]:
+    """A fresh, migrated database of this test's own, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(postgres_server_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    finally:
+        await conn.close()
+    yield with_database(postgres_server_dsn, name)
+    conn = await asyncpg.connect(postgres_server_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def settings(database_url: str, kafka_bootstrap: str) -> Settings:
+    """Settings pointing at this test's database and topics of its own, on free ports."""
+    suffix = uuid.uuid4().hex[:8]
+    built = Settings(
+        database_url=database_url,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        ingest_port=free_port(),
+        api_port=free_port(),
+        topic_events=f"segflow.events.{suffix}",
+        topic_segment_changes=f"segflow.segment-changes.{suffix}",
+        topic_dead_letter=f"segflow.dead-letter.{suffix}",
+        topic_partitions=3,
+        produce_timeout_seconds=2.0,
+    )
+    await ensure_topics(
+        kafka_bootstrap,
+        [built.topic_events, built.topic_segment_changes, built.topic_dead_letter],
+        built.topic_partitions,
+    )
+    return built
+
+
+@pytest.fixture
+async def shop(db: asyncpg.Connection) -> ShopCredentials:
+    return await create_shop(db, "test-shop.myshopify.com")
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    # Clients never closed show up as ResourceWarnings here rather than at interpreter exit.
+    yield
+    gc.collect()
+
+
+@pytest.fixture(autouse=True)
+async def _fail_on_loop_errors() -> AsyncIterator[None]:
+    """A test fails if the event loop saw an exception nobody handled."""
+    loop = asyncio.get_running_loop()
+    seen: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: seen.append(context))
+    yield
+    loop.set_exception_handler(previous)
+    assert not seen, f"unhandled exceptions in the event loop: {seen}"
+
+
+@pytest.fixture
+def read_topic(kafka_bootstrap: str) -> Any:
+    """`await read_topic(topic, n)`: the first n records of a topic, read with a real consumer."""
+
+    async def read(topic: str, count: int, timeout: float = 15.0) -> list[ConsumedRecord]:
+        return await consume(kafka_bootstrap, topic, count, timeout)
+
+    return read
+
+
+@pytest.fixture
+async def ingest_url(settings: Settings) -> AsyncIterator[str]:
+    """The ingest service on a free port, over real HTTP; stopped after the test."""
+    from services.common.serve import make_server
+    from services.ingest.app import create_app
+
+    server = make_server(create_app(settings), "127.0.0.1", settings.ingest_port)
+    task = await start_server(server)
+    yield f"http://127.0.0.1:{settings.ingest_port}"
+    server.should_exit = True
+    await task

@@ -1,0 +1,94 @@
+"""Helpers the tests share: free ports, embedded brokers, reading topics, running servers."""
+
+import asyncio
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from services.common.kafka import wait_for_broker
+from services.dev.embedded import EmbeddedBroker
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class BrokerFactory:
+    """Starts embedded brokers on free ports and stops every one it started."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self._log_dir = log_dir
+        self._brokers: list[EmbeddedBroker] = []
+
+    async def start(self, port: int | None = None) -> EmbeddedBroker:
+        port = port or free_port()
+        broker = EmbeddedBroker("127.0.0.1", port, self._log_dir / f"broker-{port}.log")
+        self._brokers.append(broker)
+        broker.start()
+        try:
+            await wait_for_broker(broker.bootstrap_servers, timeout=20)
+        except TimeoutError:
+            pytest.exit(f"embedded broker did not start:\n{broker.log_tail()}", returncode=3)
+        return broker
+
+    def stop_all(self) -> None:
+        for broker in self._brokers:
+            broker.stop()
+
+
+@dataclass
+class ConsumedRecord:
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+    partition: int
+
+
+async def consume(
+    bootstrap: str, topic: str, count: int, timeout: float = 15.0
+) -> list[ConsumedRecord]:
+    """Read `count` records from the start of `topic`, failing if they do not arrive in time.
+
+    Partitions are assigned directly (no consumer group), so there is no group join to wait for.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    records: list[ConsumedRecord] = []
+    try:
+        async with asyncio.timeout(timeout):
+            await consumer.topics()  # refreshes metadata, so the partitions are known
+            numbers = consumer.partitions_for_topic(topic) or set()
+            consumer.assign([TopicPartition(topic, number) for number in sorted(numbers)])
+            await consumer.seek_to_beginning()
+            while len(records) < count:
+                batch = await consumer.getmany(timeout_ms=200)
+                for messages in batch.values():
+                    records.extend(
+                        ConsumedRecord(m.key, m.value, dict(m.headers), m.partition)
+                        for m in messages
+                    )
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def start_server(server: Any) -> "asyncio.Task[None]":
+    """Run a uvicorn server in this loop and return once it accepts connections."""
+    task = asyncio.create_task(server.serve())
+    async with asyncio.timeout(30):
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("server stopped during start-up")
+            await asyncio.sleep(0.02)
+    return task
