@@ -4,7 +4,7 @@ import asyncio
 import logging
 import time
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -75,3 +75,28 @@ async def broker_ready(producer: AIOKafkaProducer, timeout: float = 2.0) -> bool
     except (KafkaError, OSError, TimeoutError):
         return False
     return bool(producer.client.cluster.brokers())
+
+
+def make_consumer(
+    bootstrap_servers: str,
+    group_id: str,
+    *topics: str,
+    max_records: int = 500,
+    max_poll_interval_ms: int = 300_000,
+) -> AIOKafkaConsumer:
+    """A consumer-group member that never commits by itself: offsets are committed explicitly,
+    after the database transaction, with `{tp: last.offset + 1}`.
+
+    `max_records` bounds a batch; `max_poll_interval_ms` must exceed the worst batch time,
+    because rule evaluation is CPU work that holds the event loop.
+    """
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap_servers,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=max_records,
+        max_poll_interval_ms=max_poll_interval_ms,
+        isolation_level="read_uncommitted",
+    )

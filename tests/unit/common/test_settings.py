@@ -1,0 +1,43 @@
+import pytest
+from pydantic import ValidationError
+
+from services.common.settings import Settings
+
+
+def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings()
+    assert (settings.ingest_port, settings.api_port, settings.tagger_port) == (8000, 8001, 8002)
+    assert settings.broker_port == 9092
+    assert settings.topic_events == "segflow.events"
+    assert settings.topic_partitions == 6
+    assert settings.max_body_bytes == 5 * 1024 * 1024
+    assert settings.database_url is None
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@h/db")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "k:9092")
+    monkeypatch.setenv("SEGFLOW_INGEST_PORT", "9000")
+    monkeypatch.setenv("SEGFLOW_TOPIC_PARTITIONS", "12")
+    monkeypatch.setenv("SEGFLOW_LOG_LEVEL", "")  # empty means unset
+    settings = Settings()
+    assert settings.require_database_url() == "postgresql://u@h/db"
+    assert settings.require_kafka() == "k:9092"
+    assert settings.ingest_port == 9000
+    assert settings.topic_partitions == 12
+    assert settings.log_level == "INFO"
+
+
+def test_missing_servers_give_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    with pytest.raises(RuntimeError, match="DATABASE_URL is not set"):
+        Settings().require_database_url()
+
+
+def test_production_refuses_demo_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEGFLOW_ENVIRONMENT", "production")
+    monkeypatch.setenv("SEGFLOW_DEMO_API_TOKEN", "sfapi_demo")
+    with pytest.raises(ValidationError, match="demo secrets"):
+        Settings()
