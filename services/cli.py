@@ -1,9 +1,11 @@
-"""The `segflow` command: dev, demo, ingest, migrate, shops."""
+"""The `segflow` command: dev, demo, ingest, migrate, shops, import."""
 
 import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 
@@ -35,6 +37,26 @@ async def _cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if await serve_until([server], stop) else 1
 
 
+async def _cmd_segmenter(settings: Settings, args: argparse.Namespace) -> int:
+    from services.common.metrics import new_registry
+    from services.segmenter.api import create_app
+    from services.segmenter.metrics import SegmenterMetrics
+    from services.segmenter.service import run_segmenter
+
+    settings.require_database_url()
+    settings.require_kafka()
+    stop = stop_event_on_signals()
+    registry = new_registry()
+    server = make_server(create_app(settings, registry=registry), settings.host, settings.api_port)
+    segmenter = asyncio.create_task(
+        run_segmenter(settings, SegmenterMetrics.create(registry), stop)
+    )
+    clean = await serve_until([server], stop)
+    stop.set()
+    await segmenter
+    return 0 if clean else 1
+
+
 async def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     conn = await asyncpg.connect(settings.require_database_url())
     try:
@@ -61,11 +83,15 @@ async def _cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _cmd_shops_add(settings: Settings, args: argparse.Namespace) -> int:
+    from services.segmenter.segments import install_templates
+
     conn = await asyncpg.connect(settings.require_database_url())
     try:
-        creds = await create_shop(
-            conn, args.domain, webhook_secret=args.webhook_secret, replace=args.rotate
-        )
+        async with conn.transaction():
+            creds = await create_shop(
+                conn, args.domain, webhook_secret=args.webhook_secret, replace=args.rotate
+            )
+            installed = await install_templates(conn, creds.shop_id, datetime.now(UTC))
     except ShopExistsError:
         _out(f"shop {args.domain} exists already; use --rotate to issue new credentials")
         return 1
@@ -79,6 +105,8 @@ async def _cmd_shops_add(settings: Settings, args: argparse.Namespace) -> int:
     _out(f"API token       {creds.api_token}")
     _out(f"Flow secret     {creds.flow_secret}")
     _out("These are shown once; segflow keeps only hashes of the API token and Flow secret.")
+    if installed:
+        _out(f"Installed {installed} built-in segments (edit or remove them over the API).")
     return 0
 
 
@@ -94,8 +122,6 @@ async def _cmd_shops_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
     from services.demo.sender import send_demo
     from services.demo.stream import demo_stream
 
@@ -113,11 +139,63 @@ async def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.accepted == report.sent else 1
 
 
+# The summary lists this many rejected rows; the count covers the rest.
+_REJECTIONS_SHOWN = 20
+
+
+async def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    from services.common.db import create_pool
+    from services.segmenter.importer.runner import (
+        Progress,
+        UnknownShopError,
+        UnreadableFileError,
+        import_files,
+    )
+
+    missing = [str(path) for path in args.files if not path.is_file()]
+    if missing:
+        _out(f"no such file: {', '.join(missing)}")
+        return 2
+    if args.batch_size < 1:
+        _out("--batch-size must be at least 1")
+        return 2
+
+    def progress(p: Progress) -> None:
+        _out(
+            f"{p.file}: {p.rows_read} rows read so far, {p.events_applied} applied, "
+            f"{p.duplicates} duplicates, {p.rejected} rejected ({p.rows_per_second:.0f} rows/s)"
+        )
+
+    pool = await create_pool(settings.require_database_url(), min_size=1, max_size=2)
+    try:
+        report = await import_files(
+            pool, args.shop, args.files, batch_size=args.batch_size, progress=progress
+        )
+    except (UnknownShopError, UnreadableFileError) as exc:
+        _out(str(exc))
+        return 2
+    finally:
+        await pool.close()
+    _out(
+        f"imported {len(args.files)} file(s) into {args.shop}: {report.rows_read} rows read, "
+        f"{report.events_applied} events applied, {report.duplicates} duplicates "
+        f"(already imported), {report.rejected_count} rejected, "
+        f"{report.segment_changes} segment changes in {report.seconds:.1f} s "
+        f"({report.rows_per_second:.0f} rows/s)"
+    )
+    for row in report.rejected[:_REJECTIONS_SHOWN]:
+        _out(f"rejected {row.file}:{row.line}: {row.reason}")
+    if report.rejected_count > _REJECTIONS_SHOWN:
+        _out(f"... and {report.rejected_count - _REJECTIONS_SHOWN} more rejected rows")
+    return 1 if report.rejected_count else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("dev", help="run everything on one machine (embedded PostgreSQL + Kafka)")
     sub.add_parser("ingest", help="run the ingest service (needs DATABASE_URL, Kafka)")
+    sub.add_parser("segmenter", help="run the segmenter: consumer, scheduler and REST API")
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("topics", help="create the Kafka topics that do not exist yet")
 
@@ -136,17 +214,31 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--webhook-secret", help="the Shopify app's webhook secret (else generated)")
     add.add_argument("--rotate", action="store_true", help="issue new credentials if it exists")
     shops.add_parser("list", help="list shops")
+
+    imports = sub.add_parser(
+        "import",
+        help="import existing customers, orders and products from export files",
+        description="Import Shopify exports into one shop: the admin customer CSV export, and "
+        "JSONL from Admin GraphQL bulk operations or REST objects (customers, orders, products). "
+        "Importing the same files again applies nothing new. Exit status: 0 when every row was "
+        "imported, 1 when some rows were rejected, 2 on usage errors.",
+    )
+    imports.add_argument("--shop", required=True, help="the shop's domain, e.g. x.myshopify.com")
+    imports.add_argument("files", nargs="+", type=Path, metavar="FILE", help=".csv or .jsonl")
+    imports.add_argument("--batch-size", type=int, default=2000, help="events per transaction")
     return parser
 
 
 COMMANDS = {
     "dev": _cmd_dev,
     "ingest": _cmd_ingest,
+    "segmenter": _cmd_segmenter,
     "migrate": _cmd_migrate,
     "topics": _cmd_topics,
     "demo": _cmd_demo,
     ("shops", "add"): _cmd_shops_add,
     ("shops", "list"): _cmd_shops_list,
+    "import": _cmd_import,
 }
 
 

@@ -101,6 +101,13 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    created = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    yield created
+    await created.close()
+
+
+@pytest.fixture
 async def settings(database_url: str, kafka_bootstrap: str) -> Settings:
     """Settings pointing at this test's database and topics of its own, on free ports."""
     suffix = uuid.uuid4().hex[:8]
@@ -114,6 +121,8 @@ async def settings(database_url: str, kafka_bootstrap: str) -> Settings:
         topic_dead_letter=f"segflow.dead-letter.{suffix}",
         topic_partitions=3,
         produce_timeout_seconds=2.0,
+        segmenter_group=f"segflow-segmenter.{suffix}",
+        consumer_session_timeout_ms=2_000,
     )
     await ensure_topics(
         kafka_bootstrap,

@@ -92,3 +92,33 @@ async def start_server(server: Any) -> "asyncio.Task[None]":
                 raise RuntimeError("server stopped during start-up")
             await asyncio.sleep(0.02)
     return task
+
+
+async def drain_topic(bootstrap: str, topic: str) -> list[ConsumedRecord]:
+    """Every record the topic holds, once nobody writes to it any more.
+
+    Reads until a fetch comes back empty. (The embedded broker's end offsets undercount
+    partitions holding multi-record batches, so they cannot be used to count records.)
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    records: list[ConsumedRecord] = []
+    try:
+        await consumer.topics()
+        numbers = consumer.partitions_for_topic(topic) or set()
+        consumer.assign([TopicPartition(topic, number) for number in sorted(numbers)])
+        await consumer.seek_to_beginning()
+        async with asyncio.timeout(30):
+            while True:
+                batch = await consumer.getmany(timeout_ms=500)
+                if not batch:
+                    return records
+                for messages in batch.values():
+                    records.extend(
+                        ConsumedRecord(m.key, m.value, dict(m.headers), m.partition)
+                        for m in messages
+                    )
+    finally:
+        await consumer.stop()

@@ -80,23 +80,27 @@ async def broker_ready(producer: AIOKafkaProducer, timeout: float = 2.0) -> bool
 def make_consumer(
     bootstrap_servers: str,
     group_id: str,
-    *topics: str,
+    *,
     max_records: int = 500,
     max_poll_interval_ms: int = 300_000,
+    session_timeout_ms: int = 10_000,
 ) -> AIOKafkaConsumer:
-    """A consumer-group member that never commits by itself: offsets are committed explicitly,
-    after the database transaction, with `{tp: last.offset + 1}`.
+    """A consumer-group member (subscribe it yourself) that never commits by itself.
+
+    Offsets are committed explicitly after the database transaction, `{tp: last.offset + 1}`.
 
     `max_records` bounds a batch; `max_poll_interval_ms` must exceed the worst batch time,
     because rule evaluation is CPU work that holds the event loop.
     """
     return AIOKafkaConsumer(
-        *topics,
         bootstrap_servers=bootstrap_servers,
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=max_records,
         max_poll_interval_ms=max_poll_interval_ms,
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=max(100, session_timeout_ms // 4),
+        rebalance_timeout_ms=session_timeout_ms,
         isolation_level="read_uncommitted",
     )

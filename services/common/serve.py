@@ -1,12 +1,16 @@
 """Running ASGI apps under uvicorn inside our own event loop, stopped by our own signal handling."""
 
 import asyncio
+import logging
 import signal
-from collections.abc import Generator
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+
+logger = logging.getLogger(__name__)
 
 
 class _Server(uvicorn.Server):
@@ -40,14 +44,28 @@ def stop_event_on_signals() -> asyncio.Event:
     return stop
 
 
-async def serve_until(servers: list[uvicorn.Server], stop: asyncio.Event) -> bool:
-    """Run servers until `stop` is set or one ends; True if all started and were stopped."""
-    tasks = [asyncio.create_task(server.serve()) for server in servers]
+async def serve_until(
+    servers: list[uvicorn.Server],
+    stop: asyncio.Event,
+    workers: Sequence[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = (),
+) -> bool:
+    """Run servers and workers until `stop` is set or one of them ends; then stop them all.
+
+    Workers are coroutines that return once `stop` is set. True when everything started and
+    was stopped by `stop`, False when something ended or failed by itself.
+    """
+    serving = [asyncio.create_task(server.serve()) for server in servers]
+    working = [asyncio.create_task(worker(stop)) for worker in workers]
     stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([*serving, *working, stopper], return_when=asyncio.FIRST_COMPLETED)
     clean = stop.is_set()
+    stop.set()
     for server in servers:
         server.should_exit = True
-    await asyncio.gather(*tasks, return_exceptions=True)
+    results = await asyncio.gather(*serving, *working, return_exceptions=True)
     stopper.cancel()
+    for result in results:
+        if isinstance(result, BaseException):
+            logger.error("a service failed", exc_info=result)
+            clean = False
     return clean and all(server.started for server in servers)

@@ -43,11 +43,23 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     max_batch_events: int = Field(default=1000, ge=1)
+    segmenter_batch_size: int = Field(default=500, ge=1)
+    segmenter_group: str = "segflow-segmenter"
+    # A member missing heartbeats this long is dropped from the group. The embedded broker
+    # also waits about half of it before completing a join, so tests lower it.
+    consumer_session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    scheduler_interval_seconds: float = Field(default=1.0, gt=0)
+    dedupe_retention_days: int = Field(default=7, ge=1)
     # How long ingest waits for the broker's acknowledgement before answering 503.
     produce_timeout_seconds: float = Field(default=5.0, gt=0)
     retry_after_seconds: int = Field(default=5, ge=1)
     db_pool_min: int = 1
     db_pool_max: int = 10
+
+    # Test hook: "point:n" makes the segmenter SIGKILL itself the n-th time it reaches `point`
+    # (after_db_commit, before_marking_published, after_publish, after_offset_commit), to prove
+    # that a crash anywhere replays safely.
+    crash_at: str | None = None
 
     demo_shop_domain: str = "demo.myshopify.com"
     demo_webhook_secret: str | None = None
@@ -59,6 +71,8 @@ class Settings(BaseSettings):
         demo_secrets = (self.demo_webhook_secret, self.demo_api_token, self.demo_flow_secret)
         if self.environment == "production" and any(demo_secrets):
             raise ValueError("demo secrets are for development only; unset SEGFLOW_DEMO_*")
+        if self.environment == "production" and self.crash_at:
+            raise ValueError("SEGFLOW_CRASH_AT is a test hook; unset it in production")
         return self
 
     def require_database_url(self) -> str:

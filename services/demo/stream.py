@@ -3,7 +3,6 @@
 Pure: the same seed and base time always give the same webhooks, byte for byte.
 """
 
-import json
 import random
 import unicodedata
 import uuid
@@ -11,6 +10,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+
+from services.common.jsontext import encode_json
 
 API_VERSION = "2025-07"
 CURRENCY = "USD"
@@ -179,32 +180,6 @@ def demo_stream(seed: int, now: datetime, customers: int = 20) -> list[DemoWebho
     events.extend(_checkout_events(rng, now, products, people))
     events.sort(key=lambda event: event.at)  # stable: same-time events keep their order
     return _deliveries(rng, events)
-
-
-def encode_json(value: object) -> bytes:
-    """Compact JSON in UTF-8; a Decimal becomes a JSON number with its exact digits."""
-    return _encode(value).encode()
-
-
-def _encode(value: object) -> str:
-    # json.dumps cannot write a Decimal as a number without float, so containers are walked here.
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError("JSON has no representation for non-finite numbers")
-        return str(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{_encode(str(k))}:{_encode(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(_encode(item) for item in value) + "]"
-    raise TypeError(f"cannot encode {type(value).__name__} as demo JSON (money is never float)")
 
 
 def _deliveries(rng: random.Random, events: list[_Event]) -> list[DemoWebhook]:

@@ -5,16 +5,22 @@ import logging
 import re
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import asyncpg
 
 from services.common.db import migrate
 from services.common.kafka import ensure_topics, wait_for_broker
+from services.common.metrics import new_registry
 from services.common.serve import make_server, serve_until, stop_event_on_signals
 from services.common.settings import Settings
 from services.common.shops import ShopCredentials, create_shop
 from services.dev.embedded import EmbeddedBroker, EmbeddedPostgres
 from services.ingest.app import create_app as create_ingest_app
+from services.segmenter.api import create_app as create_segmenter_app
+from services.segmenter.metrics import SegmenterMetrics
+from services.segmenter.segments import install_templates
+from services.segmenter.service import run_segmenter
 
 logger = logging.getLogger(__name__)
 
@@ -102,14 +108,17 @@ async def prepare(settings: Settings, infra: Infrastructure) -> ShopCredentials:
         await migrate(conn)
         # Only hashes of tokens are stored, so the demo shop gets fresh ones (or the fixed
         # ones from the environment) at every start, to be printed for the developer.
-        return await create_shop(
-            conn,
-            settings.demo_shop_domain,
-            webhook_secret=settings.demo_webhook_secret,
-            api_token=settings.demo_api_token,
-            flow_secret=settings.demo_flow_secret,
-            replace=True,
-        )
+        async with conn.transaction():
+            demo = await create_shop(
+                conn,
+                settings.demo_shop_domain,
+                webhook_secret=settings.demo_webhook_secret,
+                api_token=settings.demo_api_token,
+                flow_secret=settings.demo_flow_secret,
+                replace=True,
+            )
+            await install_templates(conn, demo.shop_id, datetime.now(UTC))
+        return demo
     finally:
         await conn.close()
 
@@ -125,6 +134,8 @@ def banner(settings: Settings, infra: Infrastructure, demo: ShopCredentials) -> 
         [
             "segflow is running (Ctrl-C stops everything)",
             f"  ingest          {base}   (/webhooks/shopify, /webhooks/flow, /v1/events)",
+            f"  segmenter API   http://{settings.host}:{settings.api_port}"
+            "   (/v1/customers/…, /v1/segments, /docs)",
             f"  database        {redact_dsn(infra.database_url)}"
             f" ({'embedded' if infra.postgres else 'external'})",
             f"  kafka           {infra.bootstrap_servers}"
@@ -154,9 +165,20 @@ async def run_dev(settings: Settings) -> int:
         ingest = make_server(
             create_ingest_app(service_settings), settings.host, settings.ingest_port
         )
+        registry = new_registry()
+        metrics = SegmenterMetrics.create(registry)
+        api = make_server(
+            create_segmenter_app(service_settings, registry=registry),
+            settings.host,
+            settings.api_port,
+        )
         watcher = asyncio.create_task(watch_broker(infra, stop))
-        servers = [ingest]
-        serving = asyncio.create_task(serve_until(servers, stop))
+        servers = [ingest, api]
+        serving = asyncio.create_task(
+            serve_until(
+                servers, stop, [lambda stop: run_segmenter(service_settings, metrics, stop)]
+            )
+        )
         while not all(server.started for server in servers) and not serving.done():
             await asyncio.sleep(0.05)
         if not serving.done():

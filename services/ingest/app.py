@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
+from services.common.auth import ShopDep
 from services.common.db import create_pool, database_ready
 from services.common.envelope import EnvelopeMeta, PayloadError, parse_payload_object
 from services.common.errors import ApiError, field_path, install_error_handlers
@@ -121,23 +122,6 @@ async def publish(state: IngestState, events: list[tuple[EnvelopeMeta, bytes]]) 
         ) from exc
 
 
-async def bearer_shop(request: Request, state: StateDep) -> Shop:
-    """The shop whose API token is in `Authorization: Bearer …`."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    shop = await state.shops.by_api_token(token.strip()) if scheme.lower() == "bearer" else None
-    if shop is None:
-        raise ApiError(
-            401,
-            "unauthorized",
-            "a valid `Authorization: Bearer <api token>` header is required",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return shop
-
-
-ShopDep = Annotated[Shop, Depends(bearer_shop)]
-
-
 def create_app(settings: Settings) -> FastAPI:
     """The ingest ASGI app; it opens its pool and producer in the lifespan and closes them after."""
 
@@ -160,9 +144,9 @@ def create_app(settings: Settings) -> FastAPI:
             publisher = EventPublisher(
                 producer, settings.topic_events, settings.produce_timeout_seconds, metrics
             )
-            app.state.ingest = IngestState(
-                settings, pool, producer, ShopDirectory(pool), publisher, metrics
-            )
+            shops = ShopDirectory(pool)
+            app.state.shops = shops
+            app.state.ingest = IngestState(settings, pool, producer, shops, publisher, metrics)
             yield
         finally:
             # Requests in flight were finished by uvicorn before the lifespan ends.

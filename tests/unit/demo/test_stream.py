@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from services.demo.stream import DemoWebhook, demo_stream, encode_json
+from services.common.jsontext import encode_json
+from services.demo.stream import DemoWebhook, demo_stream
 
 NOW = datetime(2025, 9, 1, 16, 30, tzinfo=UTC)
 ORDER_TOPICS = {"orders/create", "orders/paid", "orders/updated", "orders/cancelled"}

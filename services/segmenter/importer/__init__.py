@@ -1,0 +1,1 @@
+"""One-off import of a store's existing customers, orders and products (CSV / JSONL exports)."""

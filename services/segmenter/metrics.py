@@ -1,0 +1,84 @@
+"""The segmenter's Prometheus metrics."""
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+@dataclass(frozen=True)
+class SegmenterMetrics:
+    events: Counter
+    dead_letters: Counter
+    batch_size: Histogram
+    batch_seconds: Histogram
+    end_to_end_seconds: Histogram
+    consumer_lag: Gauge
+    segment_changes: Counter
+    changes_published: Counter
+    due_backlog: Gauge
+    scheduled_evaluations: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> "SegmenterMetrics":
+        """Register the segmenter metrics in `registry`."""
+        return cls(
+            events=Counter(
+                "segflow_segmenter_events",
+                "Events by topic and outcome (applied, duplicate, dead_letter)",
+                ["topic", "outcome"],
+                registry=registry,
+            ),
+            dead_letters=Counter(
+                "segflow_segmenter_dead_letters",
+                "Events sent to the dead-letter topic, by reason",
+                ["reason"],
+                registry=registry,
+            ),
+            batch_size=Histogram(
+                "segflow_segmenter_batch_size",
+                "Events per processed batch",
+                buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
+                registry=registry,
+            ),
+            batch_seconds=Histogram(
+                "segflow_segmenter_batch_seconds",
+                "Time to process one batch: decode, transaction, publish, commit",
+                buckets=_LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            end_to_end_seconds=Histogram(
+                "segflow_segmenter_end_to_end_seconds",
+                "From ingest receiving the causing event to the change being published",
+                buckets=_LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            consumer_lag=Gauge(
+                "segflow_segmenter_consumer_lag",
+                "Records behind the partition's high watermark",
+                ["topic", "partition"],
+                registry=registry,
+            ),
+            segment_changes=Counter(
+                "segflow_segment_changes",
+                "Segment entries and exits, by segment handle",
+                ["segment", "change"],
+                registry=registry,
+            ),
+            changes_published=Counter(
+                "segflow_segmenter_changes_published",
+                "Outbox rows published to the segment-changes topic",
+                registry=registry,
+            ),
+            due_backlog=Gauge(
+                "segflow_scheduler_due_backlog",
+                "Customers whose next evaluation time has passed",
+                registry=registry,
+            ),
+            scheduled_evaluations=Counter(
+                "segflow_scheduler_evaluations",
+                "Customers re-evaluated because time passed",
+                registry=registry,
+            ),
+        )

@@ -1,0 +1,282 @@
+"""The pure reducer: `apply(state, event) -> state`, one function per kind of event.
+
+Deliveries may repeat and arrive out of order. Counts and sums are derived from facts keyed by
+order / refund / checkout id, so applying twice changes nothing; attributes carry the time
+they were true as of, and the newer one wins whatever the arrival order.
+"""
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from services.common.shopify import (
+    Checkout,
+    Customer,
+    CustomerTagsChanged,
+    DeletedCustomer,
+    EmailConsentUpdate,
+    MoneyBag,
+    Order,
+    PurchasingSummary,
+    Refund,
+    ShopifyModel,
+    SmsConsentUpdate,
+)
+from services.segmenter.state import (
+    COUNTERS,
+    CheckoutFact,
+    CustomerState,
+    LineFact,
+    OrderFact,
+    RefundFact,
+    Stamp,
+)
+
+_BIRTHDAY = re.compile(r"^(?:\d{4}-|--)?(\d{2})-(\d{2})$")
+
+
+@dataclass(frozen=True)
+class Event:
+    """A decoded event: the envelope's facts and the payload (a model, or a dict for custom)."""
+
+    topic: str
+    event_id: str
+    occurred_at: datetime
+    received_at: datetime
+    customer_id: int | None
+    payload: ShopifyModel | Mapping[str, Any] | None
+
+
+def shop_amount(money_set: MoneyBag | None, fallback: Decimal | None) -> Decimal | None:
+    """The shop-currency amount of a `*_set`, else the plain field (already shop money)."""
+    if money_set is not None and money_set.shop_money is not None:
+        if money_set.shop_money.amount is not None:
+            return money_set.shop_money.amount
+    return fallback
+
+
+def refund_amount(refund: Refund) -> Decimal:
+    """Money one refund gave back: its successful refund transactions when it has any (what
+    really left the shop), else its lines with their tax plus refunded shipping, in shop money.
+    """
+    paid_back = [
+        t.amount
+        for t in refund.transactions
+        if t.kind == "refund" and t.status in (None, "success") and t.amount is not None
+    ]
+    if paid_back:
+        return sum(paid_back, Decimal(0))
+    total = Decimal(0)
+    for line in refund.refund_line_items:
+        total += shop_amount(line.subtotal_set, line.subtotal) or Decimal(0)
+        total += shop_amount(line.total_tax_set, line.total_tax) or Decimal(0)
+    for adjustment in refund.order_adjustments:
+        # Adjustments are negative for money given back (kind "shipping_refund").
+        if adjustment.kind == "shipping_refund":
+            total -= shop_amount(adjustment.amount_set, adjustment.amount) or Decimal(0)
+    return total
+
+
+def apply_refund(order: OrderFact | None, refund: Refund) -> OrderFact:
+    """Record a refund on its order once, whether refunds/create or an order delivery brings it."""
+    order = order or OrderFact(order_id=refund.order_id)
+    if refund.id in order.refunds:
+        return order
+    refunds = dict(order.refunds)
+    refunds[refund.id] = RefundFact(refund_amount(refund), refund.processed_at or refund.created_at)
+    return replace(order, refunds=refunds)
+
+
+def apply_order(order: OrderFact | None, payload: Order) -> OrderFact:
+    """Merge an orders/* delivery into what is known of the order."""
+    current = order or OrderFact(order_id=payload.id)
+    for refund in payload.refunds:
+        current = apply_refund(current, refund)
+    customer_id = payload.customer.id if payload.customer is not None else None
+    newer = not current.seen or (
+        payload.updated_at is not None
+        and (current.updated_at is None or payload.updated_at >= current.updated_at)
+    )
+    # Cancellation is final in Shopify, so it sticks whichever delivery comes first.
+    cancelled = current.cancelled or payload.cancelled_at is not None
+    if not newer:
+        return replace(current, cancelled=cancelled)
+    lines = tuple(
+        LineFact(line.product_id, line.vendor, line.quantity or 0) for line in payload.line_items
+    )
+    return replace(
+        current,
+        customer_id=customer_id if customer_id is not None else current.customer_id,
+        seen=True,
+        placed_at=current.placed_at or payload.processed_at or payload.created_at,
+        total=shop_amount(payload.total_price_set, payload.total_price),
+        cancelled=cancelled,
+        test=bool(payload.test),
+        updated_at=payload.updated_at,
+        checkout_token=payload.checkout_token or current.checkout_token,
+        lines=lines or current.lines,
+    )
+
+
+def _stamp(profile: dict[str, Stamp], name: str, value: Any, at: datetime) -> None:
+    if value is None:
+        return
+    current = profile.get(name)
+    if current is None or at >= current.at:
+        profile[name] = Stamp(value, at)
+
+
+def _consent(profile: dict[str, Stamp], name: str, state: str | None, at: datetime) -> None:
+    _stamp(profile, name, state.lower() if state else None, at)
+
+
+def _snapshot_tags(tags: dict[str, Stamp], present: list[str], at: datetime) -> None:
+    for tag in set(tags) | set(present):
+        current = tags.get(tag)
+        if current is None or at >= current.at:
+            tags[tag] = Stamp(tag in present, at)
+
+
+def apply_customer(state: CustomerState, customer: Customer, at: datetime) -> CustomerState:
+    """A customer payload (customers/* or the customer inside an order or checkout)."""
+    at = customer.updated_at or at
+    profile = dict(state.profile)
+    if customer.created_at is not None:
+        _stamp(profile, "registered_at", customer.created_at.isoformat(), at)
+    _stamp(profile, "email", customer.email, at)
+    _stamp(profile, "account_state", customer.state, at)
+    address = customer.default_address
+    if address is not None:
+        _stamp(profile, "country_code", address.country_code, at)
+        _stamp(profile, "province_code", address.province_code, at)
+        _stamp(profile, "city", address.city, at)
+    email = customer.email_marketing_consent
+    if email is not None:
+        _consent(profile, "email_consent", email.state, email.consent_updated_at or at)
+    elif customer.accepts_marketing is not None:
+        state_name = "subscribed" if customer.accepts_marketing else "not_subscribed"
+        _consent(profile, "email_consent", state_name, customer.accepts_marketing_updated_at or at)
+    sms = customer.sms_marketing_consent
+    if sms is not None:
+        _consent(profile, "sms_consent", sms.state, sms.consent_updated_at or at)
+    # Versions before 2024-10 carry Shopify's own aggregates and tags on the customer.
+    _stamp(profile, "summary_orders_count", customer.orders_count, at)
+    if customer.total_spent is not None:
+        _stamp(profile, "summary_amount_spent", str(customer.total_spent), at)
+    tags = dict(state.tags)
+    if customer.tags is not None:
+        _snapshot_tags(tags, list(customer.tags), at)
+    return replace(state, profile=profile, tags=tags)
+
+
+def apply_checkout(state: CustomerState, checkout: Checkout, at: datetime) -> CustomerState:
+    """checkouts/create|update, keyed by token (from 2026-04 checkouts have no id)."""
+    token = checkout.token or (str(checkout.id) if checkout.id is not None else None)
+    if token is None:
+        return state
+    current = state.checkouts.get(token) or CheckoutFact(token)
+    updated_at = checkout.updated_at or checkout.created_at or at
+    started = [t for t in (current.started_at, checkout.created_at) if t is not None]
+    merged = replace(
+        current,
+        started_at=min(started) if started else None,
+        updated_at=max(updated_at, current.updated_at) if current.updated_at else updated_at,
+        completed_at=current.completed_at or checkout.completed_at,
+    )
+    checkouts = dict(state.checkouts)
+    checkouts[token] = merged
+    if checkout.customer is not None:
+        state = apply_customer(state, checkout.customer, at)
+    return replace(state, checkouts=checkouts)
+
+
+def parse_birthday(value: Any) -> str | None:
+    """A birthday as "MM-DD" from "YYYY-MM-DD", "--MM-DD" or "MM-DD"; None if not one."""
+    if not isinstance(value, str):
+        return None
+    match = _BIRTHDAY.match(value.strip())
+    if match is None:
+        return None
+    month, day = int(match.group(1)), int(match.group(2))
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return None
+    return f"{month:02d}-{day:02d}"
+
+
+def apply_custom(state: CustomerState, event: Event) -> CustomerState:
+    """Behavioural events: counters, last engagement, and attributes from profile_updated."""
+    payload = event.payload if isinstance(event.payload, Mapping) else {}
+    if event.topic == "custom/profile_updated":
+        properties = payload.get("properties") or {}
+        birthday = parse_birthday(properties.get("birthday"))
+        if birthday is None:
+            return state
+        profile = dict(state.profile)
+        _stamp(profile, "birthday", birthday, event.occurred_at)
+        return replace(state, profile=profile)
+    counter = COUNTERS.get(event.topic)
+    if counter is None:
+        return state
+    counters = dict(state.counters)
+    counters[counter] = counters.get(counter, 0) + 1
+    last = state.last_engaged_at
+    return replace(
+        state,
+        counters=counters,
+        last_engaged_at=event.occurred_at if last is None else max(last, event.occurred_at),
+    )
+
+
+def apply(state: CustomerState, event: Event) -> CustomerState:
+    """The state after one event; topics that say nothing about the customer leave it as is."""
+    payload = event.payload
+    at = event.occurred_at
+    if isinstance(payload, Order):
+        orders = dict(state.orders)
+        orders[payload.id] = apply_order(orders.get(payload.id), payload)
+        state = replace(state, orders=orders)
+        if payload.customer is not None:
+            state = apply_customer(state, payload.customer, at)
+        return state
+    if isinstance(payload, Refund):
+        orders = dict(state.orders)
+        orders[payload.order_id] = apply_refund(orders.get(payload.order_id), payload)
+        return replace(state, orders=orders)
+    if isinstance(payload, DeletedCustomer):
+        return replace(state, deleted=True)
+    if isinstance(payload, Customer):
+        return apply_customer(state, payload, at)
+    if isinstance(payload, Checkout):
+        return apply_checkout(state, payload, at)
+    if isinstance(payload, CustomerTagsChanged):
+        present = event.topic == "customer.tags_added"
+        tags = dict(state.tags)
+        for tag in payload.tags or []:
+            _stamp(tags, tag, present, payload.occurred_at or at)
+        return replace(state, tags=tags)
+    if isinstance(payload, EmailConsentUpdate):
+        profile = dict(state.profile)
+        consent = payload.email_marketing_consent
+        if consent is not None:
+            _consent(profile, "email_consent", consent.state, consent.consent_updated_at or at)
+        _stamp(profile, "email", payload.email_address, at)
+        return replace(state, profile=profile)
+    if isinstance(payload, SmsConsentUpdate):
+        profile = dict(state.profile)
+        consent = payload.sms_marketing_consent
+        if consent is not None:
+            _consent(profile, "sms_consent", consent.state, consent.consent_updated_at or at)
+        return replace(state, profile=profile)
+    if isinstance(payload, PurchasingSummary):
+        profile = dict(state.profile)
+        summary_at = payload.occurred_at or at
+        _stamp(profile, "summary_orders_count", payload.number_of_orders, summary_at)
+        if payload.amount_spent is not None and payload.amount_spent.amount is not None:
+            _stamp(profile, "summary_amount_spent", str(payload.amount_spent.amount), summary_at)
+        return replace(state, profile=profile)
+    if event.topic.startswith("custom/"):
+        return apply_custom(state, event)
+    return state

@@ -1,0 +1,118 @@
+"""A customer's state as the reducer keeps it: last-writer-wins attributes, orders, checkouts."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any
+
+# Engagement counters, one per custom event type (also columns of `customers`).
+COUNTERS = {
+    "custom/page_viewed": "page_views",
+    "custom/product_viewed": "product_views",
+    "custom/added_to_cart": "added_to_cart",
+    "custom/email_opened": "emails_opened",
+    "custom/email_clicked": "emails_clicked",
+    "custom/review_written": "reviews_written",
+    "custom/referral": "referrals",
+}
+
+
+def _frozen(mapping: Mapping[Any, Any] | None = None) -> Mapping[Any, Any]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """A value with the time it was true as of; a newer stamp wins, so order does not matter."""
+
+    value: Any
+    at: datetime
+
+
+@dataclass(frozen=True)
+class LineFact:
+    product_id: int | None
+    vendor: str | None
+    quantity: int
+
+
+@dataclass(frozen=True)
+class RefundFact:
+    amount: Decimal
+    at: datetime | None
+
+
+@dataclass(frozen=True)
+class OrderFact:
+    """One order as far as it is known; `seen` is False while only its refunds have arrived."""
+
+    order_id: int
+    customer_id: int | None = None
+    seen: bool = False
+    placed_at: datetime | None = None
+    total: Decimal | None = None
+    cancelled: bool = False
+    test: bool = False
+    updated_at: datetime | None = None
+    checkout_token: str | None = None
+    lines: tuple[LineFact, ...] = ()
+    refunds: Mapping[int, RefundFact] = field(default_factory=_frozen)
+
+    @property
+    def counts(self) -> bool:
+        """Whether this order counts towards orders and spend."""
+        return self.seen and not self.cancelled and not self.test
+
+    @property
+    def refunded(self) -> Decimal:
+        return sum((r.amount for r in self.refunds.values()), Decimal(0))
+
+    @property
+    def net_total(self) -> Decimal:
+        """What the customer paid and kept: total less refunds, never below zero."""
+        return max(Decimal(0), (self.total or Decimal(0)) - self.refunded)
+
+    @property
+    def product_ids(self) -> list[int]:
+        return sorted({line.product_id for line in self.lines if line.product_id is not None})
+
+
+@dataclass(frozen=True)
+class CheckoutFact:
+    token: str
+    started_at: datetime | None = None
+    updated_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ProductFact:
+    product_id: int
+    product_type: str | None = None
+    vendor: str | None = None
+    title: str | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CustomerState:
+    """Everything the reducer keeps about one customer of one shop."""
+
+    shop_id: int
+    customer_id: int
+    # Attributes by name (email, registered_at, country_code, email_consent, birthday, …).
+    profile: Mapping[str, Stamp] = field(default_factory=_frozen)
+    # Tag → Stamp(present: bool); tags set outside segflow, from any source.
+    tags: Mapping[str, Stamp] = field(default_factory=_frozen)
+    checkouts: Mapping[str, CheckoutFact] = field(default_factory=_frozen)
+    counters: Mapping[str, int] = field(default_factory=_frozen)
+    last_engaged_at: datetime | None = None
+    deleted: bool = False
+    orders: Mapping[int, OrderFact] = field(default_factory=_frozen)
+
+    def attribute(self, name: str) -> Any:
+        """The current value of a profile attribute, or None if unknown."""
+        stamp = self.profile.get(name)
+        return None if stamp is None else stamp.value
