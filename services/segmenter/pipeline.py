@@ -12,7 +12,13 @@ import asyncpg
 from services.common.shopify import Order, Product, Refund
 from services.segmenter import store
 from services.segmenter.derive import derive_facts
-from services.segmenter.reducer import Event, apply, apply_order, apply_refund
+from services.segmenter.reducer import (
+    Event,
+    apply,
+    apply_order,
+    apply_refund,
+    changes_customer,
+)
 from services.segmenter.rulebook import RuleBook, evaluate
 from services.segmenter.state import CustomerState, OrderFact, ProductFact
 from services.segmenter.store import Change, Key
@@ -28,6 +34,8 @@ class ShopEvent:
 
 @dataclass
 class BatchOutcome:
+    """What a batch did: events applied (new), duplicates skipped, and membership changes."""
+
     applied: list[ShopEvent] = field(default_factory=list)
     duplicates: list[ShopEvent] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
@@ -51,7 +59,7 @@ def _customer_key(item: ShopEvent, order_owner: dict[Key, int | None]) -> Key | 
         owner = owner if owner is not None else order_owner.get((item.shop_id, payload.id))
     elif isinstance(payload, Refund):
         owner = order_owner.get((item.shop_id, payload.order_id))
-    elif isinstance(payload, Product):
+    elif not changes_customer(item.event):
         return None
     else:
         owner = item.event.customer_id

@@ -230,6 +230,26 @@ def apply_custom(state: CustomerState, event: Event) -> CustomerState:
     )
 
 
+_CUSTOMER_PAYLOADS = (
+    Order,
+    Refund,
+    Customer,
+    DeletedCustomer,
+    Checkout,
+    CustomerTagsChanged,
+    EmailConsentUpdate,
+    SmsConsentUpdate,
+    PurchasingSummary,
+)
+
+
+def changes_customer(event: Event) -> bool:
+    """Whether `apply` can change a customer's state for this event (others are only recorded)."""
+    if isinstance(event.payload, _CUSTOMER_PAYLOADS):
+        return True
+    return event.topic in COUNTERS or event.topic == "custom/profile_updated"
+
+
 def apply(state: CustomerState, event: Event) -> CustomerState:
     """The state after one event; topics that say nothing about the customer leave it as is."""
     payload = event.payload

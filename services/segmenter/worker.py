@@ -13,11 +13,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.structs import ConsumerRecord
 
 from services.common.settings import Settings
+from services.common.shopify import Product
 from services.segmenter import store
 from services.segmenter.decode import Undecodable, decode_event
 from services.segmenter.metrics import SegmenterMetrics
 from services.segmenter.outbox import publish_pending
 from services.segmenter.pipeline import ShopEvent, apply_events
+from services.segmenter.reducer import changes_customer
 from services.segmenter.rulebook import RuleBook
 
 logger = logging.getLogger(__name__)
@@ -105,7 +107,8 @@ class SegmenterWorker:
                 logger.warning("batch conflicted with another transaction; retrying")
         self._crash_if_told("after_db_commit")
         for item in outcome.applied:
-            self._metrics.events.labels(item.event.topic, "applied").inc()
+            useful = changes_customer(item.event) or isinstance(item.event.payload, Product)
+            self._metrics.events.labels(item.event.topic, "applied" if useful else "ignored").inc()
         for item in outcome.duplicates:
             self._metrics.events.labels(item.event.topic, "duplicate").inc()
         await publish_pending(

@@ -146,3 +146,41 @@ async def test_time_alone_moves_a_customer_into_churn_risk(
     assert [m["customer_id"] for m in members] == [CUSTOMER]
     change = await db.fetchrow("SELECT * FROM segment_changes WHERE segment_id = $1", churn)
     assert (change["change"], change["cause"]) == ("entered", "schedule")
+
+
+async def test_time_alone_moves_a_new_customer_out_after_30_days(
+    db: asyncpg.Connection, pool: asyncpg.Pool, shop: ShopCredentials
+) -> None:
+    rule = {"all": [{"name": "days_since_registration", "operator": "less_than", "value": 30}]}
+    new = await add_segment(db, shop.shop_id, "new-customer", rule)
+    registered = at(10)
+    customer = {
+        "id": CUSTOMER,
+        "created_at": registered.isoformat(),
+        "updated_at": at(10).isoformat(),
+    }
+    outcome = await run(db, shop.shop_id, shopify_event("customers/create", customer))
+    assert [(c.segment_id, c.change) for c in outcome.changes] == [(new, "entered")]
+    row = await customer_row(db, shop.shop_id)
+    assert row["next_eval_at"] == registered + timedelta(days=30)
+    assert await evaluate_due(pool, RuleBook(), row["next_eval_at"]) == 1
+    assert await db.fetchval("SELECT count(*) FROM memberships WHERE segment_id = $1", new) == 0
+    exits = await db.fetch("SELECT change, cause FROM segment_changes WHERE change = 'exited'")
+    assert [tuple(r) for r in exits] == [("exited", "schedule")]
+    assert (await customer_row(db, shop.shop_id))["next_eval_at"] is None
+
+
+async def test_events_that_change_no_state_create_no_customer(
+    db: asyncpg.Connection, shop: ShopCredentials
+) -> None:
+    flow = Event("flow/vip_candidate", "f1", NOW, NOW, CUSTOMER, {"event": "vip_candidate"})
+    unknown = Event("inventory_levels/update", "u1", NOW, NOW, CUSTOMER, None)
+    redact = shopify_event(
+        "customers/redact",
+        {"shop_id": 1, "customer": {"id": CUSTOMER}, "orders_to_redact": []},
+        event_id="x",
+    )
+    outcome = await run(db, shop.shop_id, flow, unknown, redact)
+    assert len(outcome.applied) == 3
+    assert await customer_row(db, shop.shop_id) is None
+    assert await db.fetchval("SELECT count(*) FROM processed_events") == 3
