@@ -5,6 +5,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -47,6 +48,13 @@ def field_path(loc: tuple[int | str, ...]) -> str:
         else:
             path += f".{part}" if path else str(part)
     return path or "body"
+
+
+def first_validation_error(exc: ValidationError) -> str:
+    """The first problem of a pydantic ValidationError as "field.path: message"."""
+    error = exc.errors()[0]
+    location = ".".join(str(part) for part in error.get("loc", ())) or "payload"
+    return f"{location}: {error['msg']}"
 
 
 def install_error_handlers(app: FastAPI, bad_request_status: int = 400) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from services.common.envelope import Envelope, PayloadError, decode_envelope
+from services.common.errors import first_validation_error
 from services.common.shopify import ShopifyModel, parse_payload
 from services.segmenter.reducer import Event
 
@@ -19,12 +20,6 @@ class Undecodable:
     detail: str
 
 
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    location = ".".join(str(part) for part in error.get("loc", ())) or "payload"
-    return f"{location}: {error['msg']}"
-
-
 def decode_event(raw: bytes | None) -> tuple[Envelope, Event] | Undecodable:
     """Decode one record's value; unknown topics decode fine (with no payload model)."""
     if raw is None:
@@ -34,13 +29,15 @@ def decode_event(raw: bytes | None) -> tuple[Envelope, Event] | Undecodable:
     except PayloadError as exc:
         return Undecodable("invalid_envelope", str(exc))
     except ValidationError as exc:
-        return Undecodable("invalid_envelope", _first_error(exc))
+        return Undecodable("invalid_envelope", first_validation_error(exc))
     payload: ShopifyModel | Mapping[str, Any] | None
     if envelope.source == "shopify":
         try:
             payload = parse_payload(envelope.topic, envelope.payload)
         except ValidationError as exc:
-            return Undecodable("invalid_payload", f"{envelope.topic}: {_first_error(exc)}")
+            return Undecodable(
+                "invalid_payload", f"{envelope.topic}: {first_validation_error(exc)}"
+            )
     else:
         payload = envelope.payload
     customer_id = None

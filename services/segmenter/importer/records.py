@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from services.common.errors import first_validation_error
 from services.common.jsontext import encode_json
 from services.common.shopify import Customer, Order, Product, parse_payload
 from services.segmenter.reducer import Event
@@ -39,13 +40,6 @@ class Rejection:
     reason: str
 
 
-def first_error(exc: ValidationError) -> str:
-    """The first validation error as "field: message"."""
-    error = exc.errors()[0]
-    location = ".".join(str(part) for part in error.get("loc", ())) or "payload"
-    return f"{location}: {error['msg']}"
-
-
 def content_hash(payload: dict[str, Any]) -> str:
     """A short, stable digest of a payload (keys sorted), for objects without a version time."""
     canonical = encode_json(_sorted(payload))
@@ -69,7 +63,7 @@ def event_for(record: ImportRecord, now: datetime) -> Event:
     try:
         model = parse_payload(record.topic, record.payload)
     except ValidationError as exc:
-        raise ValueError(first_error(exc)) from exc
+        raise ValueError(first_validation_error(exc)) from exc
     if not isinstance(model, Customer | Order | Product):
         raise ValueError(f"topic {record.topic} cannot be imported")
     customer_id: int | None = None
