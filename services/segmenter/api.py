@@ -87,6 +87,12 @@ class PreviewIn(BaseModel):
     sample: int = Field(default=20, ge=0, le=100)
 
 
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a body read by hand (bodies skip FastAPI's parser to keep numbers exact)."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 def _id(value: str, what: str) -> int:
     """A path id: Shopify and segment ids are decimal integers; anything else is not found."""
     if not value.isdigit() or len(value) > 19 or int(value) > 2**63 - 1:
@@ -229,7 +235,7 @@ def create_app(
         rows = await pool.fetch(SEGMENTS, shop.id)
         return JSONText({"segments": [segment_json(row) for row in rows]})
 
-    @app.post("/v1/segments", status_code=201)
+    @app.post("/v1/segments", status_code=201, openapi_extra=_body_schema(SegmentIn))
     async def create_segment(request: Request, shop: ShopDep, pool: PoolDep) -> JSONText:
         """Create a segment; its membership is backfilled over all stored customers at once."""
         body: SegmentIn = await _body(request, SegmentIn)
@@ -254,7 +260,7 @@ def create_app(
             raise ApiError(404, "not_found", "no such segment")
         return JSONText(segment_json(row))
 
-    @app.put("/v1/segments/{segment_id}")
+    @app.put("/v1/segments/{segment_id}", openapi_extra=_body_schema(SegmentChange))
     async def change_segment(
         segment_id: str, request: Request, shop: ShopDep, pool: PoolDep
     ) -> JSONText:
@@ -285,7 +291,7 @@ def create_app(
             raise ApiError(404, "not_found", "no such segment")
         return JSONText({"deleted": True, "exited": exited})
 
-    @app.post("/v1/segments/preview")
+    @app.post("/v1/segments/preview", openapi_extra=_body_schema(PreviewIn))
     async def preview(request: Request, shop: ShopDep, pool: PoolDep) -> JSONText:
         """How many customers an unsaved rule matches now, with a sample of them."""
         body: PreviewIn = await _body(request, PreviewIn)

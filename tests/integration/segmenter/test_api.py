@@ -218,3 +218,11 @@ async def test_decimal_rule_values_stay_numbers_through_storage(
     assert b'"value":49.99' in fetched.content
     assert fetched.json()["conditions"] == rule
     assert fetched.json()["size"] == 2
+
+
+async def test_openapi_documents_the_request_bodies(api: str) -> None:
+    async with httpx.AsyncClient(base_url=api) as http:
+        spec = (await http.get("/openapi.json")).json()
+    create = spec["paths"]["/v1/segments"]["post"]["requestBody"]["content"]["application/json"]
+    assert set(create["schema"]["required"]) == {"handle", "name", "conditions"}
+    assert "/v1/segments/{segment_id}/customers" in spec["paths"]
