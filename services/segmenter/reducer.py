@@ -210,8 +210,10 @@ def apply_custom(state: CustomerState, event: Event) -> CustomerState:
     """Behavioural events: counters, last engagement, and attributes from profile_updated."""
     payload = event.payload if isinstance(event.payload, Mapping) else {}
     if event.topic == "custom/profile_updated":
-        properties = payload.get("properties") or {}
-        birthday = parse_birthday(properties.get("birthday"))
+        properties = payload.get("properties")
+        birthday = parse_birthday(
+            properties.get("birthday") if isinstance(properties, Mapping) else None
+        )
         if birthday is None:
             return state
         profile = dict(state.profile)

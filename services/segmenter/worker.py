@@ -18,7 +18,7 @@ from services.segmenter import store
 from services.segmenter.decode import Undecodable, decode_event
 from services.segmenter.metrics import SegmenterMetrics
 from services.segmenter.outbox import publish_pending
-from services.segmenter.pipeline import ShopEvent, apply_events
+from services.segmenter.pipeline import BatchOutcome, ShopEvent, apply_events
 from services.segmenter.reducer import changes_customer
 from services.segmenter.rulebook import RuleBook
 
@@ -26,6 +26,14 @@ logger = logging.getLogger(__name__)
 
 # Transient conflicts between replicas: the whole batch is retried in a new transaction.
 RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+# The database or network failing says nothing about the events: stop, and replay them later.
+INFRASTRUCTURE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+)
 
 
 class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -93,18 +101,10 @@ class SegmenterWorker:
         """Decode, dead-letter, apply in one transaction, publish the outbox, commit offsets."""
         started = time.perf_counter()
         records = [record for partition in batch.values() for record in partition]
-        events, dead = await self._decode(records)
+        decoded, dead = await self._decode(records)
         for record, reason in dead:
             await self._dead_letter(record, reason)
-        for attempt in range(5):
-            try:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    outcome = await apply_events(conn, events, self._rules, self._clock())
-                break
-            except RETRYABLE:
-                if attempt == 4:
-                    raise
-                logger.warning("batch conflicted with another transaction; retrying")
+        outcome = await self._apply(decoded)
         self._crash_if_told("after_db_commit")
         for item in outcome.applied:
             useful = changes_customer(item.event) or isinstance(item.event.payload, Product)
@@ -127,9 +127,46 @@ class SegmenterWorker:
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
         self._observe_lag(batch)
 
+    async def _apply_once(self, events: list[ShopEvent]) -> BatchOutcome:
+        """One transaction, retried when it conflicts with another replica's."""
+        for attempt in range(5):
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    return await apply_events(conn, events, self._rules, self._clock())
+            except RETRYABLE:
+                if attempt == 4:
+                    raise
+                logger.warning("batch conflicted with another transaction; retrying")
+        raise AssertionError("unreachable")
+
+    async def _apply(self, decoded: list[tuple[ConsumerRecord, ShopEvent]]) -> BatchOutcome:
+        """Apply the batch; if it fails for a reason other than the infrastructure, apply the
+        events one by one and dead-letter those that fail, so one poison event cannot stop
+        the partition."""
+        try:
+            return await self._apply_once([event for _, event in decoded])
+        except INFRASTRUCTURE:
+            raise
+        except Exception:
+            logger.exception("batch failed; applying its events one by one")
+        total = BatchOutcome()
+        for record, event in decoded:
+            try:
+                outcome = await self._apply_once([event])
+            except INFRASTRUCTURE:
+                raise
+            except Exception as exc:
+                logger.exception("event failed; dead-lettering it")
+                await self._dead_letter(record, Undecodable("processing_error", repr(exc)))
+                continue
+            total.applied += outcome.applied
+            total.duplicates += outcome.duplicates
+            total.changes += outcome.changes
+        return total
+
     async def _decode(
         self, records: list[ConsumerRecord]
-    ) -> tuple[list[ShopEvent], list[tuple[ConsumerRecord, Undecodable]]]:
+    ) -> tuple[list[tuple[ConsumerRecord, ShopEvent]], list[tuple[ConsumerRecord, Undecodable]]]:
         decoded = []
         dead: list[tuple[ConsumerRecord, Undecodable]] = []
         for record in records:
@@ -148,7 +185,7 @@ class SegmenterWorker:
             if shop_id is None:
                 dead.append((record, Undecodable("unknown_shop", envelope.shop)))
             else:
-                events.append(ShopEvent(shop_id, event))
+                events.append((record, ShopEvent(shop_id, event)))
         return events, dead
 
     async def _dead_letter(self, record: ConsumerRecord, why: Undecodable) -> None:

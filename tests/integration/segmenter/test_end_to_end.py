@@ -147,3 +147,52 @@ async def test_undecodable_events_go_to_the_dead_letter_topic_with_the_reason(
     reasons = sorted(r.headers["reason"].decode() for r in records)
     assert reasons == ["invalid_envelope", "invalid_payload"]
     assert {r.value for r in records} == {b"not an envelope", bad_order}
+
+
+async def test_a_poison_event_is_dead_lettered_and_the_rest_of_its_batch_applied(
+    segmenter: str,
+    settings: Settings,
+    read_topic: Any,
+    shop: ShopCredentials,
+    db: asyncpg.Connection,
+) -> None:
+    from services.common.envelope import EnvelopeMeta, encode_envelope, partition_key
+    from services.common.kafka import make_producer
+
+    def order(order_id: int, customer: int, created_at: str) -> bytes:
+        meta = EnvelopeMeta(
+            event_id=f"o-{order_id}",
+            shop=shop.domain,
+            topic="orders/create",
+            source="shopify",
+            customer_id=str(customer),
+            occurred_at=datetime.now(UTC),
+            received_at=datetime.now(UTC),
+        )
+        body = {
+            "id": order_id,
+            "created_at": created_at,
+            "total_price": "10.00",
+            "customer": {"id": customer},
+        }
+        return encode_envelope(meta, json.dumps(body).encode())
+
+    # Valid JSON and a valid Shopify order, but a date no arithmetic can move past.
+    poison = order(2, 77, "9999-12-31T23:59:59Z")
+    producer = make_producer(settings.kafka_bootstrap_servers or "")
+    await producer.start()
+    try:
+        key = partition_key(shop.domain, "77")
+        await producer.send(settings.topic_events, order(1, 77, "2025-01-01T00:00:00Z"), key=key)
+        await producer.send(settings.topic_events, poison, key=key)
+        await producer.send_and_wait(
+            settings.topic_events, order(3, 77, "2025-02-01T00:00:00Z"), key=key
+        )
+    finally:
+        await producer.stop()
+    [dead] = await read_topic(settings.topic_dead_letter, 1)
+    assert dead.headers["reason"] == b"processing_error"
+    assert dead.value == poison
+    async with asyncio.timeout(15):
+        while await db.fetchval("SELECT orders_count FROM customers WHERE customer_id = 77") != 2:
+            await asyncio.sleep(0.05)
