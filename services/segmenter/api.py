@@ -312,10 +312,15 @@ def create_app(
     ) -> JSONText:
         """The segment's customers in id order, `limit` at a time; pass `next_cursor` on."""
         sid = _id(segment_id, "segment")
+        after = int(cursor or 0)
+        if after > 2**63 - 1:
+            raise ApiError(
+                400, "invalid_request", "cursor is not one this API gave", field="cursor"
+            )
         async with pool.acquire() as conn:
             if await conn.fetchval(SEGMENT, shop.id, sid) is None:
                 raise ApiError(404, "not_found", "no such segment")
-            rows = await conn.fetch(MEMBERS, shop.id, sid, int(cursor or 0), limit + 1)
+            rows = await conn.fetch(MEMBERS, shop.id, sid, after, limit + 1)
         page = rows[:limit]
         customers = [{"customer_id": str(r["customer_id"]), "since": r["since"]} for r in page]
         next_cursor = str(page[-1]["customer_id"]) if len(rows) > limit else None

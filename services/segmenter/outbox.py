@@ -10,13 +10,15 @@ from aiokafka import AIOKafkaProducer
 
 from services.segmenter.metrics import SegmenterMetrics
 
-# SKIP LOCKED lets several replicas publish side by side without sending the same row twice.
+# One publisher at a time, across replicas: with several, one could publish a customer's
+# later change while another still waits for the broker's ack of the earlier one.
+PUBLISHER_LOCK = "SELECT pg_try_advisory_xact_lock($1::int, $2::int)"
+PUBLISHER_LOCK_KEY = (0x5E7, 1)
 UNPUBLISHED = """
 SELECT c.*, s.domain FROM segment_changes c JOIN shops s ON s.id = c.shop_id
 WHERE c.published_at IS NULL
 ORDER BY c.seq
 LIMIT $1
-FOR UPDATE OF c SKIP LOCKED
 """
 MARK_PUBLISHED = "UPDATE segment_changes SET published_at = $2 WHERE change_id = ANY($1::uuid[])"
 
@@ -25,6 +27,8 @@ def change_message(row: asyncpg.Record) -> dict[str, object]:
     """The JSON body of one change on segflow.segment-changes (ids as strings)."""
     return {
         "change_id": str(row["change_id"]),
+        # Increases with every change written; consumers order a customer's changes by it.
+        "seq": row["seq"],
         "shop": row["domain"],
         "customer_id": str(row["customer_id"]),
         "segment": {
@@ -47,11 +51,18 @@ async def publish_pending(
     metrics: SegmenterMetrics,
     batch: int = 500,
     before_marking: Callable[[], None] | None = None,
+    max_rows: int | None = None,
 ) -> int:
-    """Publish every unpublished change (acks=all) and mark it; return how many were sent."""
+    """Publish unpublished changes in order (acks=all) and mark them; return how many.
+
+    Stops after `max_rows` (the rest is left to the next call) or when another publisher
+    holds the lock (it publishes them instead).
+    """
     total = 0
-    while True:
+    while max_rows is None or total < max_rows:
         async with pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval(PUBLISHER_LOCK, *PUBLISHER_LOCK_KEY):
+                return total
             rows = await conn.fetch(UNPUBLISHED, batch)
             if not rows:
                 return total
@@ -74,3 +85,4 @@ async def publish_pending(
                     max(0.0, (now - row["received_at"]).total_seconds())
                 )
         total += len(rows)
+    return total

@@ -3,7 +3,7 @@
 The caller owns the transaction; nothing here knows about Kafka.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -52,18 +52,32 @@ def _first_occurrences(events: Sequence[ShopEvent]) -> tuple[list[ShopEvent], li
     return first, repeated
 
 
-def _customer_key(item: ShopEvent, order_owner: dict[Key, int | None]) -> Key | None:
+class StaleOwnershipError(Exception):
+    """An order changed hands between reading it and locking it; the batch is retried."""
+
+
+def _order_key(item: ShopEvent) -> Key | None:
     payload = item.event.payload
     if isinstance(payload, Order):
-        owner = payload.customer.id if payload.customer is not None else None
-        owner = owner if owner is not None else order_owner.get((item.shop_id, payload.id))
-    elif isinstance(payload, Refund):
-        owner = order_owner.get((item.shop_id, payload.order_id))
-    elif not changes_customer(item.event):
-        return None
-    else:
-        owner = item.event.customer_id
-    return (item.shop_id, owner) if owner is not None else None
+        return (item.shop_id, payload.id)
+    if isinstance(payload, Refund):
+        return (item.shop_id, payload.order_id)
+    return None
+
+
+def _customer_keys(item: ShopEvent, order_owner: dict[Key, int | None]) -> list[Key]:
+    """The customers an event may change: for orders and refunds, the order's known owner
+    and, for an order naming a customer, that customer too (an order can change hands)."""
+    payload = item.event.payload
+    order_key = _order_key(item)
+    if order_key is not None:
+        owners = {order_owner.get(order_key)}
+        if isinstance(payload, Order) and payload.customer is not None:
+            owners.add(payload.customer.id)
+        return [(item.shop_id, owner) for owner in owners if owner is not None]
+    if not changes_customer(item.event) or item.event.customer_id is None:
+        return []
+    return [(item.shop_id, item.event.customer_id)]
 
 
 async def apply_events(
@@ -83,89 +97,91 @@ async def apply_events(
     if not fresh:
         return outcome
     await store.lock_shops_shared(conn, {item.shop_id for item in fresh})
+    await _apply_catalog(conn, fresh, now)
 
-    touched = await _apply_catalog(conn, fresh)
-    order_keys = set()
-    for item in fresh:
-        payload = item.event.payload
-        if isinstance(payload, Order):
-            order_keys.add((item.shop_id, payload.id))
-        elif isinstance(payload, Refund):
-            order_keys.add((item.shop_id, payload.order_id))
+    order_keys = {key for item in fresh if (key := _order_key(item)) is not None}
     order_owner = await store.order_customers(conn, order_keys)
-
     cause: dict[Key, Event] = {}
     for item in fresh:
-        key = _customer_key(item, order_owner)
-        if key is not None:
-            touched.add(key)
+        for key in _customer_keys(item, order_owner):
             cause[key] = item.event
-    states = await store.lock_states(conn, touched)
+    # Customers first, then orders: the lock order every writer follows.
+    states = await store.lock_states(conn, cause)
     orders = await store.lock_orders(conn, order_keys)
-    loose = {k: o for k, o in orders.items() if o.customer_id is None}
+    if any(order.customer_id != order_owner.get(key) for key, order in orders.items()):
+        raise StaleOwnershipError("an order changed hands while the batch was read")
 
     for item in fresh:
-        key = _customer_key(item, order_owner)
-        payload = item.event.payload
-        if isinstance(payload, Order | Refund):
-            order_id = payload.id if isinstance(payload, Order) else payload.order_id
-            order_key = (item.shop_id, order_id)
-            if key is None:
-                loose[order_key] = _apply_to_order(loose.get(order_key), payload)
-                continue
-            state = states[key]
-            if order_id not in state.orders and order_key in orders:
-                # A refund (or order) seen before the customer was known joins its customer.
-                state = replace(state, orders={**state.orders, order_id: orders[order_key]})
-                loose.pop(order_key, None)
-            states[key] = apply(state, item.event)
-        elif key is not None:
-            states[key] = apply(states[key], item.event)
+        order_key = _order_key(item)
+        if order_key is None:
+            keys = _customer_keys(item, order_owner)
+            if keys:
+                states[keys[0]] = apply(states[keys[0]], item.event)
+            continue
+        orders[order_key] = _apply_to_owner(states, orders[order_key], item)
 
-    await store.save_orders(conn, _orders_to_save(states.values(), loose.items(), order_keys))
+    await store.save_orders(conn, [(key[0], orders[key]) for key in sorted(order_keys)])
     outcome.changes = await evaluate_customers(conn, states, rules, now, "event", cause)
     return outcome
 
 
-def _apply_to_order(order: OrderFact | None, payload: Order | Refund) -> OrderFact:
-    if isinstance(payload, Order):
-        return apply_order(order, payload)
-    return apply_refund(order, payload)
+def _apply_to_owner(
+    states: dict[Key, CustomerState], order: OrderFact, item: ShopEvent
+) -> OrderFact:
+    """Apply an order or refund event to the order and to the customer who owns it now.
+
+    `states` is updated in place: the order moves from a previous owner to a new one.
+    """
+    payload = item.event.payload
+    owner = order.customer_id
+    if isinstance(payload, Order) and payload.customer is not None:
+        owner = payload.customer.id
+    if order.customer_id is not None and order.customer_id != owner:
+        previous = states[(item.shop_id, order.customer_id)]
+        kept = {i: o for i, o in previous.orders.items() if i != order.order_id}
+        states[(item.shop_id, order.customer_id)] = replace(previous, orders=kept)
+    if owner is None:
+        if isinstance(payload, Order):
+            return apply_order(order, payload)
+        if isinstance(payload, Refund):
+            return apply_refund(order, payload)
+        return order
+    key = (item.shop_id, owner)
+    state = replace(states[key], orders={**states[key].orders, order.order_id: order})
+    state = apply(state, item.event)
+    updated = replace(state.orders[order.order_id], customer_id=owner)
+    states[key] = replace(state, orders={**state.orders, order.order_id: updated})
+    return updated
 
 
-def _orders_to_save(
-    states: Iterable[CustomerState],
-    loose: Iterable[tuple[Key, OrderFact]],
-    touched: set[Key],
-) -> list[tuple[int, OrderFact]]:
-    found = []
-    for state in states:
-        for order_id, order in state.orders.items():
-            if (state.shop_id, order_id) in touched:
-                found.append((state.shop_id, replace(order, customer_id=state.customer_id)))
-    found.extend((key[0], order) for key, order in loose if key in touched)
-    return found
+async def _apply_catalog(
+    conn: asyncpg.Connection, events: Sequence[ShopEvent], now: datetime
+) -> None:
+    """Save products/* to the catalog (newest version wins, within the batch too).
 
-
-async def _apply_catalog(conn: asyncpg.Connection, events: Sequence[ShopEvent]) -> set[Key]:
-    """Save products/* to the catalog; return the customers whose orders name those products."""
+    When a product's type or vendor really changes, its buyers are scheduled for evaluation
+    now rather than locked here, so a popular product cannot blow up one batch.
+    """
     products: dict[Key, ProductFact] = {}
     for item in events:
         payload = item.event.payload
-        if isinstance(payload, Product):
-            products[(item.shop_id, payload.id)] = ProductFact(
-                payload.id, payload.product_type, payload.vendor, payload.title, payload.updated_at
-            )
-    if not products:
-        return set()
-    await store.save_products(conn, ((k[0], p) for k, p in products.items()))
-    by_shop: dict[int, list[int]] = {}
-    for shop_id, product_id in products:
-        by_shop.setdefault(shop_id, []).append(product_id)
-    affected: set[Key] = set()
-    for shop_id, product_ids in by_shop.items():
-        affected |= await store.customers_with_products(conn, shop_id, product_ids)
-    return affected
+        if not isinstance(payload, Product):
+            continue
+        key = (item.shop_id, payload.id)
+        fact = ProductFact(
+            payload.id, payload.product_type, payload.vendor, payload.title, payload.updated_at
+        )
+        known = products.get(key)
+        if known is None or _newer_or_same(fact.updated_at, known.updated_at):
+            products[key] = fact
+    if products:
+        changed = await store.save_products(conn, ((k[0], p) for k, p in products.items()))
+        for shop_id, product_ids in changed.items():
+            await store.schedule_buyers(conn, shop_id, product_ids, now)
+
+
+def _newer_or_same(candidate: datetime | None, known: datetime | None) -> bool:
+    return candidate is None or known is None or candidate >= known
 
 
 async def evaluate_customers(

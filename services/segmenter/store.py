@@ -65,9 +65,29 @@ UPDATE orders SET customer_id = $3, facts = $4::jsonb, refunds = $5::jsonb,
     product_ids = $6::bigint[], updated_at = now()
 WHERE shop_id = $1 AND order_id = $2
 """
-CUSTOMERS_WITH_PRODUCTS = """
-SELECT DISTINCT shop_id, customer_id FROM orders
-WHERE shop_id = $1 AND product_ids && $2::bigint[] AND customer_id IS NOT NULL
+# Buyers of changed products are evaluated by the scheduler, in bounded batches; the rows are
+# locked in key order, like every other writer locks customers.
+SCHEDULE_BUYERS = """
+WITH buyers AS (
+    SELECT DISTINCT customer_id FROM orders
+    WHERE shop_id = $1 AND product_ids && $2::bigint[] AND customer_id IS NOT NULL
+), locked AS (
+    SELECT c.customer_id FROM customers c JOIN buyers b USING (customer_id)
+    WHERE c.shop_id = $1
+    ORDER BY c.customer_id
+    FOR UPDATE OF c
+)
+UPDATE customers c SET next_eval_at = $3
+FROM locked
+WHERE c.shop_id = $1 AND c.customer_id = locked.customer_id
+  AND (c.next_eval_at IS NULL OR c.next_eval_at > $3)
+"""
+PRODUCTS_FOR_UPDATE = """
+SELECT p.* FROM products p
+JOIN unnest($1::bigint[], $2::bigint[]) AS k (shop_id, product_id)
+  ON p.shop_id = k.shop_id AND p.product_id = k.product_id
+ORDER BY p.shop_id, p.product_id
+FOR UPDATE OF p
 """
 UPSERT_PRODUCT = """
 INSERT INTO products (shop_id, product_id, product_type, vendor, title, source_updated_at)
@@ -112,13 +132,21 @@ SELECT id, shop_id, handle, version, conditions FROM segments WHERE shop_id = AN
 SHOP_LOCK_CLASS = 0x5E6
 LOCK_SHOP_SHARED = "SELECT pg_advisory_xact_lock_shared($1::int, $2::int)"
 LOCK_SHOP_EXCLUSIVE = "SELECT pg_advisory_xact_lock($1::int, $2::int)"
-DUE_SHOPS = "SELECT DISTINCT shop_id FROM customers WHERE next_eval_at <= $1"
-DUE_CUSTOMERS_OF_SHOPS = """
+# Due customers are picked without locks (index on next_eval_at), their shops locked shared,
+# then the customers locked (SKIP LOCKED: another replica has them) and checked again.
+DUE_CANDIDATES = """
 SELECT shop_id, customer_id FROM customers
-WHERE next_eval_at <= $1 AND shop_id = ANY($3::bigint[])
+WHERE next_eval_at <= $1
 ORDER BY next_eval_at
 LIMIT $2
-FOR UPDATE SKIP LOCKED
+"""
+LOCK_DUE = """
+SELECT c.shop_id, c.customer_id FROM customers c
+JOIN unnest($2::bigint[], $3::bigint[]) AS k (shop_id, customer_id)
+  ON c.shop_id = k.shop_id AND c.customer_id = k.customer_id
+WHERE c.next_eval_at <= $1
+ORDER BY c.shop_id, c.customer_id
+FOR UPDATE OF c SKIP LOCKED
 """
 PURGE_PROCESSED = "DELETE FROM processed_events WHERE processed_at < $1"
 
@@ -190,11 +218,11 @@ async def order_customers(conn: asyncpg.Connection, keys: Iterable[Key]) -> dict
     return {(row["shop_id"], row["order_id"]): row["customer_id"] for row in rows}
 
 
-async def customers_with_products(
-    conn: asyncpg.Connection, shop_id: int, product_ids: Sequence[int]
-) -> set[Key]:
-    rows = await conn.fetch(CUSTOMERS_WITH_PRODUCTS, shop_id, list(product_ids))
-    return {(row["shop_id"], row["customer_id"]) for row in rows}
+async def schedule_buyers(
+    conn: asyncpg.Connection, shop_id: int, product_ids: Sequence[int], now: datetime
+) -> None:
+    """Make every customer who ordered one of these products due for evaluation at `now`."""
+    await conn.execute(SCHEDULE_BUYERS, shop_id, list(product_ids), now)
 
 
 async def lock_states(conn: asyncpg.Connection, keys: Iterable[Key]) -> dict[Key, CustomerState]:
@@ -233,13 +261,42 @@ async def save_orders(conn: asyncpg.Connection, orders: Iterable[tuple[int, Orde
 
 async def save_products(
     conn: asyncpg.Connection, products: Iterable[tuple[int, ProductFact]]
-) -> None:
-    args = [
-        (shop_id, p.product_id, p.product_type, p.vendor, p.title, p.updated_at)
-        for shop_id, p in products
-    ]
+) -> dict[int, list[int]]:
+    """Upsert products (an older version never replaces a newer one); return, by shop, the
+    products whose type or vendor changed, since only those change customers' facts."""
+    wanted = sorted(((shop_id, p.product_id), p) for shop_id, p in products)
+    if not wanted:
+        return {}
+    known = {
+        (row["shop_id"], row["product_id"]): row
+        for row in await conn.fetch(PRODUCTS_FOR_UPDATE, *_columns(k for k, _ in wanted))
+    }
+    changed: dict[int, list[int]] = {}
+    args = []
+    for (shop_id, product_id), product in wanted:
+        row = known.get((shop_id, product_id))
+        if row is not None and not _is_newer(product.updated_at, row["source_updated_at"]):
+            continue
+        args.append(
+            (
+                shop_id,
+                product_id,
+                product.product_type,
+                product.vendor,
+                product.title,
+                product.updated_at,
+            )
+        )
+        before = (row["product_type"], row["vendor"]) if row is not None else (None, None)
+        if (product.product_type, product.vendor) != before:
+            changed.setdefault(shop_id, []).append(product_id)
     if args:
         await conn.executemany(UPSERT_PRODUCT, args)
+    return changed
+
+
+def _is_newer(candidate: datetime | None, known: datetime | None) -> bool:
+    return candidate is None or known is None or candidate >= known
 
 
 async def load_catalog(
@@ -337,9 +394,11 @@ async def due_customers(conn: asyncpg.Connection, now: datetime, limit: int) -> 
 
     The shops are locked (shared) first, then the customers, the order every writer uses.
     """
-    shops = [row["shop_id"] for row in await conn.fetch(DUE_SHOPS, now)]
-    if not shops:
+    candidates = [
+        (r["shop_id"], r["customer_id"]) for r in await conn.fetch(DUE_CANDIDATES, now, limit)
+    ]
+    if not candidates:
         return []
-    await lock_shops_shared(conn, shops)
-    rows = await conn.fetch(DUE_CUSTOMERS_OF_SHOPS, now, limit, shops)
+    await lock_shops_shared(conn, {shop_id for shop_id, _ in candidates})
+    rows = await conn.fetch(LOCK_DUE, now, *_columns(candidates))
     return [(row["shop_id"], row["customer_id"]) for row in rows]

@@ -18,14 +18,19 @@ from services.segmenter import store
 from services.segmenter.decode import Undecodable, decode_event
 from services.segmenter.metrics import SegmenterMetrics
 from services.segmenter.outbox import publish_pending
-from services.segmenter.pipeline import BatchOutcome, ShopEvent, apply_events
+from services.segmenter.pipeline import (
+    BatchOutcome,
+    ShopEvent,
+    StaleOwnershipError,
+    apply_events,
+)
 from services.segmenter.reducer import changes_customer
 from services.segmenter.rulebook import RuleBook
 
 logger = logging.getLogger(__name__)
 
 # Transient conflicts between replicas: the whole batch is retried in a new transaction.
-RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, StaleOwnershipError)
 # The database or network failing says nothing about the events: stop, and replay them later.
 INFRASTRUCTURE = (
     OSError,
@@ -117,6 +122,9 @@ class SegmenterWorker:
             self._settings.topic_segment_changes,
             self._metrics,
             before_marking=lambda: self._crash_if_told("before_marking_published"),
+            # Bounded, so a rebalance never waits for a large backfill's changes to drain; the
+            # scheduler publishes whatever is left.
+            max_rows=4 * self._settings.segmenter_batch_size,
         )
         self._crash_if_told("after_publish")
         await self._consumer.commit(

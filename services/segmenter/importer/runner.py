@@ -21,6 +21,7 @@ from services.segmenter.importer.jsonl import read_jsonl
 from services.segmenter.importer.records import ImportRecord, Rejection, event_for
 from services.segmenter.pipeline import ShopEvent, apply_events
 from services.segmenter.rulebook import RuleBook
+from services.segmenter.scheduler import evaluate_due
 
 FileKind = Literal["csv", "jsonl"]
 # Enough to show what went wrong; the count covers the rest.
@@ -215,5 +216,9 @@ async def import_files(
     run = _Import(pool, shop_id, batch_size, now or datetime.now(UTC), progress)
     for path in paths:
         await run.import_file(path)
+    # Products that arrived after their orders made the buyers due: evaluate them now, through
+    # the scheduler's own path, so the import ends with every customer's facts complete.
+    while await evaluate_due(pool, run.rules, run.now, batch_size) > 0:
+        pass
     run.report.seconds = time.perf_counter() - run.started
     return run.report

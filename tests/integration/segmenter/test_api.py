@@ -226,3 +226,15 @@ async def test_openapi_documents_the_request_bodies(api: str) -> None:
     create = spec["paths"]["/v1/segments"]["post"]["requestBody"]["content"]["application/json"]
     assert set(create["schema"]["required"]) == {"handle", "name", "conditions"}
     assert "/v1/segments/{segment_id}/customers" in spec["paths"]
+
+
+async def test_a_cursor_beyond_any_id_is_a_400_not_a_crash(api: str, shop: ShopCredentials) -> None:
+    async with client(api, shop) as http:
+        segment = (
+            await http.post("/v1/segments", json={"handle": "vip", "name": "V", "conditions": VIP})
+        ).json()
+        response = await http.get(
+            f"/v1/segments/{segment['id']}/customers", params={"cursor": "9" * 19}
+        )
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "cursor"

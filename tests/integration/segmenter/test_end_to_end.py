@@ -111,6 +111,7 @@ async def test_an_order_of_1500_for_a_new_customer_makes_them_vip_and_new(
     assert vip["received_at"] is not None
     assert records[0].key == f"{shop.domain}/{CUSTOMER}".encode()
     assert len({c["change_id"] for c in changes}) == len(changes)
+    assert len({c["seq"] for c in changes}) == len(changes)
 
     async with httpx.AsyncClient(base_url=segmenter) as client:
         metrics = (await client.get("/metrics")).text

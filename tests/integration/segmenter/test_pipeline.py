@@ -113,17 +113,39 @@ async def test_refund_before_its_order_is_kept_and_subtracted_once(
 
 
 async def test_product_arriving_after_the_order_resolves_its_type(
-    db: asyncpg.Connection, shop: ShopCredentials
+    db: asyncpg.Connection, pool: asyncpg.Pool, shop: ShopCredentials
 ) -> None:
     apparel = await add_segment(db, shop.shop_id, "apparel", APPAREL)
     placed = order(1, "50.00", placed=at(2), lines=[(632910392, "Acme")])
     await run(db, shop.shop_id, shopify_event("orders/create", placed, event_id="o"))
     assert (await customer_row(db, shop.shop_id))["top_product_type"] is None
-    product = {"id": 632910392, "product_type": "Apparel", "vendor": "Acme", "title": "Tee"}
-    outcome = await run(db, shop.shop_id, shopify_event("products/update", product, event_id="p"))
+    product = {
+        "id": 632910392,
+        "product_type": "Apparel",
+        "vendor": "Acme",
+        "title": "Tee",
+        "updated_at": at(1).isoformat(),
+    }
+    await run(db, shop.shop_id, shopify_event("products/update", product, event_id="p"))
+    # The buyers are due now; the scheduler evaluates them in bounded batches.
+    assert (await customer_row(db, shop.shop_id))["next_eval_at"] == NOW
+    assert await evaluate_due(pool, RuleBook(), NOW) == 1
     row = await customer_row(db, shop.shop_id)
     assert row["top_product_type"] == "Apparel"
-    assert [(c.segment_id, c.change) for c in outcome.changes] == [(apparel, "entered")]
+    members = await db.fetch("SELECT customer_id FROM memberships WHERE segment_id = $1", apparel)
+    assert [m["customer_id"] for m in members] == [CUSTOMER]
+    # An edit that changes neither type nor vendor schedules nobody; an older version loses.
+    renamed = {**product, "title": "Better tee", "updated_at": at(0.5).isoformat()}
+    older = {**product, "product_type": "Shoes", "updated_at": at(3).isoformat()}
+    await run(
+        db,
+        shop.shop_id,
+        shopify_event("products/update", renamed, event_id="p2"),
+        shopify_event("products/update", older, event_id="p3"),
+    )
+    assert (await customer_row(db, shop.shop_id))["next_eval_at"] != NOW
+    catalog = await db.fetchrow("SELECT product_type, title FROM products")
+    assert tuple(catalog) == ("Apparel", "Better tee")
 
 
 async def test_time_alone_moves_a_customer_into_churn_risk(
@@ -184,3 +206,66 @@ async def test_events_that_change_no_state_create_no_customer(
     assert len(outcome.applied) == 3
     assert await customer_row(db, shop.shop_id) is None
     assert await db.fetchval("SELECT count(*) FROM processed_events") == 3
+
+
+async def order_row(db: asyncpg.Connection, order_id: int) -> asyncpg.Record:
+    return await db.fetchrow("SELECT * FROM orders WHERE order_id = $1", order_id)
+
+
+async def test_an_order_and_its_refund_in_one_batch_either_way_round(
+    db: asyncpg.Connection, shop: ShopCredentials
+) -> None:
+    placed = shopify_event("orders/create", order(1, "1500.00", placed=at(2)), event_id="o")
+    refunded = shopify_event("refunds/create", refund(5, 1, "600.00", when=at(1)), event_id="r")
+    for n, batch in enumerate(([placed, refunded], [refunded, placed])):
+        await db.execute("DELETE FROM processed_events")
+        await db.execute("DELETE FROM orders")
+        await db.execute("DELETE FROM customers")
+        await run(db, shop.shop_id, *batch)
+        row = await customer_row(db, shop.shop_id)
+        assert (row["orders_count"], row["total_spent"], row["refunds_count"]) == (
+            1,
+            Decimal("900.00"),
+            1,
+        ), n
+        stored = await order_row(db, 1)
+        assert stored["customer_id"] == CUSTOMER
+        assert stored["facts"] is not None
+
+
+async def test_an_order_moved_to_another_customer_leaves_the_first(
+    db: asyncpg.Connection, shop: ShopCredentials
+) -> None:
+    vip = await add_segment(db, shop.shop_id, "vip", VIP)
+    other = CUSTOMER + 1
+    first = order(1, "1500.00", placed=at(2))
+    await run(db, shop.shop_id, shopify_event("orders/create", first, event_id="o1"))
+    moved = order(1, "1500.00", placed=at(2), updated=at(1), customer=other)
+    outcome = await run(db, shop.shop_id, shopify_event("orders/updated", moved, event_id="o2"))
+    rows = {
+        r["customer_id"]: (r["orders_count"], r["total_spent"])
+        for r in await db.fetch("SELECT * FROM customers")
+    }
+    assert rows == {CUSTOMER: (0, Decimal(0)), other: (1, Decimal("1500.00"))}
+    assert sorted((c.customer_id, c.change) for c in outcome.changes) == [
+        (CUSTOMER, "exited"),
+        (other, "entered"),
+    ]
+    members = await db.fetch("SELECT customer_id FROM memberships WHERE segment_id = $1", vip)
+    assert [m["customer_id"] for m in members] == [other]
+
+
+async def test_an_older_guest_delivery_does_not_detach_the_order(
+    db: asyncpg.Connection, shop: ShopCredentials
+) -> None:
+    newer = order(1, "80.00", placed=at(3), updated=at(1))
+    older_guest = order(1, "70.00", placed=at(3), updated=at(3), customer=None)
+    await run(
+        db,
+        shop.shop_id,
+        shopify_event("orders/updated", newer, event_id="o1"),
+        shopify_event("orders/create", older_guest, event_id="o2"),
+    )
+    row = await customer_row(db, shop.shop_id)
+    assert (row["orders_count"], row["total_spent"]) == (1, Decimal("80.00"))
+    assert (await order_row(db, 1))["customer_id"] == CUSTOMER
