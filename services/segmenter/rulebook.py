@@ -10,7 +10,7 @@ import asyncpg
 from services.common.envelope import loads_json
 from services.segmenter.facts import CustomerFacts
 from services.segmenter.rules.compile_py import compile_conditions
-from services.segmenter.rules.schedule import next_flip_at
+from services.segmenter.rules.schedule import next_flip_at, reads_time
 from services.segmenter.store import SEGMENTS_OF_SHOPS
 
 
@@ -22,6 +22,8 @@ class CompiledSegment:
     version: int
     conditions: Mapping[str, Any]
     matches: Callable[[CustomerFacts, datetime], bool]
+    # Most rules never flip by time alone; those skip the next-flip computation.
+    reads_time: bool
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,13 @@ class RuleBook:
             if isinstance(conditions, str | bytes):
                 conditions = loads_json(conditions)
             compiled = CompiledSegment(
-                segment_id, shop_id, handle, version, conditions, compile_conditions(conditions)
+                segment_id,
+                shop_id,
+                handle,
+                version,
+                conditions,
+                compile_conditions(conditions),
+                reads_time(conditions),
             )
             self._compiled[key] = compiled
         return compiled
@@ -81,7 +89,8 @@ def evaluate(
     for segment in segments:
         if segment.matches(facts, now):
             members.add(segment.id)
-        flip = next_flip_at(segment.conditions, facts, now)
-        if flip is not None:
-            flips.append(flip)
+        if segment.reads_time:
+            flip = next_flip_at(segment.conditions, facts, now)
+            if flip is not None:
+                flips.append(flip)
     return Evaluation(frozenset(members), min(flips) if flips else None)

@@ -15,6 +15,7 @@ import asyncpg
 from services.common.jsontext import encode_json
 from services.segmenter import store
 from services.segmenter.rules.compile_sql import compile_where
+from services.segmenter.rules.schedule import reads_time
 from services.segmenter.rules.templates import builtin_templates
 
 INSERT_SEGMENT = """
@@ -91,14 +92,6 @@ class BackfillResult:
     exited: int
 
 
-def uses_time(conditions: Mapping[str, Any]) -> bool:
-    """Whether a rule reads a variable that changes as time passes (days since …)."""
-    for key in ("all", "any"):
-        if key in conditions:
-            return any(uses_time(child) for child in conditions[key])
-    return str(conditions.get("name", "")).startswith("days_since_")
-
-
 async def backfill(
     conn: asyncpg.Connection,
     shop_id: int,
@@ -113,7 +106,7 @@ async def backfill(
     row = await conn.fetchrow(
         _BACKFILL.format(where=where), shop_id, segment_id, handle, version, now, *params
     )
-    if uses_time(conditions):
+    if reads_time(conditions):
         await conn.execute(RESCHEDULE_SHOP, shop_id, now)
     return BackfillResult(row["entered"], row["exited"])
 

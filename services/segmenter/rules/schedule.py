@@ -37,6 +37,11 @@ def next_flip_at(
     return earliest
 
 
+def reads_time(conditions: Mapping[str, Any]) -> bool:
+    """Whether any condition of the rule changes with time alone (a days_since_* variable)."""
+    return any(VARIABLES[leaf["name"]].source is Source.DAYS_SINCE for leaf in _leaves(conditions))
+
+
 def _leaves(node: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
     for key in ("all", "any"):
         if key in node:

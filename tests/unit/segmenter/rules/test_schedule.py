@@ -141,3 +141,17 @@ def test_flip_is_exactly_where_the_engine_changes_its_mind(operator: str, value:
             assert (flip - ANCHOR) % DAY == timedelta(0)
             assert truth(rule, facts, flip - US) == current
             assert truth(rule, facts, flip) != current, now
+
+
+def test_reads_time_only_for_days_since_variables() -> None:
+    from services.segmenter.rules.schedule import reads_time
+
+    timeless = {"all": [{"name": "total_spent", "operator": "greater_than", "value": 1}]}
+    nested = {
+        "any": [
+            timeless,
+            {"all": [{"name": "days_since_last_order", "operator": "less_than", "value": 9}]},
+        ]
+    }
+    assert not reads_time(timeless)
+    assert reads_time(nested)
