@@ -63,7 +63,7 @@ def children_of_data_dir(data_dir: Path) -> list[psutil.Process]:
 
 
 async def test_dev_starts_from_empty_dir_goes_ready_and_reuses_its_data(tmp_path: Path) -> None:
-    ingest_port, broker_port = free_port(), free_port()
+    ingest_port, api_port, broker_port = free_port(), free_port(), free_port()
     env = {
         key: value
         for key, value in os.environ.items()
@@ -71,6 +71,7 @@ async def test_dev_starts_from_empty_dir_goes_ready_and_reuses_its_data(tmp_path
     }
     env.update(
         SEGFLOW_INGEST_PORT=str(ingest_port),
+        SEGFLOW_API_PORT=str(api_port),
         SEGFLOW_BROKER_PORT=str(broker_port),
         SEGFLOW_DEMO_WEBHOOK_SECRET="dev-test-secret",
     )
@@ -84,6 +85,14 @@ async def test_dev_starts_from_empty_dir_goes_ready_and_reuses_its_data(tmp_path
             ready = await client.get("/readyz")
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"] == {"database": True, "kafka": True}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}") as client:
+            api_ready = await client.get("/readyz")
+            segments = await client.get(
+                "/v1/segments", headers={"Authorization": f"Bearer {banner['API token']}"}
+            )
+        assert api_ready.status_code == 200, api_ready.text
+        handles = {segment["handle"] for segment in segments.json()["segments"]}
+        assert {"vip", "new-customer", "churn-risk"} <= handles
         conn = await asyncpg.connect(banner["database"])
         try:
             await conn.execute(
