@@ -61,23 +61,19 @@ class JSONText(Response):
         return encode_json(content)
 
 
-class SegmentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    handle: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
-    name: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=2000)
-    conditions: dict[str, Any]
-    actions: list[dict[str, Any]] = Field(default_factory=list)
-
-
 class SegmentChange(BaseModel):
+    """What PUT may change; the handle stays."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=2000)
     conditions: dict[str, Any]
     actions: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class SegmentIn(SegmentChange):
+    handle: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 
 class PreviewIn(BaseModel):
