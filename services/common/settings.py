@@ -30,9 +30,6 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     ingest_port: int = 8000
     api_port: int = 8001
-    tagger_port: int = 8002
-    shopify_standin_port: int = 8003
-    smtp_port: int = 1025
     broker_port: int = 9092
 
     topic_events: str = "segflow.events"

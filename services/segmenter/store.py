@@ -163,14 +163,6 @@ SAVE_CUSTOMER = "UPDATE customers SET {assignments}, updated_at = now() WHERE {k
 
 
 @dataclass(frozen=True)
-class Membership:
-    shop_id: int
-    customer_id: int
-    segment_id: int
-    since: datetime
-
-
-@dataclass(frozen=True)
 class Change:
     """One entry into or exit from a segment, to be written to the outbox."""
 

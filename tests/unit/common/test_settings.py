@@ -8,7 +8,7 @@ def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> No
     for name in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"):
         monkeypatch.delenv(name, raising=False)
     settings = Settings()
-    assert (settings.ingest_port, settings.api_port, settings.tagger_port) == (8000, 8001, 8002)
+    assert (settings.ingest_port, settings.api_port) == (8000, 8001)
     assert settings.broker_port == 9092
     assert settings.topic_events == "segflow.events"
     assert settings.topic_partitions == 6
