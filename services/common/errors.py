@@ -57,6 +57,13 @@ def first_validation_error(exc: ValidationError) -> str:
     return f"{location}: {error['msg']}"
 
 
+def bad_request(exc: ValidationError, code: str) -> ApiError:
+    """A 400 naming the first invalid field of a request body, e.g. `events[3].customer_id`."""
+    first = exc.errors()[0]
+    field = field_path(tuple(first.get("loc", ())))
+    return ApiError(400, code, f"{field}: {first['msg']}", field=field)
+
+
 def install_error_handlers(app: FastAPI, bad_request_status: int = 400) -> None:
     """Answer ApiError, validation errors and HTTP errors with the JSON error body."""
 

@@ -16,7 +16,7 @@ from pydantic import AwareDatetime, TypeAdapter, ValidationError
 from services.common.auth import ShopDep
 from services.common.db import create_pool, database_ready
 from services.common.envelope import EnvelopeMeta, PayloadError, parse_payload_object
-from services.common.errors import ApiError, field_path, install_error_handlers
+from services.common.errors import ApiError, bad_request, install_error_handlers
 from services.common.kafka import broker_ready, make_producer, wait_for_broker
 from services.common.metrics import mount_metrics, new_registry
 from services.common.settings import Settings
@@ -100,12 +100,6 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         return parse_payload_object(raw)
     except PayloadError as exc:
         raise ApiError(400, "invalid_json", str(exc), field="body") from exc
-
-
-def validation_error(exc: ValidationError) -> ApiError:
-    first = exc.errors()[0]
-    field = field_path(tuple(first.get("loc", ())))
-    return ApiError(400, "invalid_event", f"{field}: {first['msg']}", field=field)
 
 
 async def publish(state: IngestState, events: list[tuple[EnvelopeMeta, bytes]]) -> None:
@@ -225,7 +219,7 @@ def create_app(settings: Settings) -> FastAPI:
             try:
                 event = FlowEvent.model_validate(parse_json_object(raw))
             except ValidationError as exc:
-                raise validation_error(exc) from exc
+                raise bad_request(exc, "invalid_event") from exc
             received_at = datetime.now(UTC)
             meta = EnvelopeMeta(
                 event_id=event.event_id,
@@ -247,7 +241,7 @@ def create_app(settings: Settings) -> FastAPI:
             try:
                 event = CustomEvent.model_validate(parse_json_object(raw))
             except ValidationError as exc:
-                raise validation_error(exc) from exc
+                raise bad_request(exc, "invalid_event") from exc
             await publish(state, [custom_envelope(shop, event)])
         return {"status": "accepted", "accepted": 1, "event_ids": [event.event_id]}
 
@@ -270,7 +264,7 @@ def create_app(settings: Settings) -> FastAPI:
             try:
                 batch = CustomEventBatch.model_validate(body)
             except ValidationError as exc:
-                raise validation_error(exc) from exc
+                raise bad_request(exc, "invalid_event") from exc
             await publish(state, [custom_envelope(shop, event) for event in batch.events])
         ids = [event.event_id for event in batch.events]
         return {"status": "accepted", "accepted": len(ids), "event_ids": ids}

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from services.common.auth import ShopDep
 from services.common.db import create_pool, database_ready
 from services.common.envelope import PayloadError, loads_json, parse_payload_object
-from services.common.errors import ApiError, field_path, install_error_handlers
+from services.common.errors import ApiError, bad_request, install_error_handlers
 from services.common.jsontext import encode_json
 from services.common.metrics import mount_metrics, new_registry
 from services.common.settings import Settings
@@ -103,9 +103,7 @@ async def _body(request: Request, model: type[BaseModel]) -> Any:
     except PayloadError as exc:
         raise ApiError(400, "invalid_json", str(exc), field="body") from exc
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = field_path(tuple(first.get("loc", ())))
-        raise ApiError(400, "invalid_request", f"{field}: {first['msg']}", field=field) from exc
+        raise bad_request(exc, "invalid_request") from exc
 
 
 def _checked_rule(conditions: dict[str, Any], actions: list[dict[str, Any]]) -> None:
