@@ -186,6 +186,9 @@ class Customer(ShopifyModel):
     orders_count: int | None = None
     total_spent: Amount = None
     last_order_id: OptionalId = None
+    # Not a webhook field: imports carry the date of the last order the export names
+    # (GraphQL `lastOrder.processedAt`), so customers known only from Shopify's totals age.
+    last_order_at: Timestamp = None
     accepts_marketing: bool | None = None
     accepts_marketing_updated_at: Timestamp = None
     marketing_opt_in_level: Text = None
@@ -242,6 +245,9 @@ class Transaction(ShopifyModel):
     gateway: Text = None
     amount: Amount = None
     currency: Text = None
+    # Where a payload carries it, the amount in shop and presentment money (`amount` is the
+    # presentment currency's).
+    amount_set: Nested[MoneyBag] = None
     created_at: Timestamp = None
     processed_at: Timestamp = None
 

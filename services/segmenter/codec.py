@@ -122,18 +122,33 @@ def order_to_json(order: OrderFact) -> tuple[str | None, str]:
                 "updated_at": _iso(order.updated_at),
                 "checkout_token": order.checkout_token,
                 "lines": [[ln.product_id, ln.vendor, ln.quantity] for ln in order.lines],
+                "rate": order.rate,
             }
         )
-    refunds = dumps({str(k): [r.amount, _iso(r.at)] for k, r in order.refunds.items()})
+    refunds = dumps(
+        {
+            str(k): [r.amount, _iso(r.at), r.presentment, r.line_rate, r.final]
+            for k, r in order.refunds.items()
+        }
+    )
     return facts, refunds
+
+
+def _decimal(value: Any) -> Decimal | None:
+    return Decimal(value) if value is not None else None
+
+
+def _refund_from_json(value: list[Any]) -> RefundFact:
+    # Rows written before presentment money was kept hold [amount, at] only.
+    amount, at, presentment, line_rate, final = [*value, None, None, True][:5]
+    return RefundFact(
+        _decimal(amount), _time(at), _decimal(presentment), _decimal(line_rate), final
+    )
 
 
 def order_from_row(row: Mapping[str, Any]) -> OrderFact:
     """An order from its `orders` row."""
-    refunds = {
-        int(k): RefundFact(Decimal(v[0]), _time(v[1]))
-        for k, v in (_jsonb(row["refunds"]) or {}).items()
-    }
+    refunds = {int(k): _refund_from_json(v) for k, v in (_jsonb(row["refunds"]) or {}).items()}
     facts = _jsonb(row["facts"])
     if facts is None:
         return OrderFact(row["order_id"], row["customer_id"], refunds=refunds)
@@ -149,4 +164,5 @@ def order_from_row(row: Mapping[str, Any]) -> OrderFact:
         checkout_token=facts["checkout_token"],
         lines=tuple(LineFact(p, v, q) for p, v, q in facts["lines"]),
         refunds=refunds,
+        rate=_decimal(facts.get("rate")),
     )

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from services.segmenter.facts import CustomerFacts
-from services.segmenter.state import CustomerState, ProductFact
+from services.segmenter.state import CustomerState, OrderFact, ProductFact
 
 DAY = timedelta(days=1)
 WINDOWS = (30, 90, 365)
@@ -101,6 +101,48 @@ def _earliest_after(now: datetime, moments: Iterable[datetime | None]) -> dateti
     return min(future) if future else None
 
 
+def _summary(state: CustomerState, name: str) -> tuple[object, datetime] | None:
+    """One of Shopify's own totals and the moment it was true as of."""
+    stamp = state.profile.get(name)
+    if stamp is None:
+        return None
+    if isinstance(stamp.value, dict):
+        as_of = _parse_time(stamp.value.get("as_of"))
+        return stamp.value.get("value"), as_of or stamp.at
+    return stamp.value, stamp.at  # rows written before the moment was kept
+
+
+def _totals(state: CustomerState, counted: list[OrderFact]) -> tuple[int, Decimal]:
+    """Orders count and net spend: Shopify's own totals are a floor for the orders placed
+    before they were taken, and the orders placed after add to them."""
+    orders_count = len(counted)
+    count = _summary(state, "summary_orders_count")
+    if count is not None and isinstance(count[0], int):
+        before = sum(1 for o in counted if o.placed_at is None or o.placed_at <= count[1])
+        orders_count = max(count[0], before) + (len(counted) - before)
+
+    total_spent = sum((o.net_total for o in counted), Decimal(0))
+    spent = _summary(state, "summary_amount_spent")
+    if spent is not None and isinstance(spent[0], str):
+        as_of = spent[1]
+        earlier: list[OrderFact] = []
+        later: list[OrderFact] = []
+        for order in counted:
+            (earlier if order.placed_at is None or order.placed_at <= as_of else later).append(
+                order
+            )
+        # Shopify's figure already left out the refunds made before it was taken; refunds
+        # made since still come off it.
+        known_then = sum(
+            (max(Decimal(0), (o.total or Decimal(0)) - o.refunded_by(as_of)) for o in earlier),
+            Decimal(0),
+        )
+        refunded_since = sum((o.refunded - o.refunded_by(as_of) for o in earlier), Decimal(0))
+        floor = max(Decimal(spent[0]), known_then) - refunded_since
+        total_spent = max(Decimal(0), floor) + sum((o.net_total for o in later), Decimal(0))
+    return orders_count, total_spent
+
+
 def derive_facts(
     state: CustomerState, catalog: Mapping[int, ProductFact], now: datetime
 ) -> tuple[CustomerFacts, datetime | None]:
@@ -110,11 +152,7 @@ def derive_facts(
     nets = [order.net_total for order in counted]
     changes: list[datetime | None] = []
 
-    summary_count = state.attribute("summary_orders_count")
-    summary_spent = state.attribute("summary_amount_spent")
-    orders_count = max(len(counted), summary_count if isinstance(summary_count, int) else 0)
-    baseline = Decimal(summary_spent) if isinstance(summary_spent, str) else Decimal(0)
-    total_spent = max(sum(nets, Decimal(0)), baseline)
+    orders_count, total_spent = _totals(state, counted)
 
     windows: dict[int, tuple[int, Decimal]] = {}
     for days in WINDOWS:
@@ -151,7 +189,8 @@ def derive_facts(
             abandoned.append(last)
         changes.extend([last + ABANDONED_AFTER, last + ABANDONED_AFTER + ABANDONED_FOR])
 
-    last_order_at = placed[-1] if placed else None
+    summary_last = _parse_time(state.attribute("summary_last_order_at"))
+    last_order_at = max([*placed[-1:], *([summary_last] if summary_last else [])], default=None)
     days_since_last = whole_days(now, last_order_at) if last_order_at else None
     if last_order_at is not None:
         # Recency-based values step at these day counts; the day after each one they change.
@@ -188,9 +227,9 @@ def derive_facts(
         largest_order_value=max(nets) if nets else None,
         first_order_at=placed[0] if placed else None,
         last_order_at=last_order_at,
-        refunds_count=sum(len(o.refunds) for o in state.orders.values() if o.seen),
-        refunded_total=sum((o.refunded for o in state.orders.values() if o.seen), Decimal(0)),
-        cancelled_orders_count=sum(1 for o in state.orders.values() if o.seen and o.cancelled),
+        refunds_count=sum(len(o.refunds) for o in state.orders.values() if o.real),
+        refunded_total=sum((o.refunded for o in state.orders.values() if o.real), Decimal(0)),
+        cancelled_orders_count=sum(1 for o in state.orders.values() if o.real and o.cancelled),
         orders_30d=windows[30][0],
         orders_90d=windows[90][0],
         orders_365d=windows[365][0],

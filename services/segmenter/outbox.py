@@ -14,13 +14,38 @@ from services.segmenter.metrics import SegmenterMetrics
 # later change while another still waits for the broker's ack of the earlier one.
 PUBLISHER_LOCK = "SELECT pg_try_advisory_xact_lock($1::int, $2::int)"
 PUBLISHER_LOCK_KEY = (0x5E7, 1)
+# Live changes first (up to $1), with the earlier bulk changes of the same customers so each
+# customer's changes still leave in seq order; bulk changes only when no live one waits. One
+# statement, so one snapshot: a customer's rows are written under that customer's lock, so
+# a visible row means every earlier row of the customer is visible too.
 UNPUBLISHED = """
+WITH live AS (
+    SELECT seq, shop_id, customer_id FROM segment_changes
+    WHERE published_at IS NULL AND NOT bulk
+    ORDER BY seq LIMIT $1
+), bulk_alone AS (
+    SELECT seq FROM segment_changes
+    WHERE published_at IS NULL AND bulk AND NOT EXISTS (SELECT 1 FROM live)
+    ORDER BY seq LIMIT $1
+), bulk_before_live AS (
+    SELECT c.seq FROM segment_changes c
+    JOIN (SELECT DISTINCT shop_id, customer_id FROM live) l
+      ON c.shop_id = l.shop_id AND c.customer_id = l.customer_id
+    WHERE c.published_at IS NULL AND c.bulk AND c.seq < (SELECT max(seq) FROM live)
+)
 SELECT c.*, s.domain FROM segment_changes c JOIN shops s ON s.id = c.shop_id
-WHERE c.published_at IS NULL
+WHERE c.seq IN (
+    SELECT seq FROM live UNION ALL SELECT seq FROM bulk_alone
+    UNION ALL SELECT seq FROM bulk_before_live
+)
 ORDER BY c.seq
-LIMIT $1
 """
 MARK_PUBLISHED = "UPDATE segment_changes SET published_at = $2 WHERE change_id = ANY($1::uuid[])"
+PURGE_PUBLISHED = """
+DELETE FROM segment_changes WHERE change_id IN (
+    SELECT change_id FROM segment_changes WHERE published_at < $1 LIMIT $2
+)
+"""
 
 
 def change_message(row: asyncpg.Record) -> dict[str, object]:
@@ -86,3 +111,15 @@ async def publish_pending(
                 )
         total += len(rows)
     return total
+
+
+async def purge_published(pool: asyncpg.Pool, cutoff: datetime, batch: int = 10_000) -> int:
+    """Delete changes published before `cutoff`, in bounded statements; return how many."""
+    total = 0
+    while True:
+        async with pool.acquire() as conn:
+            status = await conn.execute(PURGE_PUBLISHED, cutoff, batch)
+        deleted = int(status.split()[-1])
+        total += deleted
+        if deleted < batch:
+            return total

@@ -16,8 +16,10 @@ from services.segmenter.reducer import (
     Event,
     apply,
     apply_order,
+    apply_order_customer,
     apply_refund,
     changes_customer,
+    is_newer,
 )
 from services.segmenter.rulebook import RuleBook, evaluate
 from services.segmenter.state import CustomerState, OrderFact, ProductFact
@@ -81,9 +83,17 @@ def _customer_keys(item: ShopEvent, order_owner: dict[Key, int | None]) -> list[
 
 
 async def apply_events(
-    conn: asyncpg.Connection, events: Sequence[ShopEvent], rules: RuleBook, now: datetime
+    conn: asyncpg.Connection,
+    events: Sequence[ShopEvent],
+    rules: RuleBook,
+    now: datetime,
+    cause: str = "event",
 ) -> BatchOutcome:
-    """Apply a batch of events in the caller's transaction; return what happened."""
+    """Apply a batch of events in the caller's transaction; return what happened.
+
+    `cause` names the changes in the outbox: "event" for live events, "import" for an
+    import (published after live changes, and told apart by the tagger).
+    """
     fresh_keys = await store.mark_processed(
         conn, [(e.shop_id, e.event.topic, e.event.event_id) for e in events]
     )
@@ -97,16 +107,16 @@ async def apply_events(
     if not fresh:
         return outcome
     await store.lock_shops_shared(conn, {item.shop_id for item in fresh})
-    await _apply_catalog(conn, fresh, now)
+    await _apply_catalog(conn, fresh)
 
     order_keys = {key for item in fresh if (key := _order_key(item)) is not None}
     order_owner = await store.order_customers(conn, order_keys)
-    cause: dict[Key, Event] = {}
+    cause_events: dict[Key, Event] = {}
     for item in fresh:
         for key in _customer_keys(item, order_owner):
-            cause[key] = item.event
+            cause_events[key] = item.event
     # Customers first, then orders: the lock order every writer follows.
-    states = await store.lock_states(conn, cause)
+    states = await store.lock_states(conn, cause_events)
     orders = await store.lock_orders(conn, order_keys)
     if any(order.customer_id != order_owner.get(key) for key, order in orders.items()):
         raise StaleOwnershipError("an order changed hands while the batch was read")
@@ -121,7 +131,7 @@ async def apply_events(
         orders[order_key] = _apply_to_owner(states, orders[order_key], item)
 
     await store.save_orders(conn, [(key[0], orders[key]) for key in sorted(order_keys)])
-    outcome.changes = await evaluate_customers(conn, states, rules, now, "event", cause)
+    outcome.changes = await evaluate_customers(conn, states, rules, now, cause, cause_events)
     return outcome
 
 
@@ -130,37 +140,43 @@ def _apply_to_owner(
 ) -> OrderFact:
     """Apply an order or refund event to the order and to the customer who owns it now.
 
-    `states` is updated in place: the order moves from a previous owner to a new one.
+    Ownership follows the newest order payload, like every other attribute: an older
+    delivery naming another customer does not move the order back. `states` is updated in
+    place: the order moves from a previous owner to a new one, and the customer an order
+    payload carries gets that payload's customer attributes whoever holds the order.
     """
     payload = item.event.payload
     owner = order.customer_id
-    if isinstance(payload, Order) and payload.customer is not None:
+    if isinstance(payload, Order) and payload.customer is not None and is_newer(order, payload):
         owner = payload.customer.id
     if order.customer_id is not None and order.customer_id != owner:
         previous = states[(item.shop_id, order.customer_id)]
         kept = {i: o for i, o in previous.orders.items() if i != order.order_id}
         states[(item.shop_id, order.customer_id)] = replace(previous, orders=kept)
-    if owner is None:
-        if isinstance(payload, Order):
-            return apply_order(order, payload)
-        if isinstance(payload, Refund):
-            return apply_refund(order, payload)
-        return order
-    key = (item.shop_id, owner)
-    state = replace(states[key], orders={**states[key].orders, order.order_id: order})
-    state = apply(state, item.event)
-    updated = replace(state.orders[order.order_id], customer_id=owner)
-    states[key] = replace(state, orders={**state.orders, order.order_id: updated})
+    if isinstance(payload, Order):
+        updated = apply_order(order, payload)
+    elif isinstance(payload, Refund):
+        updated = apply_refund(order, payload)
+    else:
+        updated = order
+    updated = replace(updated, customer_id=owner)
+    if owner is not None:
+        key = (item.shop_id, owner)
+        states[key] = replace(states[key], orders={**states[key].orders, order.order_id: updated})
+    if isinstance(payload, Order) and payload.customer is not None:
+        key = (item.shop_id, payload.customer.id)
+        states[key] = apply_order_customer(states[key], payload, item.event.occurred_at)
     return updated
 
 
-async def _apply_catalog(
-    conn: asyncpg.Connection, events: Sequence[ShopEvent], now: datetime
-) -> None:
+async def _apply_catalog(conn: asyncpg.Connection, events: Sequence[ShopEvent]) -> None:
     """Save products/* to the catalog (newest version wins, within the batch too).
 
-    When a product's type or vendor really changes, its buyers are scheduled for evaluation
-    now rather than locked here, so a popular product cannot blow up one batch.
+    When a product's type or vendor really changes, it is queued for the scheduler, which
+    makes its buyers due in a transaction of its own: locking them here would take customers
+    outside this batch's key order (a deadlock with another batch) and let a popular product
+    blow up one batch. This runs before the batch's customers are locked, so a wait on a
+    queued row never holds a customer.
     """
     products: dict[Key, ProductFact] = {}
     for item in events:
@@ -177,7 +193,7 @@ async def _apply_catalog(
     if products:
         changed = await store.save_products(conn, ((k[0], p) for k, p in products.items()))
         for shop_id, product_ids in changed.items():
-            await store.schedule_buyers(conn, shop_id, product_ids, now)
+            await store.queue_fanout(conn, shop_id, product_ids)
 
 
 def _newer_or_same(candidate: datetime | None, known: datetime | None) -> bool:

@@ -27,6 +27,7 @@ from services.common.shopify import (
 )
 from services.segmenter.state import (
     COUNTERS,
+    UNKNOWN_TIME,
     CheckoutFact,
     CustomerState,
     LineFact,
@@ -58,17 +59,19 @@ def shop_amount(money_set: MoneyBag | None, fallback: Decimal | None) -> Decimal
     return fallback
 
 
-def refund_amount(refund: Refund) -> Decimal:
-    """Money one refund gave back: its successful refund transactions when it has any (what
-    really left the shop), else its lines with their tax plus refunded shipping, in shop money.
-    """
-    paid_back = [
-        t.amount
-        for t in refund.transactions
-        if t.kind == "refund" and t.status in (None, "success") and t.amount is not None
-    ]
-    if paid_back:
-        return sum(paid_back, Decimal(0))
+# Refund transaction statuses: money counted as given back, and those still to settle.
+_GIVEN_BACK = (None, "success", "pending")
+_UNSETTLED = ("pending",)
+
+
+def _presentment_amount(money_set: MoneyBag | None) -> Decimal | None:
+    if money_set is not None and money_set.presentment_money is not None:
+        return money_set.presentment_money.amount
+    return None
+
+
+def _lines_in_shop_money(refund: Refund) -> Decimal:
+    """The refund's lines with their tax, plus refunded shipping, in shop money."""
     total = Decimal(0)
     for line in refund.refund_line_items:
         total += shop_amount(line.subtotal_set, line.subtotal) or Decimal(0)
@@ -80,14 +83,76 @@ def refund_amount(refund: Refund) -> Decimal:
     return total
 
 
+def _line_rate(refund: Refund) -> Decimal | None:
+    """Shop money per presentment unit, as the refund's own lines state both; else None."""
+    shop, presentment = Decimal(0), Decimal(0)
+    for line in refund.refund_line_items:
+        for money_set in (line.subtotal_set, line.total_tax_set):
+            in_shop = shop_amount(money_set, None)
+            in_presentment = _presentment_amount(money_set)
+            if in_shop is None or in_presentment is None:
+                return None
+            shop += in_shop
+            presentment += in_presentment
+    if presentment == 0 or shop == presentment:
+        return None
+    return shop / presentment
+
+
+def refund_fact(refund: Refund) -> RefundFact:
+    """What one refund gave back, in shop money where the payload says it.
+
+    With refund transactions, money is what they moved: successful and pending ones count,
+    failed ones do not, whatever lines the refund lists. Transaction `amount` is in the
+    customer's currency, so without `amount_set.shop_money` it is kept as presentment money
+    and converted at the order's rate. Without any transaction, the refund is its lines.
+    """
+    at = refund.processed_at or refund.created_at
+    money = [t for t in refund.transactions if t.kind == "refund"]
+    if not money:
+        return RefundFact(_lines_in_shop_money(refund), at)
+    final = all(t.status not in _UNSETTLED for t in money)
+    given = [t for t in money if t.status in _GIVEN_BACK]
+    in_shop = [shop_amount(t.amount_set, None) for t in given]
+    if all(amount is not None for amount in in_shop):
+        return RefundFact(sum((a for a in in_shop if a is not None), Decimal(0)), at, final=final)
+    presentment = sum((t.amount or Decimal(0) for t in given), Decimal(0))
+    return RefundFact(None, at, presentment, _line_rate(refund), final)
+
+
 def apply_refund(order: OrderFact | None, refund: Refund) -> OrderFact:
-    """Record a refund on its order once, whether refunds/create or an order delivery brings it."""
+    """Record a refund on its order once, whether refunds/create or an order delivery brings it.
+
+    A version whose transactions were still pending is replaced by a later one; a settled
+    version is never replaced.
+    """
     order = order or OrderFact(order_id=refund.order_id)
-    if refund.id in order.refunds:
+    known = order.refunds.get(refund.id)
+    if known is not None and known.final:
         return order
     refunds = dict(order.refunds)
-    refunds[refund.id] = RefundFact(refund_amount(refund), refund.processed_at or refund.created_at)
+    refunds[refund.id] = refund_fact(refund)
     return replace(order, refunds=refunds)
+
+
+def _rate(payload: Order) -> Decimal | None:
+    """Shop money per presentment unit of the order, when the two currencies differ."""
+    money_set = payload.total_price_set
+    in_shop = shop_amount(money_set, None)
+    in_presentment = _presentment_amount(money_set)
+    if in_shop is None or in_presentment is None or in_presentment == 0:
+        return None
+    if in_shop == in_presentment:
+        return None
+    return in_shop / in_presentment
+
+
+def is_newer(current: OrderFact, payload: Order) -> bool:
+    """Whether an orders/* delivery is at least as new as what is known of the order."""
+    return not current.seen or (
+        payload.updated_at is not None
+        and (current.updated_at is None or payload.updated_at >= current.updated_at)
+    )
 
 
 def apply_order(order: OrderFact | None, payload: Order) -> OrderFact:
@@ -96,13 +161,9 @@ def apply_order(order: OrderFact | None, payload: Order) -> OrderFact:
     for refund in payload.refunds:
         current = apply_refund(current, refund)
     customer_id = payload.customer.id if payload.customer is not None else None
-    newer = not current.seen or (
-        payload.updated_at is not None
-        and (current.updated_at is None or payload.updated_at >= current.updated_at)
-    )
     # Cancellation is final in Shopify, so it sticks whichever delivery comes first.
     cancelled = current.cancelled or payload.cancelled_at is not None
-    if not newer:
+    if not is_newer(current, payload):
         return replace(current, cancelled=cancelled)
     lines = tuple(
         LineFact(line.product_id, line.vendor, line.quantity or 0) for line in payload.line_items
@@ -118,6 +179,7 @@ def apply_order(order: OrderFact | None, payload: Order) -> OrderFact:
         updated_at=payload.updated_at,
         checkout_token=payload.checkout_token or current.checkout_token,
         lines=lines or current.lines,
+        rate=_rate(payload),
     )
 
 
@@ -133,16 +195,45 @@ def _consent(profile: dict[str, Stamp], name: str, state: str | None, at: dateti
     _stamp(profile, name, state.lower() if state else None, at)
 
 
-def _snapshot_tags(tags: dict[str, Stamp], present: list[str], at: datetime) -> None:
+# Profile attribute: the time of the newest full list of tags seen. A tag it did not list is
+# absent as of then, even if the tag is only heard of later, from an older source.
+_TAGS_LISTED_AT = "tags_listed_at"
+
+
+def _stamp_tag(
+    profile: dict[str, Stamp], tags: dict[str, Stamp], tag: str, present: bool, at: datetime
+) -> None:
+    if tag not in tags:
+        listed = profile.get(_TAGS_LISTED_AT)
+        if listed is not None and listed.at > at:
+            tags[tag] = Stamp(False, listed.at)
+            return
+    _stamp(tags, tag, present, at)
+
+
+def _snapshot_tags(
+    profile: dict[str, Stamp], tags: dict[str, Stamp], present: list[str], at: datetime
+) -> None:
+    """A full list of the customer's tags as of `at`: every other tag is absent then."""
     for tag in set(tags) | set(present):
-        current = tags.get(tag)
-        if current is None or at >= current.at:
-            tags[tag] = Stamp(tag in present, at)
+        _stamp_tag(profile, tags, tag, tag in present, at)
+    _stamp(profile, _TAGS_LISTED_AT, True, at)
 
 
-def apply_customer(state: CustomerState, customer: Customer, at: datetime) -> CustomerState:
-    """A customer payload (customers/* or the customer inside an order or checkout)."""
+def _summary(value: Any, as_of: datetime) -> dict[str, Any]:
+    return {"value": value, "as_of": as_of.isoformat()}
+
+
+def apply_customer(
+    state: CustomerState, customer: Customer, at: datetime, as_of: datetime | None = None
+) -> CustomerState:
+    """A customer payload (customers/* or the customer inside an order or checkout).
+
+    `at` ranks its values against others; `as_of` is when Shopify's own totals in it were
+    true (they cover the orders placed until then), by default the same moment.
+    """
     at = customer.updated_at or at
+    as_of = customer.updated_at or as_of or at
     profile = dict(state.profile)
     if customer.created_at is not None:
         _stamp(profile, "registered_at", customer.created_at.isoformat(), at)
@@ -162,14 +253,26 @@ def apply_customer(state: CustomerState, customer: Customer, at: datetime) -> Cu
     sms = customer.sms_marketing_consent
     if sms is not None:
         _consent(profile, "sms_consent", sms.state, sms.consent_updated_at or at)
-    # Versions before 2024-10 carry Shopify's own aggregates and tags on the customer.
-    _stamp(profile, "summary_orders_count", customer.orders_count, at)
+    # Versions before 2024-10 (and imports) carry Shopify's own aggregates on the customer.
+    if customer.orders_count is not None:
+        _stamp(profile, "summary_orders_count", _summary(customer.orders_count, as_of), at)
     if customer.total_spent is not None:
-        _stamp(profile, "summary_amount_spent", str(customer.total_spent), at)
+        _stamp(profile, "summary_amount_spent", _summary(str(customer.total_spent), as_of), at)
+    if customer.last_order_at is not None:
+        _stamp(profile, "summary_last_order_at", customer.last_order_at.isoformat(), at)
     tags = dict(state.tags)
     if customer.tags is not None:
-        _snapshot_tags(tags, list(customer.tags), at)
+        _snapshot_tags(profile, tags, list(customer.tags), at)
     return replace(state, profile=profile, tags=tags)
+
+
+def apply_order_customer(state: CustomerState, payload: Order, at: datetime) -> CustomerState:
+    """The customer embedded in an order, applied to that customer only (an order may name
+    another customer than the one holding it)."""
+    customer = payload.customer
+    if customer is None or customer.id != state.customer_id:
+        return state
+    return apply_customer(state, customer, at)
 
 
 def apply_checkout(state: CustomerState, checkout: Checkout, at: datetime) -> CustomerState:
@@ -260,9 +363,7 @@ def apply(state: CustomerState, event: Event) -> CustomerState:
         orders = dict(state.orders)
         orders[payload.id] = apply_order(orders.get(payload.id), payload)
         state = replace(state, orders=orders)
-        if payload.customer is not None:
-            state = apply_customer(state, payload.customer, at)
-        return state
+        return apply_order_customer(state, payload, at)
     if isinstance(payload, Refund):
         orders = dict(state.orders)
         orders[payload.order_id] = apply_refund(orders.get(payload.order_id), payload)
@@ -270,14 +371,17 @@ def apply(state: CustomerState, event: Event) -> CustomerState:
     if isinstance(payload, DeletedCustomer):
         return replace(state, deleted=True)
     if isinstance(payload, Customer):
-        return apply_customer(state, payload, at)
+        # An imported row without a time: its totals were true when it was imported.
+        as_of = event.received_at if at <= UNKNOWN_TIME else at
+        return apply_customer(state, payload, at, as_of)
     if isinstance(payload, Checkout):
         return apply_checkout(state, payload, at)
     if isinstance(payload, CustomerTagsChanged):
         present = event.topic == "customer.tags_added"
         tags = dict(state.tags)
+        profile = dict(state.profile)
         for tag in payload.tags or []:
-            _stamp(tags, tag, present, payload.occurred_at or at)
+            _stamp_tag(profile, tags, tag, present, payload.occurred_at or at)
         return replace(state, tags=tags)
     if isinstance(payload, EmailConsentUpdate):
         profile = dict(state.profile)
@@ -295,9 +399,12 @@ def apply(state: CustomerState, event: Event) -> CustomerState:
     if isinstance(payload, PurchasingSummary):
         profile = dict(state.profile)
         summary_at = payload.occurred_at or at
-        _stamp(profile, "summary_orders_count", payload.number_of_orders, summary_at)
+        if payload.number_of_orders is not None:
+            count = _summary(payload.number_of_orders, summary_at)
+            _stamp(profile, "summary_orders_count", count, summary_at)
         if payload.amount_spent is not None and payload.amount_spent.amount is not None:
-            _stamp(profile, "summary_amount_spent", str(payload.amount_spent.amount), summary_at)
+            spent = _summary(str(payload.amount_spent.amount), summary_at)
+            _stamp(profile, "summary_amount_spent", spent, summary_at)
         return replace(state, profile=profile)
     if event.topic.startswith("custom/"):
         return apply_custom(state, event)

@@ -11,24 +11,46 @@ from aiokafka import AIOKafkaProducer
 from services.common.settings import Settings
 from services.segmenter import store
 from services.segmenter.metrics import SegmenterMetrics
-from services.segmenter.outbox import publish_pending
+from services.segmenter.outbox import publish_pending, purge_published
 from services.segmenter.pipeline import evaluate_customers
 from services.segmenter.rulebook import RuleBook
+from services.segmenter.state import COUNTERS
 
 logger = logging.getLogger(__name__)
 
 DUE_BACKLOG = "SELECT count(*) FROM customers WHERE next_eval_at <= $1"
 
 
-async def evaluate_due(pool: asyncpg.Pool, rules: RuleBook, now: datetime, limit: int = 500) -> int:
+async def evaluate_due(
+    pool: asyncpg.Pool, rules: RuleBook, now: datetime, limit: int = 500, cause: str = "schedule"
+) -> int:
     """Re-evaluate up to `limit` due customers in one transaction; return how many."""
     async with pool.acquire() as conn, conn.transaction():
         keys = await store.due_customers(conn, now, limit)
         if not keys:
             return 0
         states = await store.lock_states(conn, keys)
-        await evaluate_customers(conn, states, rules, now, "schedule")
+        await evaluate_customers(conn, states, rules, now, cause)
     return len(keys)
+
+
+async def fan_out_products(pool: asyncpg.Pool, now: datetime, limit: int = 100) -> int:
+    """Make the buyers of queued changed products due now; return how many products.
+
+    One transaction per shop, locking in the order every writer uses: the shop (shared),
+    the queued products, then the buyers in key order.
+    """
+    async with pool.acquire() as conn:
+        shops = await store.fanout_shops(conn)
+    done = 0
+    for shop_id in shops:
+        async with pool.acquire() as conn, conn.transaction():
+            await store.lock_shops_shared(conn, [shop_id])
+            product_ids = await store.take_fanout(conn, shop_id, limit)
+            if product_ids:
+                await store.schedule_buyers(conn, shop_id, sorted(product_ids), now)
+        done += len(product_ids)
+    return done
 
 
 class Scheduler:
@@ -53,6 +75,8 @@ class Scheduler:
 
     async def run_once(self) -> int:
         """Evaluate every customer due now, publish the changes; return how many were due."""
+        while await fan_out_products(self._pool, self._clock()) > 0:
+            pass
         total = 0
         while True:
             done = await evaluate_due(self._pool, self._rules, self._clock(), self._batch)
@@ -70,10 +94,21 @@ class Scheduler:
         return total
 
     async def purge_processed_events(self) -> None:
-        """Forget event ids older than the dedupe retention (well past Shopify's retries)."""
-        cutoff = self._clock() - timedelta(days=self._settings.dedupe_retention_days)
+        """Forget event ids older than the dedupe retention (well past Shopify's retries).
+
+        Ids of engagement events are kept much longer: their counters are not keyed by any
+        other id, so a replay after the dedupe window would count them twice.
+        """
+        now = self._clock()
+        cutoff = now - timedelta(days=self._settings.dedupe_retention_days)
+        engagement_cutoff = now - timedelta(days=self._settings.engagement_dedupe_retention_days)
         async with self._pool.acquire() as conn:
-            await conn.execute(store.PURGE_PROCESSED, cutoff)
+            await conn.execute(store.PURGE_PROCESSED, cutoff, engagement_cutoff, sorted(COUNTERS))
+
+    async def purge_published_changes(self) -> int:
+        """Delete outbox rows published longer ago than the outbox retention; return how many."""
+        cutoff = self._clock() - timedelta(days=self._settings.outbox_retention_days)
+        return await purge_published(self._pool, cutoff)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Loop until `stop` is set, waiting `scheduler_interval_seconds` between rounds."""
@@ -89,6 +124,7 @@ class Scheduler:
             self._metrics.due_backlog.set(backlog)
             if rounds % 3600 == 0:
                 await self.purge_processed_events()
+                await self.purge_published_changes()
             rounds += 1
             try:
                 await asyncio.wait_for(stop.wait(), self._settings.scheduler_interval_seconds)

@@ -2,7 +2,7 @@
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
@@ -23,6 +23,11 @@ def _frozen(mapping: Mapping[Any, Any] | None = None) -> Mapping[Any, Any]:
     return MappingProxyType(dict(mapping or {}))
 
 
+# The stamp of a value whose time is unknown (an imported CSV row): any value with a real time
+# wins over it, and among such values the one applied last wins.
+UNKNOWN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class Stamp:
     """A value with the time it was true as of; a newer stamp wins, so order does not matter."""
@@ -40,8 +45,29 @@ class LineFact:
 
 @dataclass(frozen=True)
 class RefundFact:
-    amount: Decimal
+    """One refund. `amount` is exact shop money when the payload says it; otherwise the money
+    is `presentment` (what the transactions moved, in the customer's currency), converted at
+    the order's rate, or failing that at the rate of the refund's own lines (`line_rate`).
+
+    `final` is False while a transaction is still pending: a later version replaces it.
+    """
+
+    amount: Decimal | None
     at: datetime | None
+    presentment: Decimal | None = None
+    line_rate: Decimal | None = None
+    final: bool = True
+
+    def in_shop_money(self, order_rate: Decimal | None, exponent: int) -> Decimal:
+        """The refund in shop money; `exponent` is the shop currency's (-2 for cents)."""
+        if self.amount is not None:
+            return self.amount
+        presentment = self.presentment or Decimal(0)
+        rate = order_rate if order_rate is not None else self.line_rate
+        if rate is None:
+            # Nothing says the currencies differ: a single-currency order.
+            return presentment
+        return (presentment * rate).quantize(Decimal(1).scaleb(exponent))
 
 
 @dataclass(frozen=True)
@@ -59,6 +85,8 @@ class OrderFact:
     checkout_token: str | None = None
     lines: tuple[LineFact, ...] = ()
     refunds: Mapping[int, RefundFact] = field(default_factory=_frozen)
+    # Shop money per unit of the customer's (presentment) currency; None when they are one.
+    rate: Decimal | None = None
 
     @property
     def counts(self) -> bool:
@@ -66,8 +94,32 @@ class OrderFact:
         return self.seen and not self.cancelled and not self.test
 
     @property
+    def real(self) -> bool:
+        """Seen and not a test order: its cancellation and refunds are the customer's."""
+        return self.seen and not self.test
+
+    @property
     def refunded(self) -> Decimal:
-        return sum((r.amount for r in self.refunds.values()), Decimal(0))
+        """The order's refunds in shop money."""
+        return sum(
+            (r.in_shop_money(self.rate, self._exponent) for r in self.refunds.values()), Decimal(0)
+        )
+
+    def refunded_by(self, moment: datetime) -> Decimal:
+        """The refunds processed at or before `moment` (or at an unknown time), in shop money."""
+        return sum(
+            (
+                r.in_shop_money(self.rate, self._exponent)
+                for r in self.refunds.values()
+                if r.at is None or r.at <= moment
+            ),
+            Decimal(0),
+        )
+
+    @property
+    def _exponent(self) -> int:
+        exponent = self.total.as_tuple().exponent if self.total is not None else -2
+        return exponent if isinstance(exponent, int) else -2
 
     @property
     def net_total(self) -> Decimal:

@@ -65,6 +65,21 @@ UPDATE orders SET customer_id = $3, facts = $4::jsonb, refunds = $5::jsonb,
     product_ids = $6::bigint[], updated_at = now()
 WHERE shop_id = $1 AND order_id = $2
 """
+QUEUE_FANOUT = """
+INSERT INTO product_fanout (shop_id, product_id)
+SELECT $1, product_id FROM unnest($2::bigint[]) AS p (product_id) ORDER BY product_id
+ON CONFLICT DO NOTHING
+"""
+TAKE_FANOUT = """
+DELETE FROM product_fanout f
+WHERE f.shop_id = $1 AND f.product_id IN (
+    SELECT product_id FROM product_fanout WHERE shop_id = $1
+    ORDER BY product_id LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING f.product_id
+"""
+FANOUT_SHOPS = "SELECT DISTINCT shop_id FROM product_fanout ORDER BY shop_id"
 # Buyers of changed products are evaluated by the scheduler, in bounded batches; the rows are
 # locked in key order, like every other writer locks customers.
 SCHEDULE_BUYERS = """
@@ -148,7 +163,11 @@ WHERE c.next_eval_at <= $1
 ORDER BY c.shop_id, c.customer_id
 FOR UPDATE OF c SKIP LOCKED
 """
-PURGE_PROCESSED = "DELETE FROM processed_events WHERE processed_at < $1"
+# $1 the dedupe cutoff; $2 the (older) cutoff for the engagement topics $3.
+PURGE_PROCESSED = """
+DELETE FROM processed_events
+WHERE processed_at < $2 OR (processed_at < $1 AND NOT topic = ANY($3::text[]))
+"""
 
 _STATE_COLUMNS = ("profile", "checkouts", "deleted", "evaluated_at", "next_eval_at")
 _SAVE_COLUMNS = FACT_COLUMNS[2:] + _STATE_COLUMNS
@@ -208,6 +227,22 @@ async def mark_processed(
 async def order_customers(conn: asyncpg.Connection, keys: Iterable[Key]) -> dict[Key, int | None]:
     rows = await conn.fetch(ORDER_CUSTOMERS, *_columns(keys))
     return {(row["shop_id"], row["order_id"]): row["customer_id"] for row in rows}
+
+
+async def queue_fanout(conn: asyncpg.Connection, shop_id: int, product_ids: Sequence[int]) -> None:
+    """Remember that these products changed, so the scheduler makes their buyers due."""
+    await conn.execute(QUEUE_FANOUT, shop_id, list(product_ids))
+
+
+async def fanout_shops(conn: asyncpg.Connection) -> list[int]:
+    """Shops with changed products whose buyers are still to be made due."""
+    return [row["shop_id"] for row in await conn.fetch(FANOUT_SHOPS)]
+
+
+async def take_fanout(conn: asyncpg.Connection, shop_id: int, limit: int) -> list[int]:
+    """Remove and return up to `limit` queued products of a shop (SKIP LOCKED: another
+    replica has the rest)."""
+    return [row["product_id"] for row in await conn.fetch(TAKE_FANOUT, shop_id, limit)]
 
 
 async def schedule_buyers(

@@ -87,7 +87,15 @@ def refund_payload(node: Mapping[str, Any], order_id: int) -> dict[str, Any]:
     refunded = shop_amount(node, "totalRefundedSet")
     transactions = []
     if refunded is not None:
-        transactions.append({"kind": "refund", "status": "success", "amount": refunded})
+        # In shop money already: said so, so it is never converted again.
+        transactions.append(
+            {
+                "kind": "refund",
+                "status": "success",
+                "amount": refunded,
+                "amount_set": money_set(node, "totalRefundedSet"),
+            }
+        )
     return {
         "id": parse_shopify_id(node.get("id")),
         "order_id": order_id,
@@ -179,6 +187,7 @@ def customer_payload(node: Mapping[str, Any]) -> dict[str, Any]:
     email_consent = _object(node, "emailMarketingConsent")
     sms_consent = _object(node, "smsMarketingConsent")
     spent = _object(node, "amountSpent") or _object(node, "totalSpentV2")
+    last_order = _object(node, "lastOrder")
     payload: dict[str, Any] = {
         "id": customer_id,
         "admin_graphql_api_id": node.get("id"),
@@ -189,6 +198,7 @@ def customer_payload(node: Mapping[str, Any]) -> dict[str, Any]:
         "tags": node.get("tags"),
         "orders_count": _count(node.get("numberOfOrders", node.get("ordersCount"))),
         "total_spent": spent.get("amount"),
+        "last_order_at": last_order.get("processedAt") or last_order.get("createdAt"),
         "accepts_marketing": node.get("acceptsMarketing"),
         "default_address": _address(node),
     }

@@ -15,6 +15,7 @@ from services.common.errors import first_validation_error
 from services.common.jsontext import encode_json
 from services.common.shopify import Customer, Order, Product, parse_payload
 from services.segmenter.reducer import Event
+from services.segmenter.state import UNKNOWN_TIME
 
 # The topics an import produces: the webhook topics that carry the same body.
 CUSTOMER_TOPIC = "customers/update"
@@ -72,10 +73,15 @@ def event_for(record: ImportRecord, now: datetime) -> Event:
     elif isinstance(model, Order) and model.customer is not None:
         customer_id = model.customer.id
     version = model.updated_at.isoformat() if model.updated_at else content_hash(record.payload)
+    occurred_at = model.updated_at or model.created_at or now
+    if isinstance(model, Customer) and model.updated_at is None:
+        # A customer row without a time (the admin CSV export) never overrides a value that
+        # has one: live updates after the export win, consent included.
+        occurred_at = UNKNOWN_TIME
     return Event(
         topic=record.topic,
         event_id=f"import:{record.topic}:{model.id}:{version}",
-        occurred_at=model.updated_at or model.created_at or now,
+        occurred_at=occurred_at,
         received_at=now,
         customer_id=customer_id,
         payload=model,

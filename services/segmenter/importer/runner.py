@@ -21,7 +21,7 @@ from services.segmenter.importer.jsonl import read_jsonl
 from services.segmenter.importer.records import ImportRecord, Rejection, event_for
 from services.segmenter.pipeline import ShopEvent, apply_events
 from services.segmenter.rulebook import RuleBook
-from services.segmenter.scheduler import evaluate_due
+from services.segmenter.scheduler import evaluate_due, fan_out_products
 
 FileKind = Literal["csv", "jsonl"]
 # Enough to show what went wrong; the count covers the rest.
@@ -159,7 +159,9 @@ class _Import:
             for attempt in range(1, _ATTEMPTS + 1):
                 try:
                     async with self.pool.acquire() as conn, conn.transaction():
-                        outcome = await apply_events(conn, self.batch, self.rules, self.now)
+                        outcome = await apply_events(
+                            conn, self.batch, self.rules, self.now, cause="import"
+                        )
                     break
                 except _RETRYABLE:
                     # A live segmenter batch may hold the same customers: the batch is retried.
@@ -218,6 +220,8 @@ async def import_files(
         await run.import_file(path)
     # Products that arrived after their orders made the buyers due: evaluate them now, through
     # the scheduler's own path, so the import ends with every customer's facts complete.
+    while await fan_out_products(pool, run.now) > 0:
+        pass
     while await evaluate_due(pool, run.rules, run.now, batch_size) > 0:
         pass
     run.report.seconds = time.perf_counter() - run.started

@@ -135,7 +135,7 @@ async def test_import_builds_customers_through_the_live_pipeline(
         shop.shop_id,
     )
     assert [(c["customer_id"], c["change"], c["cause"]) for c in changes] == [
-        (ADA, "entered", "event")
+        (ADA, "entered", "import")
     ]
     assert changes[0]["cause_event_id"].startswith("import:")
 

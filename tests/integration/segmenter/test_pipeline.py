@@ -10,7 +10,7 @@ from services.common.shops import ShopCredentials
 from services.segmenter.pipeline import ShopEvent, apply_events
 from services.segmenter.reducer import Event
 from services.segmenter.rulebook import RuleBook
-from services.segmenter.scheduler import evaluate_due
+from services.segmenter.scheduler import evaluate_due, fan_out_products
 from services.segmenter.segments import SegmentSpec, create_segment
 from tests.unit.segmenter.events import CUSTOMER, NOW, at, order, refund, shopify_event
 
@@ -127,7 +127,9 @@ async def test_product_arriving_after_the_order_resolves_its_type(
         "updated_at": at(1).isoformat(),
     }
     await run(db, shop.shop_id, shopify_event("products/update", product, event_id="p"))
-    # The buyers are due now; the scheduler evaluates them in bounded batches.
+    # The product is queued; the scheduler makes its buyers due, then evaluates them.
+    assert await db.fetchval("SELECT count(*) FROM product_fanout") == 1
+    assert await fan_out_products(pool, NOW) == 1
     assert (await customer_row(db, shop.shop_id))["next_eval_at"] == NOW
     assert await evaluate_due(pool, RuleBook(), NOW) == 1
     row = await customer_row(db, shop.shop_id)
@@ -143,6 +145,7 @@ async def test_product_arriving_after_the_order_resolves_its_type(
         shopify_event("products/update", renamed, event_id="p2"),
         shopify_event("products/update", older, event_id="p3"),
     )
+    assert await db.fetchval("SELECT count(*) FROM product_fanout") == 0
     assert (await customer_row(db, shop.shop_id))["next_eval_at"] != NOW
     catalog = await db.fetchrow("SELECT product_type, title FROM products")
     assert tuple(catalog) == ("Apparel", "Better tee")

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from services.segmenter.derive import derive_facts
 from services.segmenter.facts import CustomerFacts
-from services.segmenter.reducer import Event, apply, parse_birthday, refund_amount
+from services.segmenter.reducer import Event, apply, parse_birthday, refund_fact
 from services.segmenter.state import CustomerState, ProductFact
 from tests.unit.segmenter.events import (
     CUSTOMER,
@@ -90,7 +90,8 @@ def test_refund_transactions_are_what_left_the_shop() -> None:
             ],
         },
     )
-    assert refund_amount(event.payload) == Decimal("85.00")  # type: ignore[arg-type]
+    fact = refund_fact(event.payload)  # type: ignore[arg-type]
+    assert fact.in_shop_money(None, -2) == Decimal("85.00")
 
 
 def test_test_orders_do_not_count() -> None:

@@ -13,6 +13,7 @@ from services.segmenter.importer.csv_customers import (
     read_customers_csv,
 )
 from services.segmenter.importer.records import ImportRecord, Rejection, event_for
+from services.segmenter.state import UNKNOWN_TIME
 
 FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "import"
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -105,8 +106,9 @@ def test_a_row_becomes_a_customer_event_whose_id_depends_on_content_only() -> No
     assert event.payload.total_spent == Decimal("1250.10")
     assert event.payload.tags == ["VIP", "newsletter"]
     assert event.customer_id == 7985351721238
-    # A CSV row carries no time: it is as of the import.
-    assert event.occurred_at == event.received_at == NOW
+    # A CSV row carries no time: it never outranks a value that has one.
+    assert event.occurred_at == UNKNOWN_TIME
+    assert event.received_at == NOW
     assert event_for(ada, datetime(2027, 1, 1, tzinfo=UTC)).event_id == event.event_id
     changed = ImportRecord(ada.topic, {**ada.payload, "orders_count": 5}, ada.line)
     assert event_for(changed, NOW).event_id != event.event_id

@@ -1,0 +1,26 @@
+-- Products whose type or vendor changed. Their buyers are made due by the scheduler in a
+-- transaction of its own, so an event batch never locks customers outside its own batch
+-- (locking a product's buyers there crossed with another batch's customers: a deadlock).
+CREATE TABLE product_fanout (
+    shop_id bigint NOT NULL REFERENCES shops (id) ON DELETE CASCADE,
+    product_id bigint NOT NULL,
+    queued_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (shop_id, product_id)
+);
+
+-- Outbox lanes: changes from bulk work (a backfill over a whole store, an import, a deleted
+-- segment's exits) are published after the live ones (events, time), so a customer's order
+-- entering VIP is not stuck behind 100k backfill rows. A customer's own changes still leave
+-- in seq order: the publisher takes a customer's earlier bulk rows along with a live one.
+ALTER TABLE segment_changes ADD COLUMN bulk boolean NOT NULL
+    GENERATED ALWAYS AS (cause IN ('backfill', 'import', 'segment_deleted')) STORED;
+DROP INDEX segment_changes_unpublished;
+CREATE INDEX segment_changes_unpublished_live ON segment_changes (seq)
+    WHERE published_at IS NULL AND NOT bulk;
+CREATE INDEX segment_changes_unpublished_bulk ON segment_changes (seq)
+    WHERE published_at IS NULL AND bulk;
+CREATE INDEX segment_changes_unpublished_by_customer ON segment_changes (shop_id, customer_id, seq)
+    WHERE published_at IS NULL;
+-- Published changes are purged after the outbox retention.
+CREATE INDEX segment_changes_published ON segment_changes (published_at)
+    WHERE published_at IS NOT NULL;
