@@ -1,0 +1,121 @@
+"""Against a real PostgreSQL: order ownership follows the newest payload, imports never
+override newer live values, and engagement events are not counted twice after the dedupe
+window."""
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from services.common.settings import Settings
+from services.common.shops import ShopCredentials
+from services.segmenter.importer.runner import import_files
+from services.segmenter.pipeline import ShopEvent, apply_events
+from services.segmenter.reducer import Event
+from services.segmenter.rulebook import RuleBook
+from services.segmenter.scheduler import Scheduler
+from tests.unit.segmenter.events import NOW, at, custom_event, order, shopify_event
+
+ALICE, BOB = 501, 502
+
+
+async def run(db: asyncpg.Connection, shop_id: int, *events: Event) -> None:
+    async with db.transaction():
+        await apply_events(db, [ShopEvent(shop_id, e) for e in events], RuleBook(), NOW)
+
+
+async def owner_and_counts(db: asyncpg.Connection, shop_id: int) -> tuple[Any, dict[int, int]]:
+    owner = await db.fetchval("SELECT customer_id FROM orders WHERE order_id = 1")
+    rows = await db.fetch(
+        "SELECT customer_id, orders_count, email FROM customers WHERE shop_id = $1", shop_id
+    )
+    return owner, {r["customer_id"]: r["orders_count"] for r in rows}
+
+
+def owned_by(customer: int, updated_hours_ago: float, email: str) -> dict[str, Any]:
+    payload = order(1, "50.00", placed=at(1), updated=at(updated_hours_ago / 24))
+    payload["customer"] = {"id": customer, "email": email, "updated_at": None}
+    return payload
+
+
+async def test_a_stale_delivery_does_not_move_an_order_back(
+    db: asyncpg.Connection, shop: ShopCredentials
+) -> None:
+    # orders/updated gave the order to Bob at 02:00; a late orders/create (Alice, 01:00).
+    newer = shopify_event("orders/updated", owned_by(BOB, 10, "bob@x.io"), event_id="u")
+    older = shopify_event("orders/create", owned_by(ALICE, 11, "alice@x.io"), event_id="c")
+    for events in ((newer, older), (older, newer)):
+        await db.execute("TRUNCATE customers, orders, processed_events")
+        for event in events:
+            await run(db, shop.shop_id, event)
+        owner, counts = await owner_and_counts(db, shop.shop_id)
+        assert owner == BOB
+        assert counts.get(BOB) == 1
+        assert counts.get(ALICE, 0) == 0
+    # Each customer keeps their own attributes; Alice's never land on Bob.
+    emails = dict(await db.fetch("SELECT customer_id, email FROM customers"))
+    assert emails == {ALICE: "alice@x.io", BOB: "bob@x.io"}
+
+
+async def test_both_deliveries_in_one_batch_give_the_same_owner(
+    db: asyncpg.Connection, shop: ShopCredentials
+) -> None:
+    newer = shopify_event("orders/updated", owned_by(BOB, 10, "bob@x.io"), event_id="u")
+    older = shopify_event("orders/create", owned_by(ALICE, 11, "alice@x.io"), event_id="c")
+    for events in ((newer, older), (older, newer)):
+        await db.execute("TRUNCATE customers, orders, processed_events")
+        await run(db, shop.shop_id, *events)
+        owner, counts = await owner_and_counts(db, shop.shop_id)
+        assert (owner, counts.get(BOB), counts.get(ALICE, 0)) == (BOB, 1, 0)
+
+
+CSV = (
+    "Customer ID,Email,Accepts Email Marketing,Default Address City,Total Spent,Total Orders,Tags\n"
+    "'{customer},old@example.com,yes,Paris,900.00,3,vip\n"
+)
+
+
+async def test_a_csv_import_after_a_live_unsubscribe_does_not_resubscribe(
+    db: asyncpg.Connection, pool: asyncpg.Pool, shop: ShopCredentials, tmp_path: Path
+) -> None:
+    customer = 7001
+    unsubscribe = shopify_event(
+        "customers_email_marketing_consent/update",
+        {
+            "customer_id": customer,
+            "email_address": "new@example.com",
+            "email_marketing_consent": {
+                "state": "unsubscribed",
+                "consent_updated_at": at(1).isoformat(),
+            },
+        },
+        event_id="consent",
+    )
+    await run(db, shop.shop_id, replace(unsubscribe, customer_id=customer))
+    export = tmp_path / "customers_export.csv"
+    export.write_text(CSV.format(customer=customer))
+    report = await import_files(pool, shop.domain, [export], now=NOW)
+    assert report.events_applied == 1
+    row = await db.fetchrow("SELECT * FROM customers WHERE customer_id = $1", customer)
+    assert row["accepts_email_marketing"] is False
+    assert row["email"] == "new@example.com"
+    # What the live side never said, the export fills in.
+    assert (row["city"], row["orders_count"], list(row["tags"])) == ("Paris", 3, ["vip"])
+
+
+async def test_an_engagement_event_replayed_after_the_dedupe_window_counts_once(
+    db: asyncpg.Connection, pool: asyncpg.Pool, shop: ShopCredentials, settings: Settings
+) -> None:
+    viewed = custom_event("page_viewed", when=at(0))
+    other = shopify_event("orders/create", order(9, "5.00", placed=at(1)), event_id="o9")
+    await run(db, shop.shop_id, viewed, other)
+    # processed_at is the database's own time.
+    clock = datetime.now(UTC) + timedelta(days=settings.dedupe_retention_days + 1)
+    scheduler = Scheduler(settings, pool, None, None, lambda: clock)  # type: ignore[arg-type]
+    await scheduler.purge_processed_events()
+    topics = {r["topic"] for r in await db.fetch("SELECT topic FROM processed_events")}
+    assert topics == {"custom/page_viewed"}  # the order's id went, the engagement id stayed
+    await run(db, shop.shop_id, viewed)
+    assert await db.fetchval("SELECT page_views FROM customers") == 1
