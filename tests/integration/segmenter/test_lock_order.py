@@ -77,7 +77,7 @@ async def test_crossing_product_updates_and_customers_do_not_deadlock(
         await holding.rollback()
         async with asyncio.timeout(20):
             results = await asyncio.gather(batch_a, batch_b, return_exceptions=True)
-        assert results == [None, None]
+        assert list(results) == [None, None]
     finally:
         for conn in (blocker, first, second):
             await conn.close()
