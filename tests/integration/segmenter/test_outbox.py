@@ -41,10 +41,16 @@ async def write(
 
 
 async def publish(
-    pool: asyncpg.Pool, producer: AIOKafkaProducer, settings: Settings, **options: int
+    pool: asyncpg.Pool,
+    producer: AIOKafkaProducer,
+    settings: Settings,
+    batch: int = 500,
+    max_rows: int | None = None,
 ) -> int:
     metrics = SegmenterMetrics.create(new_registry())
-    return await publish_pending(pool, producer, settings.topic_segment_changes, metrics, **options)
+    return await publish_pending(
+        pool, producer, settings.topic_segment_changes, metrics, batch=batch, max_rows=max_rows
+    )
 
 
 async def published(db: asyncpg.Connection) -> list[tuple[int, str]]:
