@@ -28,10 +28,13 @@ WITH live AS (
     WHERE published_at IS NULL AND bulk AND NOT EXISTS (SELECT 1 FROM live)
     ORDER BY seq LIMIT $1
 ), bulk_before_live AS (
-    SELECT c.seq FROM segment_changes c
-    JOIN (SELECT DISTINCT shop_id, customer_id FROM live) l
-      ON c.shop_id = l.shop_id AND c.customer_id = l.customer_id
-    WHERE c.published_at IS NULL AND c.bulk AND c.seq < (SELECT max(seq) FROM live)
+    SELECT b.seq
+    FROM (SELECT shop_id, customer_id, max(seq) AS last FROM live GROUP BY 1, 2) l
+    CROSS JOIN LATERAL (
+        SELECT c.seq FROM segment_changes c
+        WHERE c.shop_id = l.shop_id AND c.customer_id = l.customer_id
+          AND c.published_at IS NULL AND c.bulk AND c.seq < l.last
+    ) b
 )
 SELECT c.*, s.domain FROM segment_changes c JOIN shops s ON s.id = c.shop_id
 WHERE c.seq IN (
