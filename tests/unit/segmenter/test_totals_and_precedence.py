@@ -4,6 +4,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from services.segmenter.derive import derive_facts
 from services.segmenter.importer.graphql import customer_payload
 from services.segmenter.importer.records import CUSTOMER_TOPIC, ImportRecord, event_for
@@ -150,3 +153,55 @@ def test_a_tag_heard_of_only_from_an_older_event_stays_absent_after_a_newer_full
     )
     for events in ([added, listed], [listed, added]):
         assert facts_after(events).tags == ("new",)
+
+
+def _jpy_order(order_id: int, updated: float, refunds: list[dict[str, Any]]) -> dict[str, Any]:
+    payload = order(order_id, "100.00", placed=at(40), updated=at(updated), refunds=refunds)
+    payload["total_price_set"] = {
+        "shop_money": {"amount": "100.00", "currency_code": "USD"},
+        "presentment_money": {"amount": "15000", "currency_code": "JPY"},
+    }
+    return payload
+
+
+def _jpy_refund(status: str) -> dict[str, Any]:
+    return {
+        "id": 31,
+        "order_id": 7,
+        "created_at": at(30).isoformat(),
+        "transactions": [
+            {"kind": "refund", "status": status, "amount": "1500", "currency": "JPY"},
+            {"kind": "refund", "status": "failure", "amount": "9000", "currency": "JPY"},
+        ],
+    }
+
+
+MIXED_HISTORY = [
+    legacy_customer(4, "700.00", at(50)),
+    shopify_event("orders/create", order(1, "300.00", placed=at(60))),
+    shopify_event("orders/create", order(2, "120.00", placed=at(20)), event_id="o2"),
+    shopify_event("orders/create", _jpy_order(7, 39, []), event_id="o7"),
+    shopify_event("refunds/create", _jpy_refund("pending"), event_id="r31"),
+    shopify_event("orders/updated", _jpy_order(7, 29, [_jpy_refund("success")]), event_id="u7"),
+    csv_row(email="csv@example.com", tags="imported", total_spent="50.00", orders_count=1),
+    shopify_event(
+        "customer.tags_added",
+        {"customerId": CUSTOMER, "tags": ["late"], "occurredAt": at(55).isoformat()},
+    ),
+    shopify_event(
+        "customers/update",
+        {"id": CUSTOMER, "updated_at": at(45).isoformat(), "tags": "kept", "email": "x@y.z"},
+    ),
+]
+
+
+@settings(max_examples=80, derandomize=True, deadline=None)
+@given(order_of_events=st.permutations(range(len(MIXED_HISTORY))))
+def test_refund_versions_totals_and_tag_lists_do_not_depend_on_delivery_order(
+    order_of_events: list[int],
+) -> None:
+    expected = facts_after(MIXED_HISTORY)
+    assert facts_after([MIXED_HISTORY[i] for i in order_of_events]) == expected
+    # 4 orders by Shopify's count at day 50 cover order 1; orders 2 and 7 came after.
+    assert (expected.orders_count, expected.tags) == (6, ("kept",))
+    assert expected.total_spent == Decimal("700.00") + Decimal("120.00") + Decimal("90.00")
