@@ -169,7 +169,12 @@ async def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     pool = await create_pool(settings.require_database_url(), min_size=1, max_size=2)
     try:
         report = await import_files(
-            pool, args.shop, args.files, batch_size=args.batch_size, progress=progress
+            pool,
+            args.shop,
+            args.files,
+            batch_size=args.batch_size,
+            exported_at=args.exported_at,
+            progress=progress,
         )
     except (UnknownShopError, UnreadableFileError) as exc:
         _out(str(exc))
@@ -188,6 +193,17 @@ async def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     if report.rejected_count > _REJECTIONS_SHOWN:
         _out(f"... and {report.rejected_count - _REJECTIONS_SHOWN} more rejected rows")
     return 1 if report.rejected_count else 0
+
+
+def _aware_time(text: str) -> datetime:
+    """An ISO 8601 time with its UTC offset, for arguments."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from exc
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset (add Z or +hh:mm)")
+    return moment.astimezone(UTC)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_argument("--shop", required=True, help="the shop's domain, e.g. x.myshopify.com")
     imports.add_argument("files", nargs="+", type=Path, metavar="FILE", help=".csv or .jsonl")
     imports.add_argument("--batch-size", type=int, default=2000, help="events per transaction")
+    imports.add_argument(
+        "--exported-at",
+        type=_aware_time,
+        help="when the files were exported (ISO 8601 with offset); Shopify's totals in them "
+        "cover the orders placed until then (default: each file's modification time)",
+    )
     return parser
 
 

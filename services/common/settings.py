@@ -47,9 +47,9 @@ class Settings(BaseSettings):
     consumer_session_timeout_ms: int = Field(default=10_000, ge=1_000)
     scheduler_interval_seconds: float = Field(default=1.0, gt=0)
     dedupe_retention_days: int = Field(default=7, ge=1)
-    # Engagement events (custom/page_viewed, …) only count by their ids: keep those far longer
-    # than any replay of the events topic.
-    engagement_dedupe_retention_days: int = Field(default=400, ge=1)
+    # Engagement events (custom/page_viewed, …) only count by their ids: keep those longer
+    # than the events topic keeps events, so no replay of it can count one twice.
+    engagement_dedupe_retention_days: int = Field(default=35, ge=1)
     # Published segment changes are kept this long in the outbox (segment_changes), then purged.
     outbox_retention_days: int = Field(default=7, ge=1)
     # How long ingest waits for the broker's acknowledgement before answering 503.

@@ -123,6 +123,7 @@ def order_to_json(order: OrderFact) -> tuple[str | None, str]:
                 "checkout_token": order.checkout_token,
                 "lines": [[ln.product_id, ln.vendor, ln.quantity] for ln in order.lines],
                 "rate": order.rate,
+                "currency": order.currency,
             }
         )
     refunds = dumps(
@@ -139,8 +140,10 @@ def _decimal(value: Any) -> Decimal | None:
 
 
 def _refund_from_json(value: list[Any]) -> RefundFact:
-    # Rows written before presentment money was kept hold [amount, at] only.
-    amount, at, presentment, line_rate, final = [*value, None, None, True][:5]
+    # Rows written before presentment money was kept hold [amount, at] only. That version
+    # counted a pending or failed refund by its lines, so such a row is open to correction
+    # by the next delivery of its order.
+    amount, at, presentment, line_rate, final = [*value, None, None, False][:5]
     return RefundFact(
         _decimal(amount), _time(at), _decimal(presentment), _decimal(line_rate), final
     )
@@ -165,4 +168,5 @@ def order_from_row(row: Mapping[str, Any]) -> OrderFact:
         lines=tuple(LineFact(p, v, q) for p, v, q in facts["lines"]),
         refunds=refunds,
         rate=_decimal(facts.get("rate")),
+        currency=facts.get("currency"),
     )

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from services.segmenter.facts import CustomerFacts
-from services.segmenter.state import CustomerState, OrderFact, ProductFact
+from services.segmenter.state import CustomerState, ProductFact
 
 DAY = timedelta(days=1)
 WINDOWS = (30, 90, 365)
@@ -112,9 +112,10 @@ def _summary(state: CustomerState, name: str) -> tuple[object, datetime] | None:
     return stamp.value, stamp.at  # rows written before the moment was kept
 
 
-def _totals(state: CustomerState, counted: list[OrderFact]) -> tuple[int, Decimal]:
+def _totals(state: CustomerState) -> tuple[int, Decimal]:
     """Orders count and net spend: Shopify's own totals are a floor for the orders placed
     before they were taken, and the orders placed after add to them."""
+    counted = [order for order in state.orders.values() if order.counts]
     orders_count = len(counted)
     count = _summary(state, "summary_orders_count")
     if count is not None and isinstance(count[0], int):
@@ -125,12 +126,14 @@ def _totals(state: CustomerState, counted: list[OrderFact]) -> tuple[int, Decima
     spent = _summary(state, "summary_amount_spent")
     if spent is not None and isinstance(spent[0], str):
         as_of = spent[1]
-        earlier: list[OrderFact] = []
-        later: list[OrderFact] = []
-        for order in counted:
-            (earlier if order.placed_at is None or order.placed_at <= as_of else later).append(
-                order
-            )
+        # Every real order placed by then, cancelled ones too: a cancellation with a refund
+        # after Shopify's figure was taken still comes off it.
+        earlier = [
+            o
+            for o in state.orders.values()
+            if o.real and (o.placed_at is None or o.placed_at <= as_of)
+        ]
+        later = [o for o in counted if o.placed_at is not None and o.placed_at > as_of]
         # Shopify's figure already left out the refunds made before it was taken; refunds
         # made since still come off it.
         known_then = sum(
@@ -152,7 +155,7 @@ def derive_facts(
     nets = [order.net_total for order in counted]
     changes: list[datetime | None] = []
 
-    orders_count, total_spent = _totals(state, counted)
+    orders_count, total_spent = _totals(state)
 
     windows: dict[int, tuple[int, Decimal]] = {}
     for days in WINDOWS:

@@ -14,31 +14,44 @@ from services.segmenter.metrics import SegmenterMetrics
 # later change while another still waits for the broker's ack of the earlier one.
 PUBLISHER_LOCK = "SELECT pg_try_advisory_xact_lock($1::int, $2::int)"
 PUBLISHER_LOCK_KEY = (0x5E7, 1)
-# Live changes first (up to $1), with the earlier bulk changes of the same customers so each
-# customer's changes still leave in seq order; bulk changes only when no live one waits. One
-# statement, so one snapshot: a customer's rows are written under that customer's lock, so
-# a visible row means every earlier row of the customer is visible too.
-UNPUBLISHED = """
+# Causes of bulk work, published after live changes (the partial indexes of migration 0003
+# name the same list).
+
+_BULK = "cause IN ('backfill', 'import', 'segment_deleted')"
+_LIVE = "cause NOT IN ('backfill', 'import', 'segment_deleted')"
+# Up to $1 live changes, and up to $2 bulk ones ($1 when no live change waits), so neither
+# lane starves the other. A customer's changes still leave in seq order:
+# - the earlier bulk changes of a customer with a live change come along with it;
+# - a bulk change is taken only if every live change before it is taken too (all live ones
+#   fit, or its seq is below the last live one taken).
+# One statement, so one snapshot: a customer's rows are written under that customer's lock
+# (or the shop's exclusive one), so a visible row means every earlier row of the customer
+# is visible too.
+UNPUBLISHED = f"""
 WITH live AS (
     SELECT seq, shop_id, customer_id FROM segment_changes
-    WHERE published_at IS NULL AND NOT bulk
+    WHERE published_at IS NULL AND {_LIVE}
     ORDER BY seq LIMIT $1
-), bulk_alone AS (
+), edge AS (
+    SELECT count(*) AS taken, max(seq) AS last FROM live
+), bulk_share AS (
     SELECT seq FROM segment_changes
-    WHERE published_at IS NULL AND bulk AND NOT EXISTS (SELECT 1 FROM live)
-    ORDER BY seq LIMIT $1
+    WHERE published_at IS NULL AND {_BULK}
+      AND ((SELECT taken FROM edge) < $1 OR seq < (SELECT last FROM edge))
+    ORDER BY seq
+    LIMIT (SELECT CASE WHEN taken = 0 THEN $1 ELSE $2 END FROM edge)
 ), bulk_before_live AS (
     SELECT b.seq
     FROM (SELECT shop_id, customer_id, max(seq) AS last FROM live GROUP BY 1, 2) l
     CROSS JOIN LATERAL (
         SELECT c.seq FROM segment_changes c
         WHERE c.shop_id = l.shop_id AND c.customer_id = l.customer_id
-          AND c.published_at IS NULL AND c.bulk AND c.seq < l.last
+          AND c.published_at IS NULL AND c.{_BULK} AND c.seq < l.last
     ) b
 )
 SELECT c.*, s.domain FROM segment_changes c JOIN shops s ON s.id = c.shop_id
 WHERE c.seq IN (
-    SELECT seq FROM live UNION ALL SELECT seq FROM bulk_alone
+    SELECT seq FROM live UNION ALL SELECT seq FROM bulk_share
     UNION ALL SELECT seq FROM bulk_before_live
 )
 ORDER BY c.seq
@@ -91,7 +104,8 @@ async def publish_pending(
         async with pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval(PUBLISHER_LOCK, *PUBLISHER_LOCK_KEY):
                 return total
-            rows = await conn.fetch(UNPUBLISHED, batch)
+            # A quarter of a batch for bulk changes while live ones wait.
+            rows = await conn.fetch(UNPUBLISHED, batch, max(1, batch // 4))
             if not rows:
                 return total
             futures = []
@@ -116,13 +130,8 @@ async def publish_pending(
     return total
 
 
-async def purge_published(pool: asyncpg.Pool, cutoff: datetime, batch: int = 10_000) -> int:
-    """Delete changes published before `cutoff`, in bounded statements; return how many."""
-    total = 0
-    while True:
-        async with pool.acquire() as conn:
-            status = await conn.execute(PURGE_PUBLISHED, cutoff, batch)
-        deleted = int(status.split()[-1])
-        total += deleted
-        if deleted < batch:
-            return total
+async def purge_published(pool: asyncpg.Pool, cutoff: datetime, limit: int) -> int:
+    """Delete up to `limit` changes published before `cutoff`; return how many."""
+    async with pool.acquire() as conn:
+        status: str = await conn.execute(PURGE_PUBLISHED, cutoff, limit)
+    return int(status.split()[-1])

@@ -41,6 +41,8 @@ class BatchOutcome:
     applied: list[ShopEvent] = field(default_factory=list)
     duplicates: list[ShopEvent] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
+    # With `defer_fanout`: by shop, changed products that already have buyers.
+    changed_products: dict[int, list[int]] = field(default_factory=dict)
 
 
 def _first_occurrences(events: Sequence[ShopEvent]) -> tuple[list[ShopEvent], list[ShopEvent]]:
@@ -88,11 +90,14 @@ async def apply_events(
     rules: RuleBook,
     now: datetime,
     cause: str = "event",
+    defer_fanout: bool = False,
 ) -> BatchOutcome:
     """Apply a batch of events in the caller's transaction; return what happened.
 
     `cause` names the changes in the outbox: "event" for live events, "import" for an
-    import (published after live changes, and told apart by the tagger).
+    import (published after live changes, and told apart by the tagger). With
+    `defer_fanout`, products whose type or vendor changed are returned rather than queued
+    for the scheduler, so the caller evaluates their buyers under its own cause.
     """
     fresh_keys = await store.mark_processed(
         conn, [(e.shop_id, e.event.topic, e.event.event_id) for e in events]
@@ -107,7 +112,14 @@ async def apply_events(
     if not fresh:
         return outcome
     await store.lock_shops_shared(conn, {item.shop_id for item in fresh})
-    await _apply_catalog(conn, fresh)
+    changed = await _apply_catalog(conn, fresh)
+    if defer_fanout:
+        for shop_id, product_ids in changed.items():
+            if bought := await store.products_with_buyers(conn, shop_id, product_ids):
+                outcome.changed_products[shop_id] = bought
+    else:
+        for shop_id, product_ids in changed.items():
+            await store.queue_fanout(conn, shop_id, product_ids)
 
     order_keys = {key for item in fresh if (key := _order_key(item)) is not None}
     order_owner = await store.order_customers(conn, order_keys)
@@ -147,7 +159,13 @@ def _apply_to_owner(
     """
     payload = item.event.payload
     owner = order.customer_id
-    if isinstance(payload, Order) and payload.customer is not None and is_newer(order, payload):
+    # A payload naming a customer also gives an order nobody holds yet to that customer,
+    # whichever version came first (a newer guest delivery does not detach it either).
+    if (
+        isinstance(payload, Order)
+        and payload.customer is not None
+        and (is_newer(order, payload) or order.customer_id is None)
+    ):
         owner = payload.customer.id
     if order.customer_id is not None and order.customer_id != owner:
         previous = states[(item.shop_id, order.customer_id)]
@@ -165,18 +183,21 @@ def _apply_to_owner(
         states[key] = replace(states[key], orders={**states[key].orders, order.order_id: updated})
     if isinstance(payload, Order) and payload.customer is not None:
         key = (item.shop_id, payload.customer.id)
-        states[key] = apply_order_customer(states[key], payload, item.event.occurred_at)
+        states[key] = apply_order_customer(states[key], item.event)
     return updated
 
 
-async def _apply_catalog(conn: asyncpg.Connection, events: Sequence[ShopEvent]) -> None:
-    """Save products/* to the catalog (newest version wins, within the batch too).
+async def _apply_catalog(
+    conn: asyncpg.Connection, events: Sequence[ShopEvent]
+) -> dict[int, list[int]]:
+    """Save products/* to the catalog (newest version wins, within the batch too); return,
+    by shop, the products whose type or vendor really changed.
 
-    When a product's type or vendor really changes, it is queued for the scheduler, which
-    makes its buyers due in a transaction of its own: locking them here would take customers
-    outside this batch's key order (a deadlock with another batch) and let a popular product
-    blow up one batch. This runs before the batch's customers are locked, so a wait on a
-    queued row never holds a customer.
+    Their buyers are not touched here: the caller queues the products for the scheduler,
+    which makes the buyers due in a transaction of its own. Locking them here would take
+    customers outside this batch's key order (a deadlock with another batch) and let a
+    popular product blow up one batch. This runs before the batch's customers are locked, so
+    a wait on a queued row never holds a customer.
     """
     products: dict[Key, ProductFact] = {}
     for item in events:
@@ -190,10 +211,9 @@ async def _apply_catalog(conn: asyncpg.Connection, events: Sequence[ShopEvent]) 
         known = products.get(key)
         if known is None or _newer_or_same(fact.updated_at, known.updated_at):
             products[key] = fact
-    if products:
-        changed = await store.save_products(conn, ((k[0], p) for k, p in products.items()))
-        for shop_id, product_ids in changed.items():
-            await store.queue_fanout(conn, shop_id, product_ids)
+    if not products:
+        return {}
+    return await store.save_products(conn, ((k[0], p) for k, p in products.items()))
 
 
 def _newer_or_same(candidate: datetime | None, known: datetime | None) -> bool:

@@ -49,6 +49,17 @@ class Event:
     received_at: datetime
     customer_id: int | None
     payload: ShopifyModel | Mapping[str, Any] | None
+    # When the aggregates in the payload (Shopify's order count and amount spent) were true:
+    # an export's time for imports; None means `occurred_at` (a webhook's trigger time).
+    as_of: datetime | None = None
+
+    @property
+    def totals_as_of(self) -> datetime:
+        """The moment Shopify's own totals in this payload were true as of."""
+        if self.as_of is not None:
+            return self.as_of
+        # A row without any time (the admin CSV export) is as of its import.
+        return self.received_at if self.occurred_at <= UNKNOWN_TIME else self.occurred_at
 
 
 def shop_amount(money_set: MoneyBag | None, fallback: Decimal | None) -> Decimal | None:
@@ -147,6 +158,14 @@ def _rate(payload: Order) -> Decimal | None:
     return in_shop / in_presentment
 
 
+def _shop_currency(payload: Order) -> str | None:
+    money_set = payload.total_price_set
+    if money_set is not None and money_set.shop_money is not None:
+        if money_set.shop_money.currency_code:
+            return money_set.shop_money.currency_code
+    return payload.currency
+
+
 def is_newer(current: OrderFact, payload: Order) -> bool:
     """Whether an orders/* delivery is at least as new as what is known of the order."""
     return not current.seen or (
@@ -180,6 +199,7 @@ def apply_order(order: OrderFact | None, payload: Order) -> OrderFact:
         checkout_token=payload.checkout_token or current.checkout_token,
         lines=lines or current.lines,
         rate=_rate(payload),
+        currency=_shop_currency(payload),
     )
 
 
@@ -225,15 +245,15 @@ def _summary(value: Any, as_of: datetime) -> dict[str, Any]:
 
 
 def apply_customer(
-    state: CustomerState, customer: Customer, at: datetime, as_of: datetime | None = None
+    state: CustomerState, customer: Customer, at: datetime, as_of: datetime
 ) -> CustomerState:
     """A customer payload (customers/* or the customer inside an order or checkout).
 
-    `at` ranks its values against others; `as_of` is when Shopify's own totals in it were
-    true (they cover the orders placed until then), by default the same moment.
+    Its `updated_at` (else `at`) ranks its values against others. `as_of` is when Shopify's
+    own totals in it were true, so they cover the orders placed until then: the payload's
+    trigger time, not `updated_at` (a profile edit; the totals move without it).
     """
     at = customer.updated_at or at
-    as_of = customer.updated_at or as_of or at
     profile = dict(state.profile)
     if customer.created_at is not None:
         _stamp(profile, "registered_at", customer.created_at.isoformat(), at)
@@ -266,17 +286,21 @@ def apply_customer(
     return replace(state, profile=profile, tags=tags)
 
 
-def apply_order_customer(state: CustomerState, payload: Order, at: datetime) -> CustomerState:
+def apply_order_customer(state: CustomerState, event: Event) -> CustomerState:
     """The customer embedded in an order, applied to that customer only (an order may name
     another customer than the one holding it)."""
+    payload = event.payload
+    if not isinstance(payload, Order):
+        return state
     customer = payload.customer
     if customer is None or customer.id != state.customer_id:
         return state
-    return apply_customer(state, customer, at)
+    return apply_customer(state, customer, event.occurred_at, event.totals_as_of)
 
 
-def apply_checkout(state: CustomerState, checkout: Checkout, at: datetime) -> CustomerState:
+def apply_checkout(state: CustomerState, checkout: Checkout, event: Event) -> CustomerState:
     """checkouts/create|update, keyed by token (from 2026-04 checkouts have no id)."""
+    at = event.occurred_at
     token = checkout.token or (str(checkout.id) if checkout.id is not None else None)
     if token is None:
         return state
@@ -292,7 +316,7 @@ def apply_checkout(state: CustomerState, checkout: Checkout, at: datetime) -> Cu
     checkouts = dict(state.checkouts)
     checkouts[token] = merged
     if checkout.customer is not None:
-        state = apply_customer(state, checkout.customer, at)
+        state = apply_customer(state, checkout.customer, at, event.totals_as_of)
     return replace(state, checkouts=checkouts)
 
 
@@ -363,7 +387,7 @@ def apply(state: CustomerState, event: Event) -> CustomerState:
         orders = dict(state.orders)
         orders[payload.id] = apply_order(orders.get(payload.id), payload)
         state = replace(state, orders=orders)
-        return apply_order_customer(state, payload, at)
+        return apply_order_customer(state, event)
     if isinstance(payload, Refund):
         orders = dict(state.orders)
         orders[payload.order_id] = apply_refund(orders.get(payload.order_id), payload)
@@ -371,11 +395,9 @@ def apply(state: CustomerState, event: Event) -> CustomerState:
     if isinstance(payload, DeletedCustomer):
         return replace(state, deleted=True)
     if isinstance(payload, Customer):
-        # An imported row without a time: its totals were true when it was imported.
-        as_of = event.received_at if at <= UNKNOWN_TIME else at
-        return apply_customer(state, payload, at, as_of)
+        return apply_customer(state, payload, at, event.totals_as_of)
     if isinstance(payload, Checkout):
-        return apply_checkout(state, payload, at)
+        return apply_checkout(state, payload, event)
     if isinstance(payload, CustomerTagsChanged):
         present = event.topic == "customer.tags_added"
         tags = dict(state.tags)

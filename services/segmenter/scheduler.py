@@ -2,7 +2,7 @@
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -14,11 +14,12 @@ from services.segmenter.metrics import SegmenterMetrics
 from services.segmenter.outbox import publish_pending, purge_published
 from services.segmenter.pipeline import evaluate_customers
 from services.segmenter.rulebook import RuleBook
-from services.segmenter.state import COUNTERS
 
 logger = logging.getLogger(__name__)
 
 DUE_BACKLOG = "SELECT count(*) FROM customers WHERE next_eval_at <= $1"
+# Rows each purge statement deletes at most, per scheduler round.
+PURGE_BATCH = 5000
 
 
 async def evaluate_due(
@@ -32,6 +33,32 @@ async def evaluate_due(
         states = await store.lock_states(conn, keys)
         await evaluate_customers(conn, states, rules, now, cause)
     return len(keys)
+
+
+async def evaluate_buyers(
+    pool: asyncpg.Pool,
+    rules: RuleBook,
+    shop_id: int,
+    product_ids: Sequence[int],
+    now: datetime,
+    cause: str,
+    limit: int = 500,
+) -> int:
+    """Re-evaluate every buyer of the products now, `limit` customers per transaction, with
+    the given cause (an import evaluates its products' buyers itself, as bulk changes);
+    return how many segment changes that made."""
+    if not product_ids:
+        return 0
+    changes, after = 0, -1
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            await store.lock_shops_shared(conn, [shop_id])
+            buyers = await store.buyers_after(conn, shop_id, product_ids, after, limit)
+            if not buyers:
+                return changes
+            states = await store.lock_states(conn, [(shop_id, buyer) for buyer in buyers])
+            changes += len(await evaluate_customers(conn, states, rules, now, cause))
+        after = buyers[-1]
 
 
 async def fan_out_products(pool: asyncpg.Pool, now: datetime, limit: int = 100) -> int:
@@ -93,26 +120,25 @@ class Scheduler:
         self._metrics.scheduled_evaluations.inc(total)
         return total
 
-    async def purge_processed_events(self) -> None:
-        """Forget event ids older than the dedupe retention (well past Shopify's retries).
-
-        Ids of engagement events are kept much longer: their counters are not keyed by any
-        other id, so a replay after the dedupe window would count them twice.
-        """
+    async def purge_processed_events(self, limit: int = PURGE_BATCH) -> int:
+        """Forget event ids older than the dedupe retention (well past Shopify's retries),
+        and engagement event ids older than theirs; at most `limit` of each per call."""
         now = self._clock()
         cutoff = now - timedelta(days=self._settings.dedupe_retention_days)
-        engagement_cutoff = now - timedelta(days=self._settings.engagement_dedupe_retention_days)
+        engagement = now - timedelta(days=self._settings.engagement_dedupe_retention_days)
         async with self._pool.acquire() as conn:
-            await conn.execute(store.PURGE_PROCESSED, cutoff, engagement_cutoff, sorted(COUNTERS))
+            deleted = await store.purge(conn, store.PURGE_PROCESSED, cutoff, limit)
+            return deleted + await store.purge(
+                conn, store.PURGE_ENGAGEMENT_PROCESSED, engagement, limit
+            )
 
-    async def purge_published_changes(self) -> int:
-        """Delete outbox rows published longer ago than the outbox retention; return how many."""
+    async def purge_published_changes(self, limit: int = PURGE_BATCH) -> int:
+        """Delete up to `limit` outbox rows published longer ago than the outbox retention."""
         cutoff = self._clock() - timedelta(days=self._settings.outbox_retention_days)
-        return await purge_published(self._pool, cutoff)
+        return await purge_published(self._pool, cutoff, limit)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Loop until `stop` is set, waiting `scheduler_interval_seconds` between rounds."""
-        rounds = 0
         while not stop.is_set():
             await self.run_once()
             # Changes written outside a batch (segment edits in the API) are published here.
@@ -122,10 +148,10 @@ class Scheduler:
             async with self._pool.acquire() as conn:
                 backlog = await conn.fetchval(DUE_BACKLOG, self._clock())
             self._metrics.due_backlog.set(backlog)
-            if rounds % 3600 == 0:
-                await self.purge_processed_events()
-                await self.purge_published_changes()
-            rounds += 1
+            # A bounded slice every round: a backlog (an upgrade, a long stop) drains over
+            # rounds instead of stalling one.
+            await self.purge_processed_events()
+            await self.purge_published_changes()
             try:
                 await asyncio.wait_for(stop.wait(), self._settings.scheduler_interval_seconds)
             except TimeoutError:

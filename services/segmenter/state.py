@@ -19,6 +19,22 @@ COUNTERS = {
 }
 
 
+# ISO 4217 currencies whose minor unit is not the cent; every other has two decimals.
+_DECIMALS = {
+    **dict.fromkeys(
+        "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF".split(), 0
+    ),
+    **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
+    "CLF": 4,
+    "UYW": 4,
+}
+
+
+def currency_exponent(currency: str | None) -> int:
+    """The exponent of a currency's minor unit: -2 for cents, 0 for yen, -3 for dinar fils."""
+    return -_DECIMALS.get((currency or "").upper(), 2)
+
+
 def _frozen(mapping: Mapping[Any, Any] | None = None) -> Mapping[Any, Any]:
     return MappingProxyType(dict(mapping or {}))
 
@@ -87,6 +103,8 @@ class OrderFact:
     refunds: Mapping[int, RefundFact] = field(default_factory=_frozen)
     # Shop money per unit of the customer's (presentment) currency; None when they are one.
     rate: Decimal | None = None
+    # The shop's currency (ISO 4217), which says how converted amounts are rounded.
+    currency: str | None = None
 
     @property
     def counts(self) -> bool:
@@ -118,8 +136,7 @@ class OrderFact:
 
     @property
     def _exponent(self) -> int:
-        exponent = self.total.as_tuple().exponent if self.total is not None else -2
-        return exponent if isinstance(exponent, int) else -2
+        return currency_exponent(self.currency)
 
     @property
     def net_total(self) -> Decimal:

@@ -16,10 +16,16 @@ from services.segmenter.codec import (
     state_from_row,
 )
 from services.segmenter.facts import CustomerFacts
-from services.segmenter.state import CustomerState, OrderFact, ProductFact
+from services.segmenter.state import COUNTERS, CustomerState, OrderFact, ProductFact
 
 MARK_PROCESSED = """
 INSERT INTO processed_events (shop_id, topic, event_id)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])
+ON CONFLICT DO NOTHING
+RETURNING shop_id, topic, event_id
+"""
+MARK_ENGAGEMENT_PROCESSED = """
+INSERT INTO processed_engagement_events (shop_id, topic, event_id)
 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])
 ON CONFLICT DO NOTHING
 RETURNING shop_id, topic, event_id
@@ -65,10 +71,12 @@ UPDATE orders SET customer_id = $3, facts = $4::jsonb, refunds = $5::jsonb,
     product_ids = $6::bigint[], updated_at = now()
 WHERE shop_id = $1 AND order_id = $2
 """
+# An update, not DO NOTHING, on a product already queued: the row lock makes the scheduler
+# skip it (SKIP LOCKED) until this batch commits, so it never fans out the older catalog.
 QUEUE_FANOUT = """
 INSERT INTO product_fanout (shop_id, product_id)
 SELECT $1, product_id FROM unnest($2::bigint[]) AS p (product_id) ORDER BY product_id
-ON CONFLICT DO NOTHING
+ON CONFLICT (shop_id, product_id) DO UPDATE SET queued_at = now()
 """
 TAKE_FANOUT = """
 DELETE FROM product_fanout f
@@ -80,6 +88,19 @@ WHERE f.shop_id = $1 AND f.product_id IN (
 RETURNING f.product_id
 """
 FANOUT_SHOPS = "SELECT DISTINCT shop_id FROM product_fanout ORDER BY shop_id"
+PRODUCTS_WITH_BUYERS = """
+SELECT p.product_id FROM unnest($2::bigint[]) AS p (product_id)
+WHERE EXISTS (
+    SELECT 1 FROM orders o
+    WHERE o.shop_id = $1 AND o.product_ids && ARRAY[p.product_id] AND o.customer_id IS NOT NULL
+)
+"""
+BUYERS_AFTER = """
+SELECT DISTINCT customer_id FROM orders
+WHERE shop_id = $1 AND product_ids && $2::bigint[] AND customer_id > $3
+ORDER BY customer_id
+LIMIT $4
+"""
 # Buyers of changed products are evaluated by the scheduler, in bounded batches; the rows are
 # locked in key order, like every other writer locks customers.
 SCHEDULE_BUYERS = """
@@ -163,10 +184,16 @@ WHERE c.next_eval_at <= $1
 ORDER BY c.shop_id, c.customer_id
 FOR UPDATE OF c SKIP LOCKED
 """
-# $1 the dedupe cutoff; $2 the (older) cutoff for the engagement topics $3.
+# Bounded deletes that read only the rows they delete (index on processed_at).
 PURGE_PROCESSED = """
-DELETE FROM processed_events
-WHERE processed_at < $2 OR (processed_at < $1 AND NOT topic = ANY($3::text[]))
+DELETE FROM processed_events WHERE ctid IN (
+    SELECT ctid FROM processed_events WHERE processed_at < $1 LIMIT $2
+)
+"""
+PURGE_ENGAGEMENT_PROCESSED = """
+DELETE FROM processed_engagement_events WHERE ctid IN (
+    SELECT ctid FROM processed_engagement_events WHERE processed_at < $1 LIMIT $2
+)
 """
 
 _STATE_COLUMNS = ("profile", "checkouts", "deleted", "evaluated_at", "next_eval_at")
@@ -216,12 +243,26 @@ async def shop_ids(conn: asyncpg.Connection, domains: Iterable[str]) -> dict[str
 async def mark_processed(
     conn: asyncpg.Connection, keys: Sequence[tuple[int, str, str]]
 ) -> set[tuple[int, str, str]]:
-    """Record (shop, topic, event id) as processed; return those that were new."""
-    if not keys:
-        return set()
-    shops, topics, ids = zip(*keys, strict=True)
-    rows = await conn.fetch(MARK_PROCESSED, list(shops), list(topics), list(ids))
-    return {(row["shop_id"], row["topic"], row["event_id"]) for row in rows}
+    """Record (shop, topic, event id) as processed; return those that were new.
+
+    Engagement events' ids go to a table of their own, kept far longer.
+    """
+    fresh: set[tuple[int, str, str]] = set()
+    engagement = [key for key in keys if key[1] in COUNTERS]
+    others = [key for key in keys if key[1] not in COUNTERS]
+    for query, chosen in ((MARK_PROCESSED, others), (MARK_ENGAGEMENT_PROCESSED, engagement)):
+        if not chosen:
+            continue
+        shops, topics, ids = zip(*chosen, strict=True)
+        rows = await conn.fetch(query, list(shops), list(topics), list(ids))
+        fresh.update((row["shop_id"], row["topic"], row["event_id"]) for row in rows)
+    return fresh
+
+
+async def purge(conn: asyncpg.Connection, query: str, cutoff: datetime, limit: int) -> int:
+    """Run one bounded purge statement; return how many rows it deleted."""
+    status: str = await conn.execute(query, cutoff, limit)
+    return int(status.split()[-1])
 
 
 async def order_customers(conn: asyncpg.Connection, keys: Iterable[Key]) -> dict[Key, int | None]:
@@ -232,6 +273,22 @@ async def order_customers(conn: asyncpg.Connection, keys: Iterable[Key]) -> dict
 async def queue_fanout(conn: asyncpg.Connection, shop_id: int, product_ids: Sequence[int]) -> None:
     """Remember that these products changed, so the scheduler makes their buyers due."""
     await conn.execute(QUEUE_FANOUT, shop_id, list(product_ids))
+
+
+async def products_with_buyers(
+    conn: asyncpg.Connection, shop_id: int, product_ids: Sequence[int]
+) -> list[int]:
+    """Those of the products somebody has ordered already."""
+    rows = await conn.fetch(PRODUCTS_WITH_BUYERS, shop_id, list(product_ids))
+    return [row["product_id"] for row in rows]
+
+
+async def buyers_after(
+    conn: asyncpg.Connection, shop_id: int, product_ids: Sequence[int], after: int, limit: int
+) -> list[int]:
+    """The next `limit` customers (by id, above `after`) who ordered one of the products."""
+    rows = await conn.fetch(BUYERS_AFTER, shop_id, list(product_ids), after, limit)
+    return [row["customer_id"] for row in rows]
 
 
 async def fanout_shops(conn: asyncpg.Connection) -> list[int]:

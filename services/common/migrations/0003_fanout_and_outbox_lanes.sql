@@ -8,17 +8,29 @@ CREATE TABLE product_fanout (
     PRIMARY KEY (shop_id, product_id)
 );
 
+-- Ids of engagement events (custom/page_viewed, …), kept far longer than other event ids:
+-- their counters are keyed by nothing else. A table of their own, so purging either table
+-- only ever reads the rows it deletes.
+CREATE TABLE processed_engagement_events (
+    shop_id bigint NOT NULL REFERENCES shops (id) ON DELETE CASCADE,
+    topic text NOT NULL,
+    event_id text NOT NULL,
+    processed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (shop_id, topic, event_id)
+);
+CREATE INDEX processed_engagement_events_age ON processed_engagement_events (processed_at);
+
 -- Outbox lanes: changes from bulk work (a backfill over a whole store, an import, a deleted
 -- segment's exits) are published after the live ones (events, time), so a customer's order
 -- entering VIP is not stuck behind 100k backfill rows. A customer's own changes still leave
 -- in seq order: the publisher takes a customer's earlier bulk rows along with a live one.
-ALTER TABLE segment_changes ADD COLUMN bulk boolean NOT NULL
-    GENERATED ALWAYS AS (cause IN ('backfill', 'import', 'segment_deleted')) STORED;
+-- The lane is read off `cause` (services/segmenter/outbox.py names the bulk causes), so the
+-- table is not rewritten.
 DROP INDEX segment_changes_unpublished;
 CREATE INDEX segment_changes_unpublished_live ON segment_changes (seq)
-    WHERE published_at IS NULL AND NOT bulk;
+    WHERE published_at IS NULL AND cause NOT IN ('backfill', 'import', 'segment_deleted');
 CREATE INDEX segment_changes_unpublished_bulk ON segment_changes (seq)
-    WHERE published_at IS NULL AND bulk;
+    WHERE published_at IS NULL AND cause IN ('backfill', 'import', 'segment_deleted');
 CREATE INDEX segment_changes_unpublished_by_customer ON segment_changes (shop_id, customer_id, seq)
     WHERE published_at IS NULL;
 -- Published changes are purged after the outbox retention.

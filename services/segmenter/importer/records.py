@@ -55,11 +55,13 @@ def _sorted(value: Any) -> Any:
     return value
 
 
-def event_for(record: ImportRecord, now: datetime) -> Event:
+def event_for(record: ImportRecord, now: datetime, exported_at: datetime | None = None) -> Event:
     """The reducer event of a record; raises ValueError (with a reason) if the payload is invalid.
 
     The event id names the object's version (`updated_at`, else a digest of its content), so a
-    second import of the same export is recognised as a duplicate by the pipeline.
+    second import of the same export is recognised as a duplicate by the pipeline. Shopify's
+    totals in the record are true as of `exported_at` (default: `now`), whatever the
+    object's `updated_at` says.
     """
     try:
         model = parse_payload(record.topic, record.payload)
@@ -85,4 +87,5 @@ def event_for(record: ImportRecord, now: datetime) -> Event:
         received_at=now,
         customer_id=customer_id,
         payload=model,
+        as_of=exported_at or now,
     )

@@ -21,7 +21,7 @@ from services.segmenter.importer.jsonl import read_jsonl
 from services.segmenter.importer.records import ImportRecord, Rejection, event_for
 from services.segmenter.pipeline import ShopEvent, apply_events
 from services.segmenter.rulebook import RuleBook
-from services.segmenter.scheduler import evaluate_due, fan_out_products
+from services.segmenter.scheduler import evaluate_buyers
 
 FileKind = Literal["csv", "jsonl"]
 # Enough to show what went wrong; the count covers the rest.
@@ -106,12 +106,16 @@ class _Import:
         shop_id: int,
         batch_size: int,
         now: datetime,
+        exported_at: datetime | None,
         progress: Callable[[Progress], None] | None,
     ) -> None:
         self.pool = pool
         self.shop_id = shop_id
         self.batch_size = batch_size
         self.now = now
+        self.exported_at = exported_at
+        # Products whose buyers are evaluated at the end, by the import itself.
+        self.changed_products: set[int] = set()
         self.progress = progress
         self.rules = RuleBook()
         self.report = ImportReport()
@@ -130,8 +134,17 @@ class _Import:
             raise UnreadableFileError(f"cannot read {path}: {exc}") from exc
         await self.flush(path)
 
+    def file_exported_at(self, path: Path) -> datetime:
+        """When the file's totals were true: as given, else the file's time (never later
+        than the import)."""
+        if self.exported_at is not None:
+            return self.exported_at
+        written = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        return min(written, self.now)
+
     async def _read(self, path: Path) -> None:
         kind = detect_kind(path)
+        exported_at = self.file_exported_at(path)
         # utf-8-sig: spreadsheets save CSV with a byte-order mark.
         with path.open(encoding="utf-8-sig", newline="") as handle:
             items: Iterator[ImportRecord | Rejection]
@@ -146,7 +159,7 @@ class _Import:
                     self.reject(path, item.line, item.reason)
                     continue
                 try:
-                    event = event_for(item, self.now)
+                    event = event_for(item, self.now, exported_at)
                 except ValueError as exc:
                     self.reject(path, item.line, str(exc))
                     continue
@@ -160,7 +173,12 @@ class _Import:
                 try:
                     async with self.pool.acquire() as conn, conn.transaction():
                         outcome = await apply_events(
-                            conn, self.batch, self.rules, self.now, cause="import"
+                            conn,
+                            self.batch,
+                            self.rules,
+                            self.now,
+                            cause="import",
+                            defer_fanout=True,
                         )
                     break
                 except _RETRYABLE:
@@ -170,6 +188,7 @@ class _Import:
             self.report.events_applied += len(outcome.applied)
             self.report.duplicates += len(outcome.duplicates)
             self.report.segment_changes += len(outcome.changes)
+            self.changed_products.update(outcome.changed_products.get(self.shop_id, []))
             self.batch = []
         self.report.seconds = time.perf_counter() - self.started
         if self.progress is not None:
@@ -206,23 +225,27 @@ async def import_files(
     *,
     batch_size: int = 2000,
     now: datetime | None = None,
+    exported_at: datetime | None = None,
     progress: Callable[[Progress], None] | None = None,
 ) -> ImportReport:
     """Import CSV / JSONL exports into one shop; rejected rows are reported, never fatal.
 
     `now` is the evaluation time and the events' received_at (default: the current time).
+    `exported_at` is when the files were exported, which dates Shopify's totals in them
+    (default: each file's modification time, at most `now`).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     shop_id = await shop_id_of(pool, shop_domain)
-    run = _Import(pool, shop_id, batch_size, now or datetime.now(UTC), progress)
+    run = _Import(pool, shop_id, batch_size, now or datetime.now(UTC), exported_at, progress)
     for path in paths:
         await run.import_file(path)
-    # Products that arrived after their orders made the buyers due: evaluate them now, through
-    # the scheduler's own path, so the import ends with every customer's facts complete.
-    while await fan_out_products(pool, run.now) > 0:
-        pass
-    while await evaluate_due(pool, run.rules, run.now, batch_size) > 0:
-        pass
-    run.report.seconds = time.perf_counter() - run.started
-    return run.report
+    # Products that changed after their orders were imported: their buyers are evaluated
+    # here, as the import's own (bulk) changes, so the import ends with every customer's
+    # facts complete and no flood of live changes.
+    report = run.report
+    report.segment_changes += await evaluate_buyers(
+        pool, run.rules, shop_id, sorted(run.changed_products), run.now, "import", batch_size
+    )
+    report.seconds = time.perf_counter() - run.started
+    return report

@@ -92,3 +92,34 @@ async def test_crossing_product_updates_and_customers_do_not_deadlock(
     rows = await db.fetch("SELECT customer_id, product_type_counts FROM customers")
     counts = {r["customer_id"]: json.loads(r["product_type_counts"]) for r in rows}
     assert counts == {X: {"Hats": 2}, Y: {"Bags": 2}}
+
+
+async def test_a_product_change_queued_while_the_scheduler_fans_out_is_not_lost(
+    db: asyncpg.Connection, database_url: str, shop: ShopCredentials
+) -> None:
+    shop_id = shop.shop_id
+    await apply_in_transaction(db, shop_id, product(P, "Shirts", 5))
+    await apply_in_transaction(db, shop_id, bought(1, X, P))
+    await apply_in_transaction(db, shop_id, product(P, "Hats", 3))  # queued, committed
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=3)
+    batch = await asyncpg.connect(database_url)
+    try:
+        # A batch changes P again and is still open while the scheduler runs.
+        open_batch = batch.transaction()
+        await open_batch.start()
+        events = [ShopEvent(shop_id, product(P, "Bags", 1))]
+        await apply_events(batch, events, RuleBook(), NOW)
+        async with asyncio.timeout(15):
+            await fan_out_products(pool, NOW)
+            await evaluate_due(pool, RuleBook(), NOW)
+        await open_batch.commit()
+        async with asyncio.timeout(15):
+            while await fan_out_products(pool, NOW) or await evaluate_due(pool, RuleBook(), NOW):
+                pass
+    finally:
+        await batch.close()
+        await pool.close()
+    counts = await db.fetchval(
+        "SELECT product_type_counts FROM customers WHERE customer_id = $1", X
+    )
+    assert json.loads(counts) == {"Bags": 1}

@@ -69,11 +69,17 @@ async def test_a_live_change_is_not_stuck_behind_a_backfill(
 ) -> None:
     await write(db, shop.shop_id, list(range(1, 1001)), "entered", "backfill")
     await write(db, shop.shop_id, [5000], "entered", "event")
-    assert await publish(pool, producer, settings, batch=10, max_rows=1) == 1
-    assert await published(db) == [(5000, "event")]
+    # The live change goes at once, with a quarter batch of the backfill's oldest changes.
+    assert await publish(pool, producer, settings, batch=12, max_rows=1) == 4
+    assert await published(db) == [
+        (1, "backfill"),
+        (2, "backfill"),
+        (3, "backfill"),
+        (5000, "event"),
+    ]
     # With no live change waiting, the backfill's changes go, in seq order.
-    assert await publish(pool, producer, settings, batch=10, max_rows=10) == 10
-    assert [c for c, _ in await published(db)] == [*range(1, 11), 5000]
+    assert await publish(pool, producer, settings, batch=12, max_rows=12) == 12
+    assert [c for c, _ in await published(db)] == [*range(1, 16), 5000]
 
 
 async def test_a_customers_earlier_bulk_changes_leave_before_their_live_one(
@@ -86,9 +92,12 @@ async def test_a_customers_earlier_bulk_changes_leave_before_their_live_one(
     await write(db, shop.shop_id, [1, 2, 3], "entered", "backfill")
     await write(db, shop.shop_id, [2], "exited", "event")
     await write(db, shop.shop_id, [2], "entered", "import")
-    assert await publish(pool, producer, settings, batch=10, max_rows=1) == 2
-    assert await published(db) == [(2, "backfill"), (2, "event")]
-    assert await publish(pool, producer, settings, batch=10) == 3
+    # Customer 2's live exit takes its earlier backfill entry along, past the bulk share
+    # (one row of a batch of 4: customer 1's).
+    assert await publish(pool, producer, settings, batch=4, max_rows=1) == 3
+    assert await published(db) == [(1, "backfill"), (2, "backfill"), (2, "event")]
+
+    assert await publish(pool, producer, settings, batch=10) == 2
     records = await drain_topic(
         settings.kafka_bootstrap_servers or "", settings.topic_segment_changes
     )
@@ -150,6 +159,33 @@ async def test_published_changes_are_purged_after_the_retention_and_unpublished_
         now - timedelta(days=8),
     )
     await db.execute("UPDATE segment_changes SET published_at = $1 WHERE customer_id = 3", now)
-    assert await purge_published(pool, now - timedelta(days=7), batch=1) == 2
+    cutoff = now - timedelta(days=7)
+    # Bounded: one row per call here, until none is left.
+    assert [await purge_published(pool, cutoff, 1) for _ in range(3)] == [1, 1, 0]
     left = await db.fetch("SELECT customer_id FROM segment_changes ORDER BY customer_id")
     assert [r["customer_id"] for r in left] == [3, 4]
+
+
+async def test_bulk_changes_are_not_starved_by_a_stream_of_live_ones(
+    db: asyncpg.Connection,
+    pool: asyncpg.Pool,
+    shop: ShopCredentials,
+    settings: Settings,
+    producer: AIOKafkaProducer,
+) -> None:
+    await write(db, shop.shop_id, list(range(1, 101)), "entered", "backfill")
+    for round_ in range(5):
+        # Live changes keep arriving, more than a publish takes at once.
+        await write(
+            db,
+            shop.shop_id,
+            list(range(1000 + 20 * round_, 1020 + 20 * round_)),
+            "entered",
+            "event",
+        )
+        await publish(pool, producer, settings, batch=8, max_rows=8)
+    causes = [cause for _, cause in await published(db)]
+    # Each publish: 8 live changes and a quarter batch (2) of the backfill's.
+    assert (causes.count("event"), causes.count("backfill")) == (40, 10)
+    backfilled = [c for c, cause in await published(db) if cause == "backfill"]
+    assert backfilled == sorted(backfilled) == list(range(1, len(backfilled) + 1))

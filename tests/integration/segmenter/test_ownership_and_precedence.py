@@ -16,9 +16,11 @@ from services.segmenter.pipeline import ShopEvent, apply_events
 from services.segmenter.reducer import Event
 from services.segmenter.rulebook import RuleBook
 from services.segmenter.scheduler import Scheduler
+from services.segmenter.segments import SegmentSpec, create_segment
 from tests.unit.segmenter.events import NOW, at, custom_event, order, shopify_event
 
 ALICE, BOB = 501, 502
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "import"
 
 
 async def run(db: asyncpg.Connection, shop_id: int, *events: Event) -> None:
@@ -114,8 +116,51 @@ async def test_an_engagement_event_replayed_after_the_dedupe_window_counts_once(
     # processed_at is the database's own time.
     clock = datetime.now(UTC) + timedelta(days=settings.dedupe_retention_days + 1)
     scheduler = Scheduler(settings, pool, None, None, lambda: clock)  # type: ignore[arg-type]
-    await scheduler.purge_processed_events()
-    topics = {r["topic"] for r in await db.fetch("SELECT topic FROM processed_events")}
-    assert topics == {"custom/page_viewed"}  # the order's id went, the engagement id stayed
+    assert await scheduler.purge_processed_events() == 1  # the order's id went
+    engagement = await db.fetch("SELECT topic FROM processed_engagement_events")
+    assert [r["topic"] for r in engagement] == ["custom/page_viewed"]
     await run(db, shop.shop_id, viewed)
     assert await db.fetchval("SELECT page_views FROM customers") == 1
+
+
+async def test_an_order_nobody_holds_goes_to_the_customer_an_older_delivery_names(
+    db: asyncpg.Connection, shop: ShopCredentials
+) -> None:
+    named = shopify_event("orders/create", owned_by(ALICE, 11, "alice@x.io"), event_id="c")
+    guest = order(1, "50.00", placed=at(1), updated=at(10 / 24), customer=None)
+    newer_guest = shopify_event("orders/updated", guest, event_id="u")
+    for events in ((named, newer_guest), (newer_guest, named)):
+        await db.execute("TRUNCATE customers, orders, processed_events")
+        for event in events:
+            await run(db, shop.shop_id, event)
+        owner, counts = await owner_and_counts(db, shop.shop_id)
+        assert (owner, counts.get(ALICE)) == (ALICE, 1)
+
+
+async def test_an_imports_own_evaluations_are_bulk_changes(
+    db: asyncpg.Connection, pool: asyncpg.Pool, shop: ShopCredentials
+) -> None:
+    apparel = {
+        "all": [
+            {
+                "name": "product_type_order_counts",
+                "operator": "count_at_least",
+                "value": {"key": "Apparel", "count": 1},
+            }
+        ]
+    }
+    async with db.transaction():
+        await create_segment(
+            db, shop.shop_id, SegmentSpec("apparel", "Apparel", "", apparel, []), NOW
+        )
+    # The products file comes last: the buyers are evaluated again at the end of the import.
+    await import_files(
+        pool,
+        shop.domain,
+        [FIXTURES / "orders_bulk.jsonl", FIXTURES / "products_bulk.jsonl"],
+        now=NOW,
+    )
+    causes = {r["cause"] for r in await db.fetch("SELECT cause FROM segment_changes")}
+    assert causes == {"import"}
+    assert await db.fetchval("SELECT count(*) FROM memberships") > 0
+    assert await db.fetchval("SELECT count(*) FROM product_fanout") == 0

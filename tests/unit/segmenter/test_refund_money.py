@@ -3,8 +3,10 @@
 from decimal import Decimal
 from typing import Any
 
+from services.common.shopify import Refund
+from services.segmenter.codec import order_from_row
 from services.segmenter.importer.graphql import order_payload
-from services.segmenter.reducer import Event
+from services.segmenter.reducer import Event, apply_refund
 from tests.unit.segmenter.events import at, order, refund, shopify_event
 from tests.unit.segmenter.test_reducer import facts_after
 
@@ -172,3 +174,48 @@ def test_refunds_and_cancellations_of_test_orders_are_not_counted() -> None:
     assert (facts.orders_count, facts.total_spent) == (0, Decimal(0))
     assert (facts.refunds_count, facts.refunded_total) == (0, Decimal(0))
     assert facts.cancelled_orders_count == 0
+
+
+def test_a_converted_refund_rounds_to_the_shop_currencys_minor_unit() -> None:
+    # GraphQL writes "259.0": the rounding comes from the currency, not the string.
+    def eur_order(currency: str, total: str) -> dict[str, Any]:
+        return {
+            **order(1, total, placed=at(5)),
+            "currency": currency,
+            "total_price_set": {
+                "shop_money": {"amount": total, "currency_code": currency},
+                "presentment_money": {"amount": "92.0", "currency_code": "GBP"},
+            },
+        }
+
+    def gbp_refund(amount: str) -> dict[str, Any]:
+        return {
+            "id": 9,
+            "order_id": 1,
+            "created_at": at(2).isoformat(),
+            "transactions": [
+                {"kind": "refund", "status": "success", "amount": amount, "currency": "GBP"}
+            ],
+        }
+
+    for currency, total, expected in (("EUR", "100.0", "10.86"), ("JPY", "100", "11")):
+        facts = facts_after(
+            [
+                shopify_event("orders/create", eur_order(currency, total)),
+                shopify_event("refunds/create", gbp_refund("9.99")),
+            ]
+        )
+        assert facts.refunded_total == Decimal(expected)
+
+
+def test_a_refund_stored_by_the_previous_version_is_open_to_correction() -> None:
+    # Rows written before presentment money was kept hold [amount, at] only; that version
+    # counted a failed refund by its lines.
+    row = {"order_id": 1, "customer_id": 5, "facts": None, "refunds": '{"77": ["50.00", null]}'}
+    stored = order_from_row(row)
+    assert stored.refunded == Decimal("50.00")
+    failed = shopify_event("refunds/create", _with_transaction("failure")).payload
+    assert isinstance(failed, Refund)
+    corrected = apply_refund(stored, failed)
+    assert corrected.refunded == 0
+    assert corrected.refunds[77].final

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.segmenter.derive import derive_facts
-from services.segmenter.importer.graphql import customer_payload
-from services.segmenter.importer.records import CUSTOMER_TOPIC, ImportRecord, event_for
+from services.segmenter.importer.graphql import customer_payload, order_payload
+from services.segmenter.importer.records import CUSTOMER_TOPIC, ORDER_TOPIC, ImportRecord, event_for
 from services.segmenter.reducer import Event, apply
 from services.segmenter.state import CustomerState
 from tests.unit.segmenter.events import CUSTOMER, NOW, SHOP, at, order, shopify_event
@@ -27,6 +27,7 @@ def legacy_customer(orders_count: int, spent: str, updated: datetime) -> Event:
             "total_spent": spent,
         },
         event_id=f"c-{updated.isoformat()}",
+        when=updated,  # the webhook was triggered by that update: its totals are as of then
     )
 
 
@@ -205,3 +206,55 @@ def test_refund_versions_totals_and_tag_lists_do_not_depend_on_delivery_order(
     # 4 orders by Shopify's count at day 50 cover order 1; orders 2 and 7 came after.
     assert (expected.orders_count, expected.tags) == (6, ("kept",))
     assert expected.total_spent == Decimal("700.00") + Decimal("120.00") + Decimal("90.00")
+
+
+def test_exported_totals_are_as_of_the_export_not_the_last_profile_edit() -> None:
+    # Profile last edited 400 days ago; the export (3 orders, 450) is taken now, after every
+    # one of the three exported orders.
+    node = {
+        "id": f"gid://shopify/Customer/{CUSTOMER}",
+        "updatedAt": at(400).isoformat(),
+        "numberOfOrders": "3",
+        "amountSpent": {"amount": "450.00", "currencyCode": "USD"},
+    }
+    events = [event_for(ImportRecord(CUSTOMER_TOPIC, customer_payload(node), 1), NOW)]
+    for n, days in enumerate((100, 50, 10), 1):
+        placed = at(days).isoformat()
+        exported = {
+            "id": f"gid://shopify/Order/{n}",
+            "createdAt": placed,
+            "updatedAt": placed,
+            "processedAt": placed,
+            "totalPriceSet": {"shopMoney": {"amount": "150.00", "currencyCode": "USD"}},
+        }
+        record = ImportRecord(ORDER_TOPIC, order_payload(exported, customer_id=CUSTOMER), n)
+        events.append(event_for(record, NOW))
+    facts = facts_after(events)
+    assert (facts.orders_count, facts.total_spent) == (3, Decimal("450.00"))
+
+
+def test_a_cancellation_refunded_after_shopify_totals_comes_off_them() -> None:
+    placed = order(1, "100.00", placed=at(20))
+    cancelled = order(
+        1,
+        "100.00",
+        placed=at(20),
+        updated=at(2),
+        cancelled=at(2),
+        refunds=[
+            {
+                "id": 5,
+                "order_id": 1,
+                "created_at": at(2).isoformat(),
+                "transactions": [{"kind": "refund", "status": "success", "amount": "100.00"}],
+            }
+        ],
+    )
+    facts = facts_after(
+        [
+            shopify_event("orders/create", placed),
+            legacy_customer(1, "100.00", at(10)),
+            shopify_event("orders/cancelled", cancelled),
+        ]
+    )
+    assert facts.total_spent == 0
