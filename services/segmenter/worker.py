@@ -124,6 +124,8 @@ class SegmenterWorker:
         self._rules = RuleBook()
         self._batch_lock = asyncio.Lock()
         self._revoking = asyncio.Event()
+        # Domain → id. A shop deleted and registered again gets a new id: the database's
+        # foreign keys say so (see `_apply`), and the batch's shops are looked up again.
         self._shop_ids: dict[str, int] = {}
         self.listener = _FinishBatchOnRevoke(self._batch_lock, self._revoking, self._health)
         point, _, rest = (settings.crash_at or "").partition(":")
@@ -281,8 +283,18 @@ class SegmenterWorker:
         attempt.talking_to = "database"
         try:
             return await self._apply_once(items)
+        except asyncpg.ForeignKeyViolationError:
+            # A shop id is gone: the shop was deleted since it was cached, perhaps registered
+            # again under a new id. Look the batch's shops up again and try once more.
+            logger.info("a cached shop id is gone; looking the batch's shops up again")
+            items = await self._with_shop_ids(decoded, attempt, refresh=True)
+            attempt.talking_to = "database"
+            try:
+                return await self._apply_once(items)
+            except Exception as exc:
+                failure: Exception = exc
         except Exception as exc:
-            failure: Exception = exc
+            failure = exc
         if infrastructure_fault(failure) is not None:
             raise failure
         logger.warning("batch failed; applying its events one by one", exc_info=failure)
