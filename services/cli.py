@@ -38,8 +38,11 @@ async def _cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _cmd_segmenter(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve the API while the consumer and scheduler run; exit 1 when either could not start
+    or died (the API never outlives the consumer), 0 after SIGINT/SIGTERM."""
     from services.common.metrics import new_registry
     from services.segmenter.api import create_app
+    from services.segmenter.health import SegmenterHealth
     from services.segmenter.metrics import SegmenterMetrics
     from services.segmenter.service import run_segmenter
 
@@ -47,14 +50,15 @@ async def _cmd_segmenter(settings: Settings, args: argparse.Namespace) -> int:
     settings.require_kafka()
     stop = stop_event_on_signals()
     registry = new_registry()
-    server = make_server(create_app(settings, registry=registry), settings.host, settings.api_port)
-    segmenter = asyncio.create_task(
-        run_segmenter(settings, SegmenterMetrics.create(registry), stop)
-    )
-    clean = await serve_until([server], stop)
-    stop.set()
-    await segmenter
-    return 0 if clean else 1
+    health = SegmenterHealth()
+    metrics = SegmenterMetrics.create(registry)
+    app = create_app(settings, registry=registry, health=health)
+    server = make_server(app, settings.host, settings.api_port)
+
+    async def segmenter(stop: asyncio.Event) -> None:
+        await run_segmenter(settings, metrics, stop, health=health)
+
+    return 0 if await serve_until([server], stop, [segmenter]) else 1
 
 
 async def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:

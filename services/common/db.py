@@ -75,5 +75,6 @@ async def database_ready(pool: asyncpg.Pool) -> bool:
     try:
         async with pool.acquire(timeout=2) as conn:
             return bool(await conn.fetchval("SELECT 1", timeout=2) == 1)
-    except (OSError, asyncpg.PostgresError, TimeoutError):
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        # InterfaceError: a pooled connection the server closed (it stopped or restarted).
         return False

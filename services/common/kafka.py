@@ -84,14 +84,20 @@ def make_consumer(
     max_records: int = 500,
     max_poll_interval_ms: int = 300_000,
     session_timeout_ms: int = 10_000,
+    rebalance_timeout_ms: int = 360_000,
 ) -> AIOKafkaConsumer:
     """A consumer-group member (subscribe it yourself) that never commits by itself.
 
     Offsets are committed explicitly after the database transaction, `{tp: last.offset + 1}`.
 
     `max_records` bounds a batch; `max_poll_interval_ms` must exceed the worst batch time,
-    because rule evaluation is CPU work that holds the event loop.
+    because rule evaluation is CPU work that holds the event loop. `rebalance_timeout_ms` is
+    how long the group waits in a rebalance for this member to finish its batch and rejoin;
+    it must exceed `max_poll_interval_ms`, or a member committing a slow batch during a
+    rebalance is evicted (aiokafka's default is the session timeout, a few seconds).
     """
+    if rebalance_timeout_ms <= max_poll_interval_ms:
+        raise ValueError("rebalance_timeout_ms must exceed max_poll_interval_ms")
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers,
         group_id=group_id,
@@ -101,6 +107,6 @@ def make_consumer(
         max_poll_interval_ms=max_poll_interval_ms,
         session_timeout_ms=session_timeout_ms,
         heartbeat_interval_ms=max(100, session_timeout_ms // 4),
-        rebalance_timeout_ms=session_timeout_ms,
+        rebalance_timeout_ms=rebalance_timeout_ms,
         isolation_level="read_uncommitted",
     )

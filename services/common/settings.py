@@ -45,6 +45,19 @@ class Settings(BaseSettings):
     # A member missing heartbeats this long is dropped from the group. The embedded broker
     # also waits about half of it before completing a join, so tests lower it.
     consumer_session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    # The longest a member may go without asking for records (a batch in hand, with its
+    # retries) before it leaves the group and its partitions move on.
+    consumer_max_poll_interval_ms: int = Field(default=300_000, ge=1_000)
+    # How long the group waits, during a rebalance, for a member to finish the batch in hand
+    # and rejoin. Above max_poll_interval (which bounds a batch), so a slow batch in a
+    # rebalance never gets its member evicted while it is still committing.
+    consumer_rebalance_timeout_ms: int = Field(default=360_000, ge=1_000)
+    # A failing database or broker: the same batch is retried after a delay that doubles
+    # from `retry_initial_seconds` up to `retry_max_seconds`, with jitter.
+    retry_initial_seconds: float = Field(default=0.5, gt=0)
+    retry_max_seconds: float = Field(default=30.0, gt=0)
+    # How long a service waits at start for the broker before it exits non-zero.
+    startup_timeout_seconds: float = Field(default=30.0, gt=0)
     scheduler_interval_seconds: float = Field(default=1.0, gt=0)
     dedupe_retention_days: int = Field(default=7, ge=1)
     # Engagement events (custom/page_viewed, …) only count by their ids: keep those longer
@@ -60,13 +73,25 @@ class Settings(BaseSettings):
 
     # Test hook: "point:n" makes the segmenter SIGKILL itself the n-th time it reaches `point`
     # (after_db_commit, before_marking_published, after_publish, after_offset_commit), to prove
-    # that a crash anywhere replays safely.
-    crash_at: str | None = None
+    # that a crash anywhere replays safely; "point:n:raise" raises an unexpected error there
+    # instead, as a bug in the consumer would.
+    crash_at: str | None = Field(default=None, pattern=r"^[a-z_]+(:[1-9][0-9]*(:raise)?)?$")
 
     demo_shop_domain: str = "demo.myshopify.com"
     demo_webhook_secret: str | None = None
     demo_api_token: str | None = None
     demo_flow_secret: str | None = None
+
+    @model_validator(mode="after")
+    def _check_timeouts(self) -> "Settings":
+        if self.consumer_rebalance_timeout_ms <= self.consumer_max_poll_interval_ms:
+            raise ValueError(
+                "consumer_rebalance_timeout_ms must exceed consumer_max_poll_interval_ms: "
+                "a member finishing its batch in a rebalance must not be evicted"
+            )
+        if self.retry_max_seconds < self.retry_initial_seconds:
+            raise ValueError("retry_max_seconds must be at least retry_initial_seconds")
+        return self
 
     @model_validator(mode="after")
     def _refuse_demo_secrets_in_production(self) -> "Settings":

@@ -18,6 +18,7 @@ from services.common.shops import ShopCredentials, create_shop
 from services.dev.embedded import EmbeddedBroker, EmbeddedPostgres
 from services.ingest.app import create_app as create_ingest_app
 from services.segmenter.api import create_app as create_segmenter_app
+from services.segmenter.health import SegmenterHealth
 from services.segmenter.metrics import SegmenterMetrics
 from services.segmenter.segments import install_templates
 from services.segmenter.service import run_segmenter
@@ -167,8 +168,9 @@ async def run_dev(settings: Settings) -> int:
         )
         registry = new_registry()
         metrics = SegmenterMetrics.create(registry)
+        health = SegmenterHealth()
         api = make_server(
-            create_segmenter_app(service_settings, registry=registry),
+            create_segmenter_app(service_settings, registry=registry, health=health),
             settings.host,
             settings.api_port,
         )
@@ -176,10 +178,15 @@ async def run_dev(settings: Settings) -> int:
         servers = [ingest, api]
         serving = asyncio.create_task(
             serve_until(
-                servers, stop, [lambda stop: run_segmenter(service_settings, metrics, stop)]
+                servers,
+                stop,
+                [lambda stop: run_segmenter(service_settings, metrics, stop, health=health)],
             )
         )
-        while not all(server.started for server in servers) and not serving.done():
+        # The banner says "running" once the servers listen and the consumer runs.
+        while not (all(server.started for server in servers) and health.ready):
+            if serving.done():
+                break
             await asyncio.sleep(0.05)
         if not serving.done():
             sys.stdout.write(banner(settings, infra, demo))

@@ -26,6 +26,7 @@ from services.common.settings import Settings
 from services.common.shops import ShopDirectory
 from services.segmenter import segments as segment_store
 from services.segmenter.codec import facts_from_row
+from services.segmenter.health import SegmenterHealth
 from services.segmenter.rules.validate import RuleError, validate_actions, validate_conditions
 from services.segmenter.rules.variables import rule_data
 
@@ -152,8 +153,13 @@ def create_app(
     *,
     clock: Clock | None = None,
     registry: CollectorRegistry | None = None,
+    health: SegmenterHealth | None = None,
 ) -> FastAPI:
-    """The segmenter REST API; its pool is opened in the lifespan and closed after."""
+    """The segmenter REST API; its pool is opened in the lifespan and closed after.
+
+    With `health` (the process's consumer and scheduler), /readyz is ready only while the
+    consumer runs, and says what it is waiting for otherwise.
+    """
     now = clock or (lambda: datetime.now(UTC))
     registry = registry or new_registry()
 
@@ -190,8 +196,13 @@ def create_app(
 
     @app.get("/readyz")
     async def readyz(pool: PoolDep) -> JSONText:
-        ready = await database_ready(pool)
-        body = {"status": "ready" if ready else "not_ready", "checks": {"database": ready}}
+        checks = {"database": await database_ready(pool)}
+        body: dict[str, Any] = {}
+        if health is not None:
+            checks["consumer"] = health.ready
+            body.update(health.report())
+        ready = all(checks.values())
+        body = {"status": "ready" if ready else "not_ready", "checks": checks, **body}
         return JSONText(body, status_code=200 if ready else 503)
 
     @app.get("/v1/customers/{customer_id}/segments")

@@ -19,6 +19,7 @@ class SegmenterMetrics:
     changes_published: Counter
     due_backlog: Gauge
     scheduled_evaluations: Counter
+    retries: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> "SegmenterMetrics":
@@ -79,6 +80,13 @@ class SegmenterMetrics:
             scheduled_evaluations=Counter(
                 "segflow_scheduler_evaluations",
                 "Customers re-evaluated because time passed",
+                registry=registry,
+            ),
+            retries=Counter(
+                "segflow_segmenter_retries",
+                "Batches (component=consumer) or scheduler rounds retried because a dependency "
+                "failed, by the dependency and the error's class",
+                ["component", "dependency", "reason"],
                 registry=registry,
             ),
         )

@@ -19,15 +19,17 @@ from services.segmenter import store
 from services.segmenter.importer.csv_customers import read_customers_csv
 from services.segmenter.importer.jsonl import read_jsonl
 from services.segmenter.importer.records import ImportRecord, Rejection, event_for
-from services.segmenter.pipeline import ShopEvent, apply_events
+from services.segmenter.pipeline import ShopEvent, StaleOwnershipError, apply_events
 from services.segmenter.rulebook import RuleBook
 from services.segmenter.scheduler import evaluate_buyers
 
 FileKind = Literal["csv", "jsonl"]
 # Enough to show what went wrong; the count covers the rest.
 MAX_REJECTIONS_KEPT = 1000
-_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
-_ATTEMPTS = 3
+# Conflicts with a live segmenter batch over the same customers or orders: the batch is run
+# again in a new transaction, as the worker does (services/segmenter/worker.py RETRYABLE).
+_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, StaleOwnershipError)
+_ATTEMPTS = 5
 
 
 class UnknownShopError(LookupError):
@@ -182,7 +184,6 @@ class _Import:
                         )
                     break
                 except _RETRYABLE:
-                    # A live segmenter batch may hold the same customers: the batch is retried.
                     if attempt == _ATTEMPTS:
                         raise
             self.report.events_applied += len(outcome.applied)
