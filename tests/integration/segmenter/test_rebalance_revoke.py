@@ -99,8 +99,12 @@ async def segment(db: asyncpg.Connection, shop: ShopCredentials) -> None:
 async def test_a_member_revoked_with_a_batch_in_hand_commits_it_before_letting_go(
     settings: Settings, shop: ShopCredentials, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    a = SegmenterProcess(segmenter_env(settings), tmp_path / "a.log")
-    b_env = segmenter_env(settings, SEGFLOW_API_PORT=str(free_port()))
+    # A longer session than the other tests': once, with three suites sharing two cores, a
+    # run counted duplicates, as if A had been dropped from the group while it waited for its
+    # batch; the test asserts the undisturbed case, so it gives heartbeats some margin.
+    session = {"SEGFLOW_CONSUMER_SESSION_TIMEOUT_MS": "6000"}
+    a = SegmenterProcess(segmenter_env(settings, **session), tmp_path / "a.log")
+    b_env = segmenter_env(settings, SEGFLOW_API_PORT=str(free_port()), **session)
     b = SegmenterProcess(b_env, tmp_path / "b.log")
     blocker = await asyncpg.connect(settings.database_url)
     a.start()
