@@ -1,7 +1,8 @@
 """Fixtures for the real services: PostgreSQL and a Kafka-protocol broker, started once per session.
 
-DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS set → those are used; unset → the embedded pair.
-Each test gets its own database (a copy of a migrated template) and its own topics.
+DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS set → those are used, and the run stops at once with one
+message if they do not answer; unset → the embedded pair. Each test gets its own database (a
+copy of this session's migrated template) and its own topics.
 """
 
 import asyncio
