@@ -1,14 +1,17 @@
 """Fixtures for the real services: PostgreSQL and a Kafka-protocol broker, started once per session.
 
-DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS set → those are used; unset → the embedded pair.
-Each test gets its own database (a copy of a migrated template) and its own topics.
+DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS set → those are used, and the run stops at once with one
+message if they do not answer; unset → the embedded pair. Each test gets its own database (a
+copy of this session's migrated template) and its own topics.
 """
 
 import asyncio
 import gc
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -19,27 +22,72 @@ from services.common.kafka import ensure_topics, wait_for_broker
 from services.common.settings import Settings
 from services.common.shops import ShopCredentials, create_shop
 from services.dev.embedded import EmbeddedPostgres
-from services.dev.stack import create_database, with_database
-from tests.helpers import BrokerFactory, ConsumedRecord, consume, free_port, start_server
+from services.dev.stack import create_database, redact_dsn, with_database
+from tests.helpers import (
+    BrokerFactory,
+    ConsumedRecord,
+    consume,
+    free_port,
+    server_directory,
+    start_server,
+)
 
-TEMPLATE_DB = "segflow_test_template"
+# An external server named by the environment must answer within this long, or the run stops.
+EXTERNAL_SERVER_WAIT = 10.0
+
+
+async def _require_postgres(dsn: str) -> None:
+    """Stop the run, with one message, unless the PostgreSQL at DATABASE_URL accepts a
+    connection within EXTERNAL_SERVER_WAIT. Network errors are retried until then (it may be
+    starting); a refusal by PostgreSQL itself (a wrong password, no such database) is final."""
+    deadline = time.monotonic() + EXTERNAL_SERVER_WAIT
+    while True:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=max(0.5, deadline - time.monotonic()))
+        except OSError as exc:  # TimeoutError included
+            error: Exception = exc
+            if time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                continue
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            error = exc
+        else:
+            await conn.close()
+            return
+        pytest.exit(
+            f"DATABASE_URL={redact_dsn(dsn)}: no PostgreSQL accepted a connection there "
+            f"within {EXTERNAL_SERVER_WAIT:.0f} s ({type(error).__name__}: {error})",
+            returncode=3,
+        )
 
 
 @pytest.fixture(scope="session")
-def postgres_server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+async def postgres_server_dsn() -> AsyncIterator[str]:
+    """The server every test database lives on: DATABASE_URL's, else an embedded one."""
     external = os.environ.get("DATABASE_URL")
     if external:
+        await _require_postgres(external)
         yield external
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
-    try:
-        dsn = server.start()
-    except Exception as exc:  # noqa: BLE001 - any failure here means no database for the run
-        log = server.data_dir / "log"
-        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-        pytest.exit(f"embedded PostgreSQL did not start: {exc}\n{tail}", returncode=3)
-    yield dsn
-    server.stop()
+    with server_directory("segflow-test-pg-") as directory:
+        server = EmbeddedPostgres(directory / "data")
+        try:
+            dsn = server.start()
+        except Exception as exc:  # noqa: BLE001 - any failure here means no database for the run
+            log = server.data_dir / "log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            pytest.exit(f"embedded PostgreSQL did not start: {exc}\n{tail}", returncode=3)
+        try:
+            yield dsn
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def server_tmp_path() -> Iterator[Path]:
+    """Like tmp_path, for a test that starts its own embedded PostgreSQL (see server_directory)."""
+    with server_directory("segflow-test-") as directory:
+        yield directory
 
 
 @pytest.fixture(scope="session")
@@ -51,29 +99,43 @@ def broker_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerF
 
 @pytest.fixture(scope="session")
 async def kafka_bootstrap(broker_factory: BrokerFactory) -> str:
+    """The broker every test's topics live on: KAFKA_BOOTSTRAP_SERVERS', else an embedded one."""
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
-        await wait_for_broker(external, timeout=20)
+        try:
+            await wait_for_broker(external, timeout=EXTERNAL_SERVER_WAIT)
+        except TimeoutError as exc:
+            pytest.exit(
+                f"KAFKA_BOOTSTRAP_SERVERS={external}: no Kafka broker answered there "
+                f"within {EXTERNAL_SERVER_WAIT:.0f} s ({exc})",
+                returncode=3,
+            )
         return external
     return (await broker_factory.start()).bootstrap_servers
 
 
 @pytest.fixture(scope="session")
-async def template_database(postgres_server_dsn: str) -> str:
-    """A migrated database that every test's database is copied from."""
-    conn = await asyncpg.connect(postgres_server_dsn)
+async def template_database(postgres_server_dsn: str) -> AsyncIterator[str]:
+    """A migrated database that every test's database is copied from.
+
+    Its name is this session's own, so sessions sharing one server (two CI jobs, a developer
+    next to CI) never drop each other's; it is dropped when the session ends.
+    """
+    name = f"segflow_test_template_{uuid.uuid4().hex[:12]}"
+    await create_database(postgres_server_dsn, name)
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+        conn = await asyncpg.connect(with_database(postgres_server_dsn, name))
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        yield name
     finally:
-        await conn.close()
-    await create_database(postgres_server_dsn, TEMPLATE_DB)
-    template_dsn = with_database(postgres_server_dsn, TEMPLATE_DB)
-    conn = await asyncpg.connect(template_dsn)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    return TEMPLATE_DB
+        conn = await asyncpg.connect(postgres_server_dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
 
 
 @pytest.fixture
@@ -138,22 +200,27 @@ async def shop(db: asyncpg.Connection) -> ShopCredentials:
 
 
 @pytest.fixture(autouse=True)
-def _collect_garbage() -> Iterator[None]:
-    # Clients never closed show up as ResourceWarnings here rather than at interpreter exit.
-    yield
-    gc.collect()
-
-
-@pytest.fixture(autouse=True)
 async def _fail_on_loop_errors() -> AsyncIterator[None]:
-    """A test fails if the event loop saw an exception nobody handled."""
+    """A test fails if the event loop saw an exception nobody handled, including one that
+    surfaces only when its task is garbage-collected ("Task exception was never retrieved").
+
+    The collection runs while this test's handler is still installed: a task's finaliser
+    reports to whatever handler the loop has at that moment. It also turns clients never
+    closed into ResourceWarnings (errors, see pyproject) here rather than at interpreter exit.
+    """
     loop = asyncio.get_running_loop()
     seen: list[dict[str, Any]] = []
     previous = loop.get_exception_handler()
     loop.set_exception_handler(lambda _loop, context: seen.append(context))
-    yield
-    loop.set_exception_handler(previous)
-    assert not seen, f"unhandled exceptions in the event loop: {seen}"
+    try:
+        yield
+        # Callbacks the test left scheduled run first, so their tasks finish and are freed.
+        await asyncio.sleep(0)
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+    problems = [f"{c.get('message')}: {c.get('exception')!r}" for c in seen]
+    assert not seen, f"unhandled exceptions in the event loop: {problems}"
 
 
 @pytest.fixture

@@ -1,7 +1,16 @@
-"""Helpers the tests share: free ports, embedded brokers, reading topics, running servers."""
+"""Helpers the tests share: free ports, embedded brokers, reading topics, running servers,
+pytest sessions of their own."""
 
 import asyncio
+import os
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
+import tomllib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +28,22 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextmanager
+def server_directory(prefix: str) -> Iterator[Path]:
+    """A new directory for a server's data, outside pytest's temporary tree; removed after.
+
+    Every pytest session that starts on the machine makes /tmp/pytest-of-<user> private (0700)
+    again. When the tests run as root, the embedded PostgreSQL runs as the `embedded_postgres`
+    user, so another session starting (a colleague's, or one a test starts) would lock a
+    running server out of its own data directory.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class BrokerFactory:
@@ -122,3 +147,53 @@ async def drain_topic(bootstrap: str, topic: str) -> list[ConsumedRecord]:
                     )
     finally:
         await consumer.stop()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# The inner session decides for itself which servers it uses; the outer one's never leak in.
+_SERVER_VARIABLES = ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+
+
+def _ini_lines(options: Mapping[str, Any]) -> list[str]:
+    lines = ["[pytest]"]
+    for key, value in options.items():
+        if isinstance(value, list):
+            lines.append(f"{key} =")
+            lines += [f"    {item}" for item in value]
+        else:
+            lines.append(f"{key} = {value}")
+    return lines
+
+
+def run_pytest(
+    directory: Path,
+    test_source: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120.0,
+) -> subprocess.CompletedProcess[str]:
+    """Run one test file as a pytest session of its own, in a subprocess, with this suite's
+    pytest options and fixtures (tests/conftest.py); stdout holds stderr too.
+
+    The plumbing itself (fixtures that fail a test, exit a run) can only be tested from outside.
+    """
+    options = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    inner = {k: v for k, v in options.items() if k not in ("testpaths", "pythonpath")}
+    (directory / "pytest.ini").write_text("\n".join(_ini_lines(inner)) + "\n")
+    # A rootdir conftest may load plugins: the suite's conftest becomes this session's.
+    (directory / "conftest.py").write_text('pytest_plugins = ["tests.conftest"]\n')
+    test_file = directory / "test_inner.py"
+    test_file.write_text(test_source)
+    environment = {k: v for k, v in os.environ.items() if k not in _SERVER_VARIABLES}
+    environment["PYTHONPATH"] = str(ROOT)
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(test_file)],
+        cwd=directory,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

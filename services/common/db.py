@@ -20,6 +20,38 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 APPLIED_VERSIONS = "SELECT version FROM schema_migrations"
 RECORD_MIGRATION = "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)"
+SERVER = "SELECT current_setting('server_version_num')::int, current_setting('server_encoding')"
+
+# Case-insensitive rules compile to casefold(... COLLATE pg_unicode_fast), both new in
+# PostgreSQL 18; that collation exists in UTF-8 databases only (services/segmenter/rules/folding).
+MIN_SERVER_VERSION_NUM = 180000
+SERVER_ENCODING = "UTF8"
+
+
+class UnsupportedServerError(RuntimeError):
+    """The PostgreSQL server cannot run segflow's SQL."""
+
+
+def _version_text(version_num: int) -> str:
+    # server_version_num is MMmmmm from PostgreSQL 10 on, MMmmpp before.
+    if version_num >= 100000:
+        return f"{version_num // 10000}.{version_num % 10000}"
+    return f"{version_num // 10000}.{version_num // 100 % 100}.{version_num % 100}"
+
+
+def check_server(version_num: int, encoding: str) -> None:
+    """Raise UnsupportedServerError unless the server is PostgreSQL 18+ with a UTF-8 database."""
+    if version_num < MIN_SERVER_VERSION_NUM:
+        raise UnsupportedServerError(
+            f"PostgreSQL {_version_text(version_num)} is too old: segflow needs PostgreSQL "
+            f"{MIN_SERVER_VERSION_NUM // 10000} or later "
+            "(for casefold() and the pg_unicode_fast collation)"
+        )
+    if encoding.upper() != SERVER_ENCODING:
+        raise UnsupportedServerError(
+            f"the database's encoding is {encoding}: segflow needs a UTF8 database "
+            "(CREATE DATABASE ... ENCODING 'UTF8')"
+        )
 
 
 @dataclass(frozen=True)
@@ -45,7 +77,11 @@ def load_migrations() -> list[Migration]:
 
 
 async def migrate(conn: asyncpg.Connection) -> list[int]:
-    """Apply every migration not yet recorded, each in its own transaction; return those applied."""
+    """Apply every migration not yet recorded, each in its own transaction; return those applied.
+
+    A server segflow cannot run on is refused first (UnsupportedServerError), before any change.
+    """
+    check_server(*await conn.fetchrow(SERVER))
     applied_now = []
     # The advisory lock makes concurrent starts (several replicas) apply each file once.
     await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_ID)

@@ -118,7 +118,7 @@ async def _deliver(
 
 def _retry_after(value: str | None, attempt: int) -> float:
     # Only the delta-seconds form is honoured; an HTTP-date falls back to the backoff.
-    if value is not None and value.strip().isdigit():
+    if value is not None and value.strip().isascii() and value.strip().isdigit():
         return min(float(value.strip()), MAX_RETRY_AFTER_SECONDS)
     return _backoff(attempt)
 

@@ -65,7 +65,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The raw body, refusing anything over `limit` bytes before reading it all."""
     declared = request.headers.get("content-length")
     too_large = ApiError(413, "body_too_large", f"body exceeds {limit} bytes")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    # ASCII only: isdigit() alone accepts "²", which int() refuses.
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks = []
     size = 0

@@ -4,6 +4,7 @@ Every route is scoped to the shop of the bearer token; another shop's data is a 
 Shopify ids are strings in JSON (JavaScript cannot hold them); money is a decimal string.
 """
 
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -46,6 +47,9 @@ SEGMENT = """
 SELECT s.*, (SELECT count(*) FROM memberships m WHERE m.segment_id = s.id) AS size
 FROM segments s WHERE s.shop_id = $1 AND s.id = $2
 """
+# Ids as the API gives them out; `\d` would match every Unicode decimal digit (in re and pydantic).
+_ASCII_ID = re.compile(r"[0-9]{1,19}")
+
 MEMBERS = """
 SELECT customer_id, since FROM memberships
 WHERE shop_id = $1 AND segment_id = $2 AND customer_id > $3
@@ -91,8 +95,12 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _id(value: str, what: str) -> int:
-    """A path id: Shopify and segment ids are decimal integers; anything else is not found."""
-    if not value.isdigit() or len(value) > 19 or int(value) > 2**63 - 1:
+    """A path id: Shopify and segment ids are decimal integers; anything else is not found.
+
+    ASCII digits only: str.isdigit() also accepts "²" (int() fails on it) and "١" or "１"
+    (int() reads them as 1, another customer's id).
+    """
+    if not _ASCII_ID.fullmatch(value) or int(value) > 2**63 - 1:
         raise ApiError(404, "not_found", f"no such {what}")
     return int(value)
 
@@ -313,7 +321,7 @@ def create_app(
         shop: ShopDep,
         pool: PoolDep,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        cursor: Annotated[str | None, Query(pattern=r"^\d{1,19}$")] = None,
+        cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,19}$")] = None,
     ) -> JSONText:
         """The segment's customers in id order, `limit` at a time; pass `next_cursor` on."""
         sid = _id(segment_id, "segment")

@@ -16,6 +16,7 @@ from business_rules.operators import BooleanType
 
 from services.segmenter.facts import CustomerFacts
 from services.segmenter.rules.days import day_range
+from services.segmenter.rules.folding import fold
 from services.segmenter.rules.operators import (
     EPSILON,
     CountMapType,
@@ -149,8 +150,8 @@ def _text_test(operator: str, value: Any) -> Test:
         search = re.compile(value).search
         return lambda text: search(text) is not None
     if operator == "equal_to_case_insensitive":
-        lowered = value.lower()
-        return lambda text: text.lower() == lowered
+        folded = fold(value)
+        return lambda text: fold(text) == folded
     tests: dict[str, Test] = {
         "equal_to": lambda text: text == value,
         "not_equal_to": lambda text: text != value,
@@ -168,35 +169,35 @@ def _set_test(operator: str, value: Any) -> Test:
     if operator == "non_empty":
         return lambda names: bool(names)
     if operator in ("contains", "does_not_contain"):
-        wanted = value.lower()
+        wanted = fold(value)
         present = operator == "contains"
 
         def contains(names: Iterable[str]) -> bool:
             for name in names:
-                if name.lower() == wanted:
+                if fold(name) == wanted:
                     return present
             return not present
 
         return contains
-    wanted_set = frozenset(item.lower() for item in value)
+    wanted_set = frozenset(fold(item) for item in value)
 
-    def lowered(names: Iterable[str]) -> set[str]:
-        return {name.lower() for name in names}
+    def folded(names: Iterable[str]) -> set[str]:
+        return {fold(name) for name in names}
 
     tests: dict[str, Test] = {
-        "contains_all": lambda names: wanted_set <= lowered(names),
-        "shares_at_least_one_element_with": lambda names: not wanted_set.isdisjoint(lowered(names)),
-        "shares_no_elements_with": lambda names: wanted_set.isdisjoint(lowered(names)),
+        "contains_all": lambda names: wanted_set <= folded(names),
+        "shares_at_least_one_element_with": lambda names: not wanted_set.isdisjoint(folded(names)),
+        "shares_no_elements_with": lambda names: wanted_set.isdisjoint(folded(names)),
     }
     return tests[operator]
 
 
 def _count_map(get: Getter, operator: str, value: Any) -> Predicate:
-    key = value["key"].lower()
+    key = fold(value["key"])
     count = value["count"]
 
     def total(counts: Mapping[str, int]) -> int:
-        return sum(n for name, n in counts.items() if name.lower() == key)
+        return sum(n for name, n in counts.items() if fold(name) == key)
 
     if operator == "count_at_least":
         return lambda facts, now: total(get(facts)) >= count

@@ -2,8 +2,8 @@
 
 The condition is strictly true or false for every row (no NULL leaks) and equals the engine's
 result for the row's CustomerFacts. Rule values are always bound parameters; identifiers come
-only from VARIABLES. Case-insensitive comparisons use lower(), which agrees with Python's
-str.lower() on ASCII text (beyond it, it depends on the database's locale).
+only from VARIABLES. Case-insensitive comparisons compare sql_fold() of both sides: the same
+full Unicode case folding as the engine's fold(), whatever the database's locale (folding.py).
 """
 
 import re
@@ -14,6 +14,7 @@ from typing import Any
 from business_rules.operators import BooleanType
 
 from services.segmenter.rules.days import day_range
+from services.segmenter.rules.folding import sql_fold
 from services.segmenter.rules.operators import (
     EPSILON,
     CountMapType,
@@ -132,7 +133,7 @@ class _Compiler:
         forms = {
             "equal_to": f"{text} = {wanted}",
             "not_equal_to": f"{text} <> {wanted}",
-            "equal_to_case_insensitive": f"lower({text}) = lower({wanted})",
+            "equal_to_case_insensitive": f"{sql_fold(text)} = {sql_fold(wanted)}",
             "starts_with": f"starts_with({text}, {wanted})",
             "ends_with": f"right({text}, length({wanted})) = {wanted}",
             "contains": f"strpos({text}, {wanted}) > 0",
@@ -153,18 +154,20 @@ class _Compiler:
         if operator in ("contains", "does_not_contain"):
             wanted = self.param(value, "text")
             found = (
-                f"EXISTS (SELECT 1 FROM {elements} AS _el(v) WHERE lower(_el.v) = lower({wanted}))"
+                f"EXISTS (SELECT 1 FROM {elements} AS _el(v) "
+                f"WHERE {sql_fold('_el.v')} = {sql_fold(wanted)})"
             )
             return found if operator == "contains" else f"NOT {found}"
         wanted_list = self.param(list(value), "text[]")
         if operator == "contains_all":
             return (
                 f"NOT EXISTS (SELECT 1 FROM unnest({wanted_list}) AS _want(v) WHERE NOT EXISTS "
-                f"(SELECT 1 FROM {elements} AS _el(v) WHERE lower(_el.v) = lower(_want.v)))"
+                f"(SELECT 1 FROM {elements} AS _el(v) "
+                f"WHERE {sql_fold('_el.v')} = {sql_fold('_want.v')}))"
             )
         shared = (
             f"EXISTS (SELECT 1 FROM {elements} AS _el(v) JOIN unnest({wanted_list}) AS _want(v) "
-            "ON lower(_el.v) = lower(_want.v))"
+            f"ON {sql_fold('_el.v')} = {sql_fold('_want.v')})"
         )
         if operator == "shares_at_least_one_element_with":
             return shared
@@ -177,7 +180,7 @@ class _Compiler:
         count = self.param(Decimal(value["count"]), "numeric")
         total = (
             f"coalesce((SELECT sum((_kv.value)::numeric) FROM jsonb_each({column}) AS _kv "
-            f"WHERE lower(_kv.key) = lower({key})), 0)"
+            f"WHERE {sql_fold('_kv.key')} = {sql_fold(key)}), 0)"
         )
         if operator == "count_at_least":
             return f"{total} >= {count}"

@@ -2,21 +2,30 @@
 
 The engine evaluates stored rules with these classes, so they are the reference semantics
 that the Python and SQL compilers reproduce. Numbers compare with NumericType's EPSILON.
+Case-insensitive operators compare with fold() (full Unicode case folding), not the str.lower()
+business-rules' own StringType and SelectType use, which PostgreSQL cannot reproduce.
 """
 
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
-from business_rules.fields import FIELD_NO_INPUT, FIELD_NUMERIC, FIELD_SELECT_MULTIPLE, FIELD_TEXT
+from business_rules.fields import (
+    FIELD_NO_INPUT,
+    FIELD_NUMERIC,
+    FIELD_SELECT,
+    FIELD_SELECT_MULTIPLE,
+    FIELD_TEXT,
+)
 from business_rules.operators import (
     BaseType,
     NumericType,
-    SelectMultipleType,
     SelectType,
     StringType,
     type_operator,
 )
+
+from services.segmenter.rules.folding import fold
 
 EPSILON: Decimal = NumericType.EPSILON
 
@@ -116,6 +125,10 @@ class TextType(StringType):  # type: ignore[misc]
 
     name = "text"
 
+    @operator(FIELD_TEXT, label="Equal To (case insensitive)")
+    def equal_to_case_insensitive(self, other: str) -> bool:
+        return fold(self.value) == fold(other)
+
     @operator(FIELD_TEXT)
     def not_equal_to(self, other: str) -> bool:
         return bool(self.value != other)
@@ -130,22 +143,34 @@ class TextType(StringType):  # type: ignore[misc]
 
 
 class SelectSetType(SelectType):  # type: ignore[misc]
-    """A set of strings: SelectType's contains / does_not_contain (case-insensitive) plus
-    SelectMultipleType's set comparisons and emptiness."""
+    """A set of strings: SelectType's contains / does_not_contain and SelectMultipleType's set
+    comparisons, names matched case-insensitively (fold), plus emptiness."""
 
     name = "select_set"
 
+    def _has(self, wanted: str) -> bool:
+        folded = fold(wanted)
+        return any(fold(name) == folded for name in self.value)
+
+    @operator(FIELD_SELECT, cast_argument=False)
+    def contains(self, other: str) -> bool:
+        return self._has(other)
+
+    @operator(FIELD_SELECT, cast_argument=False)
+    def does_not_contain(self, other: str) -> bool:
+        return not self._has(other)
+
     @operator(FIELD_SELECT_MULTIPLE)
     def contains_all(self, values: Iterable[str]) -> bool:
-        return bool(SelectMultipleType(self.value).contains_all(values))
+        return all(self._has(value) for value in values)
 
     @operator(FIELD_SELECT_MULTIPLE)
     def shares_at_least_one_element_with(self, values: Iterable[str]) -> bool:
-        return bool(SelectMultipleType(self.value).shares_at_least_one_element_with(values))
+        return any(self._has(value) for value in values)
 
     @operator(FIELD_SELECT_MULTIPLE)
     def shares_no_elements_with(self, values: Iterable[str]) -> bool:
-        return bool(SelectMultipleType(self.value).shares_no_elements_with(values))
+        return not self.shares_at_least_one_element_with(values)
 
     @operator(FIELD_NO_INPUT)
     def is_empty(self) -> bool:
@@ -158,7 +183,7 @@ class SelectSetType(SelectType):  # type: ignore[misc]
 
 class CountMapType(BaseType):  # type: ignore[misc]
     """Counts by name (orders per product type, vendor, product). A key's count is the sum
-    over every key equal to it ignoring case; a missing key counts 0."""
+    over every key equal to it ignoring case (fold); a missing key counts 0."""
 
     name = "count_map"
 
@@ -168,9 +193,9 @@ class CountMapType(BaseType):  # type: ignore[misc]
         return value
 
     def count(self, key: str) -> int:
-        """The count of key, matched case-insensitively like SelectType."""
-        wanted = key.lower()
-        return sum(n for name, n in self.value.items() if name.lower() == wanted)
+        """The count of key, matched case-insensitively like SelectSetType."""
+        wanted = fold(key)
+        return sum(n for name, n in self.value.items() if fold(name) == wanted)
 
     @operator(FIELD_KEY_COUNT, cast_argument=False)
     def count_at_least(self, wanted: Mapping[str, Any]) -> bool:

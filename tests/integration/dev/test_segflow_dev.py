@@ -62,7 +62,10 @@ def children_of_data_dir(data_dir: Path) -> list[psutil.Process]:
     return found
 
 
-async def test_dev_starts_from_empty_dir_goes_ready_and_reuses_its_data(tmp_path: Path) -> None:
+async def test_dev_starts_from_empty_dir_goes_ready_and_reuses_its_data(
+    server_tmp_path: Path,
+) -> None:
+    tmp_path = server_tmp_path  # its embedded PostgreSQL must stay reachable (server_directory)
     ingest_port, api_port, broker_port = free_port(), free_port(), free_port()
     env = {
         key: value

@@ -238,3 +238,65 @@ async def test_a_cursor_beyond_any_id_is_a_400_not_a_crash(api: str, shop: ShopC
         )
     assert response.status_code == 400
     assert response.json()["error"]["field"] == "cursor"
+
+
+# Digits other than ASCII 0-9 that str.isdigit() accepts; int() turns the decimal ones into
+# ASCII numbers (so "١" would name customer 1) and fails on the others (a 500).
+_DIGIT_SETS = {
+    "superscript": "⁰¹²³⁴⁵⁶⁷⁸⁹",
+    "arabic-indic": "٠١٢٣٤٥٦٧٨٩",
+    "extended-arabic-indic": "۰۱۲۳۴۵۶۷۸۹",
+    "devanagari": "०१२३४५६७८९",
+    "full-width": "０１２３４５６７８９",
+    "mathematical-bold": "𝟎𝟏𝟐𝟑𝟒𝟓𝟔𝟕𝟖𝟗",
+}
+
+
+def lookalikes(ascii_id: str) -> list[str]:
+    """`ascii_id` written in each other digit set, and with only its last digit swapped."""
+    spelled = [ascii_id.translate(str.maketrans("0123456789", s)) for s in _DIGIT_SETS.values()]
+    mixed = [ascii_id[:-1] + s[int(ascii_id[-1])] for s in _DIGIT_SETS.values()]
+    return spelled + mixed
+
+
+async def test_path_ids_in_other_digits_are_a_clean_404(
+    api: str, shop: ShopCredentials, db: asyncpg.Connection
+) -> None:
+    await store_customers(db, shop.shop_id, {1: "1500.00", 3: "1500.00", 123: "1500.00"})
+    async with client(api, shop) as http:
+        created = await http.post(
+            "/v1/segments", json={"handle": "vip", "name": "V", "conditions": VIP}
+        )
+        segment_id = created.json()["id"]
+        requests = []
+        for customer_id in ("1", "3", "123"):
+            for fake in lookalikes(customer_id):
+                requests += [
+                    ("GET", f"/v1/customers/{fake}"),
+                    ("GET", f"/v1/customers/{fake}/segments"),
+                ]
+        for fake in lookalikes(segment_id):
+            requests += [
+                ("GET", f"/v1/segments/{fake}"),
+                ("GET", f"/v1/segments/{fake}/customers"),
+                ("DELETE", f"/v1/segments/{fake}"),
+            ]
+        for method, path in requests:
+            response = await http.request(method, path)
+            assert response.status_code == 404, (method, path, response.text)
+            assert response.json()["error"]["code"] == "not_found", (method, path)
+        for fake in lookalikes(segment_id):
+            response = await http.put(
+                f"/v1/segments/{fake}", json={"name": "changed", "conditions": VIP}
+            )
+            assert response.status_code == 404, (fake, response.text)
+        for fake in lookalikes("1"):
+            response = await http.get(
+                f"/v1/segments/{segment_id}/customers", params={"cursor": fake}
+            )
+            assert response.status_code == 400, (fake, response.text)
+            assert response.json()["error"]["field"] == "cursor"
+        # The real ids still work, and nothing was changed or deleted through a lookalike.
+        segment = (await http.get(f"/v1/segments/{segment_id}")).json()
+        assert (segment["name"], segment["version"], segment["size"]) == ("V", 1, 3)
+        assert (await http.get("/v1/customers/123")).status_code == 200

@@ -29,10 +29,12 @@ class Request:
 
 @dataclass
 class FakeIngest:
-    """Answers 503 (Retry-After: 0) to the first `unavailable` requests, then 200 or 401."""
+    """Answers 503 (Retry-After: `retry_after`) to the first `unavailable` requests, then 200
+    or 401."""
 
     secret: str
     unavailable: int = 0
+    retry_after: str = "0"
     requests: list[Request] = field(default_factory=list)
     open_connections: int = 0
 
@@ -46,7 +48,7 @@ class FakeIngest:
             if not verify_webhook(request.body, self.secret, signature):
                 status = 401
             elif len(self.requests) <= self.unavailable:
-                status, extra = 503, "Retry-After: 0\r\n"
+                status, extra = 503, f"Retry-After: {self.retry_after}\r\n"
             else:
                 status = 200
             head = f"HTTP/1.1 {status} {REASONS[status]}\r\n{extra}"
@@ -118,6 +120,16 @@ async def test_retries_a_503_and_delivers_every_webhook_with_its_headers() -> No
         assert headers["x-shopify-api-version"] == "2025-07"
         triggered = datetime.fromisoformat(headers["x-shopify-triggered-at"])
         assert abs(triggered - webhook.triggered_at).total_seconds() < 0.001
+
+
+async def test_a_retry_after_in_other_digits_falls_back_to_the_backoff() -> None:
+    # These pass str.isdigit() but not float(); httpx decodes the UTF-8 header bytes to them.
+    for retry_after in ("²", "¹²"):
+        ingest = FakeIngest(SECRET, unavailable=1, retry_after=retry_after)
+        async with serving(ingest) as base_url:
+            report = await send_demo(base_url, SHOP, SECRET, some_webhooks(1))
+        assert (report.sent, report.accepted, report.failed) == (1, 1, 0)
+        assert len(ingest.requests) == 2
 
 
 async def test_counts_final_rejections_by_status() -> None:

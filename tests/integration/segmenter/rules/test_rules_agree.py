@@ -2,8 +2,11 @@
 PostgreSQL: for every variable and operator on a corpus of boundary facts, and on random facts
 and random nested rules (hypothesis).
 
-Text is ASCII (letters, digits, space, punctuation, newline): that is where Python's str.lower()
-and PostgreSQL's lower() are the same function.
+Text is Unicode: ASCII, hand-picked case-folding cases (Turkish İ, German ß, Greek final sigma,
+ligatures, Cherokee, CJK) and random strings of code points assigned in Python's Unicode database
+(its version, 14.0 on Python 3.11, is older than PostgreSQL 18's 16.0; a code point assigned
+only later may fold differently, so none are drawn). NUL is left out: PostgreSQL text cannot
+hold it.
 """
 
 import dataclasses
@@ -43,7 +46,26 @@ DAY = timedelta(days=1)
 US = timedelta(microseconds=1)
 D = Decimal
 
+# Case-insensitive comparison folds these alike only with full Unicode case folding.
+UNICODE_TEXTS = [
+    "İstanbul",
+    "i̇stanbul",
+    "istanbul",
+    "STRASSE",
+    "straße",
+    "ẞ",
+    "ΣΊΣΥΦΟΣ",
+    "σίσυφος",
+    "服装",
+    "ǅ",
+    "ﬃ",
+    "K",
+    "Ꭰꭰ",
+    "café",
+    "cafe\u0301",
+]
 TEXTS = [
+    *UNICODE_TEXTS,
     "",
     "a",
     "A",
@@ -60,8 +82,21 @@ TEXTS = [
     "us",
     "at_risk",
 ]
-NAMES = ["VIP", "vip", "Wholesale", "new", "a b", "123"]
-KEYS = ["Apparel", "apparel", "APPAREL", "Shoes", "Hats", "123", "456"]
+NAMES = ["VIP", "vip", "Wholesale", "new", "a b", "123", "İstanbul", "straße", "ΣΊΣΥΦΟΣ", "服装"]
+KEYS = [
+    "Apparel",
+    "apparel",
+    "APPAREL",
+    "Shoes",
+    "Hats",
+    "123",
+    "456",
+    "STRASSE",
+    "straße",
+    "i̇stanbul",
+    "σίσυφος",
+    "服装",
+]
 REGEXES = [
     "^a",
     "b$",
@@ -151,11 +186,32 @@ CORPUS = [
         vendor_counts={"acme": 2, "ACME": 1},
         rfm_segment="champions",
     ),
+    facts(
+        5,
+        email="Ünal@example.com",
+        city="İstanbul",
+        province_code="ǅ",
+        country_code="TR",
+        tags=("straße", "ΣΊΣΥΦΟΣ", "服装"),
+        product_type_counts={"服装": 1, "STRASSE": 2, "straße": 1},
+        vendor_counts={"ﬃ": 1, "FFI": 2},
+        top_product_type="STRASSE",
+        account_state="Ꭰꭰ",
+    ),
 ]
 
 
 def variants(text: str) -> list[str]:
-    return [text, text.upper(), text.lower(), text[:1], text[1:], text[-1:]]
+    return [
+        text,
+        text.upper(),
+        text.lower(),
+        text.casefold(),
+        text.swapcase(),
+        text[:1],
+        text[1:],
+        text[-1:],
+    ]
 
 
 def numbers(values: Iterable[object]) -> list[Decimal]:
@@ -253,6 +309,57 @@ async def test_every_operator_agrees_on_boundary_facts(
         await assert_agree(db, shop.shop_id, CORPUS, rules)
 
 
+# (stored, in the rule, equal ignoring case?): full Unicode case folding, no normalisation and
+# no language-specific (Turkish) rules.
+FOLDING = [
+    ("İstanbul", "i̇stanbul", True),  # İ folds to i + combining dot above
+    ("İstanbul", "istanbul", False),  # ... not to a plain i
+    ("STRASSE", "straße", True),  # ß folds to ss
+    ("ẞ", "ss", True),
+    ("ΣΊΣΥΦΟΣ", "σίσυφος", True),  # final sigma folds as σ
+    ("服装", "服装", True),
+    ("服装", "服飾", False),
+    ("ǅ", "ǆ", True),  # titlecase digraph
+    ("ﬃ", "FFI", True),  # ligature
+    ("K", "k", True),  # Kelvin sign
+    ("Ꭰꭰ", "ꭰᎠ", True),  # Cherokee folds to upper case
+    ("café", "cafe\u0301", False),  # NFC and NFD stay different
+]
+
+
+async def test_case_insensitive_operators_fold_full_unicode_case(
+    db: asyncpg.Connection, shop: ShopCredentials
+) -> None:
+    for index, (stored, wanted, equal) in enumerate(FOLDING):
+        customer = facts(index + 1, city=stored, tags=(stored,), product_type_counts={stored: 2})
+        expected = [
+            (when("city", "equal_to_case_insensitive", wanted), equal),
+            (when("tags", "contains", wanted), equal),
+            (when("tags", "does_not_contain", wanted), not equal),
+            (when("tags", "contains_all", [wanted]), equal),
+            (when("tags", "shares_at_least_one_element_with", [wanted]), equal),
+            (when("tags", "shares_no_elements_with", [wanted]), not equal),
+            (when("product_types_bought", "contains", wanted), equal),
+            (
+                when("product_type_order_counts", "count_at_least", {"key": wanted, "count": 2}),
+                equal,
+            ),
+            (
+                when("product_type_order_counts", "count_less_than", {"key": wanted, "count": 2}),
+                not equal,
+            ),
+        ]
+        rules = [rule for rule, _ in expected]
+        customer = dataclasses.replace(customer, shop_id=shop.shop_id)
+        await store(db, shop.shop_id, [customer])
+        in_sql = (await sql_results(db, shop.shop_id, rules))[customer.customer_id]
+        variables = SegmentVariables(customer, NOW)
+        for (rule, result), sql in zip(expected, in_sql, strict=True):
+            engine = bool(check_conditions_recursively(rule, variables))
+            compiled = compile_conditions(rule)(customer, NOW)
+            assert (engine, compiled, sql) == (result, result, result), (stored, rule)
+
+
 # Random facts: boundary values (EPSILON, exact day boundaries, microseconds, None, empty).
 MONEY = st.one_of(
     st.sampled_from([D(0), D(50), D(200), D("199.999999"), D("200.000001"), D("200.0000005")]),
@@ -277,8 +384,14 @@ def maybe(values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.one_of(st.none(), values, values, values)
 
 
-TEXT = maybe(st.sampled_from(TEXTS))
-COUNT_MAPS = st.dictionaries(st.sampled_from(KEYS), st.integers(0, 4), max_size=4)
+# Code points Python's unicodedata knows (not unassigned, not surrogates), NUL excepted.
+ASSIGNED = st.characters(exclude_categories=("Cn", "Cs"), exclude_characters="\x00")
+UNICODE = st.text(ASSIGNED, max_size=6)
+NAME = st.one_of(st.sampled_from(NAMES), UNICODE.filter(bool))
+TEXT = maybe(st.one_of(st.sampled_from(TEXTS), UNICODE))
+COUNT_MAPS = st.dictionaries(
+    st.one_of(st.sampled_from(KEYS), UNICODE.filter(bool)), st.integers(0, 4), max_size=4
+)
 FACTS = st.builds(
     facts,
     customer_id=st.just(0),
@@ -290,7 +403,7 @@ FACTS = st.builds(
     province_code=TEXT,
     city=TEXT,
     birthday_month=maybe(st.integers(1, 12)),
-    tags=st.lists(st.sampled_from(NAMES), max_size=3).map(tuple),
+    tags=st.lists(NAME, max_size=3).map(tuple),
     account_state=TEXT,
     orders_count=COUNTS,
     total_spent=MONEY,

@@ -118,6 +118,10 @@ def test_optional_number_compares_like_number_when_known(fact: Decimal, value: o
         (None, "does_not_contain", "", False),
         (None, "contains", "", True),
         ("Paris", "equal_to_case_insensitive", "pARIS", True),
+        # Full Unicode case folding, not str.lower(): ß is ss, final sigma is σ.
+        ("STRASSE", "equal_to_case_insensitive", "straße", True),
+        ("ΣΊΣΥΦΟΣ", "equal_to_case_insensitive", "σίσυφος", True),
+        ("İstanbul", "equal_to_case_insensitive", "istanbul", False),
         (None, "non_empty", None, False),
     ],
 )
@@ -142,6 +146,11 @@ def test_text_reads_none_as_empty_and_negates(
         (("a",), "is_empty", None, False),
         (("a",), "non_empty", None, True),
         ({"Apparel": 1}.keys(), "contains", "apparel", True),
+        (("straße",), "contains", "STRASSE", True),
+        (("ΣΊΣΥΦΟΣ",), "does_not_contain", "σίσυφος", False),
+        (("straße", "ǅ"), "contains_all", ["STRASSE", "ǆ"], True),
+        (("ﬃ",), "shares_at_least_one_element_with", ["FFI"], True),
+        (("ﬃ",), "shares_no_elements_with", ["ffi"], False),
     ],
 )
 def test_select_set_matches_names_ignoring_case(
@@ -160,6 +169,7 @@ def test_select_set_matches_names_ignoring_case(
         ({"Apparel": 2}, "count_less_than", "Shoes", 1, True),
         ({}, "count_at_least", "Shoes", 0, True),
         ({}, "count_at_least", "Shoes", 1, False),
+        ({"STRASSE": 2, "straße": 1, "Strasse": 1}, "count_at_least", "STRAßE", 4, True),
     ],
 )
 def test_count_map_sums_keys_equal_ignoring_case_missing_is_zero(
