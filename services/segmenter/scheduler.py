@@ -3,7 +3,7 @@
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -120,10 +120,16 @@ class Scheduler:
         self._metrics.scheduled_evaluations.inc(total)
         return total
 
-    async def purge_processed_events(self, limit: int = PURGE_BATCH) -> int:
+    async def purge_processed_events(
+        self, limit: int = PURGE_BATCH, now: datetime | None = None
+    ) -> int:
         """Forget event ids older than the dedupe retention (well past Shopify's retries),
-        and engagement event ids older than theirs; at most `limit` of each per call."""
-        now = self._clock()
+        and engagement event ids older than theirs; at most `limit` of each per call.
+
+        Retention is wall time (`now`, by default the current time), like the rows' own
+        `processed_at`, not the evaluation clock.
+        """
+        now = now or datetime.now(UTC)
         cutoff = now - timedelta(days=self._settings.dedupe_retention_days)
         engagement = now - timedelta(days=self._settings.engagement_dedupe_retention_days)
         async with self._pool.acquire() as conn:
@@ -132,9 +138,12 @@ class Scheduler:
                 conn, store.PURGE_ENGAGEMENT_PROCESSED, engagement, limit
             )
 
-    async def purge_published_changes(self, limit: int = PURGE_BATCH) -> int:
-        """Delete up to `limit` outbox rows published longer ago than the outbox retention."""
-        cutoff = self._clock() - timedelta(days=self._settings.outbox_retention_days)
+    async def purge_published_changes(
+        self, limit: int = PURGE_BATCH, now: datetime | None = None
+    ) -> int:
+        """Delete up to `limit` outbox rows published longer ago than the outbox retention
+        (wall time, like `published_at`)."""
+        cutoff = (now or datetime.now(UTC)) - timedelta(days=self._settings.outbox_retention_days)
         return await purge_published(self._pool, cutoff, limit)
 
     async def run(self, stop: asyncio.Event) -> None:

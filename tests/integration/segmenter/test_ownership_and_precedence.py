@@ -113,10 +113,10 @@ async def test_an_engagement_event_replayed_after_the_dedupe_window_counts_once(
     viewed = custom_event("page_viewed", when=at(0))
     other = shopify_event("orders/create", order(9, "5.00", placed=at(1)), event_id="o9")
     await run(db, shop.shop_id, viewed, other)
-    # processed_at is the database's own time.
-    clock = datetime.now(UTC) + timedelta(days=settings.dedupe_retention_days + 1)
-    scheduler = Scheduler(settings, pool, None, None, lambda: clock)  # type: ignore[arg-type]
-    assert await scheduler.purge_processed_events() == 1  # the order's id went
+    # processed_at is the database's own (wall) time, like the purge's.
+    later = datetime.now(UTC) + timedelta(days=settings.dedupe_retention_days + 1)
+    scheduler = Scheduler(settings, pool, None, None, lambda: NOW)  # type: ignore[arg-type]
+    assert await scheduler.purge_processed_events(now=later) == 1  # the order's id went
     engagement = await db.fetch("SELECT topic FROM processed_engagement_events")
     assert [r["topic"] for r in engagement] == ["custom/page_viewed"]
     await run(db, shop.shop_id, viewed)

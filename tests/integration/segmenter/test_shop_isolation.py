@@ -491,10 +491,10 @@ async def test_an_import_into_one_shop_leaves_the_other_alone(
         (beta.shop_id, 1),
         (beta.shop_id, 2),
     ]
-    assert await changes(db, beta) == [(CUSTOMER, "vip", "entered", "event")]
+    assert await changes(db, beta) == [(CUSTOMER, "vip", "entered", "import")]
     assert sorted(await changes(db, alpha)) == [
-        (ALPHA_ONLY, "vip", "entered", "event"),
-        (CUSTOMER, "vip", "entered", "event"),
+        (ALPHA_ONLY, "vip", "entered", "import"),
+        (CUSTOMER, "vip", "entered", "import"),
     ]
     await assert_rows_stay_in_their_shop(db)
     # The segmenter's scheduler publishes what the import wrote, each change under its shop.
