@@ -101,9 +101,26 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
     return applied_now
 
 
-async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """Open an asyncpg pool; the caller closes it (`async with` or `await pool.close()`)."""
-    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+async def create_pool(
+    dsn: str,
+    min_size: int = 1,
+    max_size: int = 10,
+    *,
+    statement_timeout: float | None = None,
+    lock_timeout: float | None = None,
+) -> asyncpg.Pool:
+    """Open an asyncpg pool; the caller closes it (`async with` or `await pool.close()`).
+
+    The timeouts (seconds) are set on every connection, server-side.
+    """
+    server_settings = {}
+    if statement_timeout is not None:
+        server_settings["statement_timeout"] = str(int(statement_timeout * 1000))
+    if lock_timeout is not None:
+        server_settings["lock_timeout"] = str(int(lock_timeout * 1000))
+    return await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, server_settings=server_settings
+    )
 
 
 async def database_ready(pool: asyncpg.Pool) -> bool:

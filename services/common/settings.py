@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     retry_max_seconds: float = Field(default=30.0, gt=0)
     # How long a service waits at start for the broker before it exits non-zero.
     startup_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Bounds on the segmenter's own database work: a statement or a lock wait past them fails
+    # the batch, which is then retried with backoff and shown on /readyz, rather than hanging
+    # (and holding up a rebalance) for as long as the database does.
+    segmenter_statement_timeout_seconds: float = Field(default=60.0, gt=0)
+    segmenter_lock_timeout_seconds: float = Field(default=20.0, gt=0)
+    # How long an offset commit may wait for the broker before the batch is retried.
+    offset_commit_timeout_seconds: float = Field(default=10.0, gt=0)
     scheduler_interval_seconds: float = Field(default=1.0, gt=0)
     dedupe_retention_days: int = Field(default=7, ge=1)
     # Engagement events (custom/page_viewed, …) only count by their ids: keep those longer

@@ -21,7 +21,18 @@ class Undecodable:
 
 
 def decode_event(raw: bytes | None) -> tuple[Envelope, Event] | Undecodable:
-    """Decode one record's value; unknown topics decode fine (with no payload model)."""
+    """Decode one record's value; unknown topics decode fine (with no payload model).
+
+    Any bytes at all: whatever fails to decode is Undecodable, never an exception (a record
+    that raised here would stop its partition for good).
+    """
+    try:
+        return _decode(raw)
+    except (ValueError, TypeError, RecursionError, OverflowError) as exc:
+        return Undecodable("invalid_envelope", f"{type(exc).__name__}: {exc}"[:500])
+
+
+def _decode(raw: bytes | None) -> tuple[Envelope, Event] | Undecodable:
     if raw is None:
         return Undecodable("empty_record", "the record has no value")
     try:

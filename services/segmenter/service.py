@@ -11,8 +11,9 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
+from typing import Any
 
 from services.common.backoff import Backoff
 from services.common.db import create_pool
@@ -63,7 +64,11 @@ async def _run(
     bootstrap = settings.require_kafka()
     await wait_for_broker(bootstrap, timeout=settings.startup_timeout_seconds)
     pool = await create_pool(
-        settings.require_database_url(), settings.db_pool_min, settings.db_pool_max
+        settings.require_database_url(),
+        settings.db_pool_min,
+        settings.db_pool_max,
+        statement_timeout=settings.segmenter_statement_timeout_seconds,
+        lock_timeout=settings.segmenter_lock_timeout_seconds,
     )
     producer = make_producer(bootstrap)
     consumer = make_consumer(
@@ -99,10 +104,26 @@ async def _run(
             if error is not None:
                 raise error
     finally:
-        await consumer.stop()
-        await producer.stop()
-        await asyncio.wait_for(pool.close(), 10)
+        # Each close is bounded and on its own: with the broker gone, aiokafka's consumer can
+        # fail (or wait) leaving its group, and the producer and pool must still be closed.
+        await _close(consumer.stop(), "consumer")
+        await _close(producer.stop(), "producer")
+        await _close(pool.close(), "database pool")
         logger.info("segmenter stopped")
+
+
+async def _close(closing: Coroutine[Any, Any, None], what: str, timeout: float = 10) -> None:
+    """Await a close within `timeout`; a failure is logged, not raised (nothing is left to
+    lose: offsets not committed are replayed)."""
+    try:
+        await asyncio.wait_for(closing, timeout)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        logger.warning("closing the %s was cut short", what)
+    except Exception as exc:  # noqa: BLE001 - a close that fails must not stop the others
+        logger.warning("closing the %s failed: %s", what, type(exc).__name__)
 
 
 async def _keep_scheduling(

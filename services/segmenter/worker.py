@@ -24,6 +24,7 @@ from aiokafka.structs import ConsumerRecord
 from services.common.backoff import Backoff
 from services.common.settings import Settings
 from services.common.shopify import Product
+from services.common.shops import normalize_domain
 from services.segmenter import store
 from services.segmenter.decode import Undecodable, decode_event
 from services.segmenter.faults import Dependency, infrastructure_fault
@@ -70,6 +71,17 @@ class _Attempt:
 
     talking_to: Dependency = "database"
     dead_lettered: set[tuple[str, int, int]] = field(default_factory=set)
+
+
+# Below the producer's 1 MiB request limit, leaving room for the key and headers.
+DEAD_LETTER_MAX_VALUE_BYTES = 1_000_000
+
+
+def _could_be_a_domain(shop: str) -> bool:
+    try:
+        return normalize_domain(shop) == shop
+    except ValueError:
+        return False
 
 
 class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -254,9 +266,12 @@ class SegmenterWorker:
         )
         self._crash_if_told("after_publish")
         attempt.talking_to = "broker"
-        await self._consumer.commit(
-            {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
-        )
+        # Bounded: with the broker gone, aiokafka would wait for a coordinator for ever, the
+        # batch neither done nor retried and /readyz none the wiser.
+        async with asyncio.timeout(self._settings.offset_commit_timeout_seconds):
+            await self._consumer.commit(
+                {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+            )
         self._crash_if_told("after_offset_commit")
         self._metrics.batch_size.observe(len(records))
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -333,7 +348,9 @@ class SegmenterWorker:
     ) -> list[_Item]:
         """The events with their shops' ids, from the cache or (`refresh`, or not cached) the
         database; events of shops that do not exist are dead-lettered as unknown_shop."""
-        domains = {item.shop for item in decoded}
+        # A domain no shop could have (a stray producer's bytes) is never looked up: it would
+        # fail the lookup for the whole batch.
+        domains = {item.shop for item in decoded if _could_be_a_domain(item.shop)}
         wanted = domains if refresh else domains - self._shop_ids.keys()
         if wanted:
             attempt.talking_to = "database"
@@ -371,8 +388,14 @@ class SegmenterWorker:
             ("source_partition", str(record.partition).encode()),
             ("source_offset", str(record.offset).encode()),
         ]
+        value = record.value or b""
+        if len(value) > DEAD_LETTER_MAX_VALUE_BYTES:
+            # Over the producer's request limit with the headers: the reason and where the
+            # record sits in its topic go with its first bytes.
+            headers.append(("truncated_from", str(len(value)).encode()))
+            value = value[:DEAD_LETTER_MAX_VALUE_BYTES]
         await self._producer.send_and_wait(
-            self._settings.topic_dead_letter, record.value or b"", key=record.key, headers=headers
+            self._settings.topic_dead_letter, value, key=record.key, headers=headers
         )
         attempt.dead_lettered.add(where)
         self._metrics.dead_letters.labels(why.reason).inc()

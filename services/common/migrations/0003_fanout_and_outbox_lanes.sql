@@ -36,3 +36,9 @@ CREATE INDEX segment_changes_unpublished_by_customer ON segment_changes (shop_id
 -- Published changes are purged after the outbox retention.
 CREATE INDEX segment_changes_published ON segment_changes (published_at)
     WHERE published_at IS NOT NULL;
+
+-- A shop's outbox rows go with the shop: rows of a deleted shop left unpublished at the head
+-- of the outbox would otherwise fill every publish (they join no shop) and stop it for all.
+DELETE FROM segment_changes c WHERE NOT EXISTS (SELECT 1 FROM shops s WHERE s.id = c.shop_id);
+ALTER TABLE segment_changes ADD CONSTRAINT segment_changes_shop_id_fkey
+    FOREIGN KEY (shop_id) REFERENCES shops (id) ON DELETE CASCADE;

@@ -175,7 +175,9 @@ async def test_postgres_stopped_mid_batch_and_restarted_loses_and_doubles_nothin
 
 
 async def _someone_waits_for_a_lock(conn: asyncpg.Connection) -> bool:
+    """A batch, not the scheduler's purge, waits: its dedupe insert is what blocks."""
     waiting: int = await conn.fetchval(
-        "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid()"
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+        "WHERE NOT l.granted AND a.query LIKE '%INSERT INTO processed_events%'"
     )
     return waiting > 0

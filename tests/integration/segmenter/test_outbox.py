@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 from services.common.kafka import make_producer
 from services.common.metrics import new_registry
 from services.common.settings import Settings
-from services.common.shops import ShopCredentials
+from services.common.shops import ShopCredentials, create_shop
 from services.segmenter.metrics import SegmenterMetrics
 from services.segmenter.outbox import publish_pending, purge_published
 from tests.helpers import drain_topic
@@ -189,3 +189,23 @@ async def test_bulk_changes_are_not_starved_by_a_stream_of_live_ones(
     assert (causes.count("event"), causes.count("backfill")) == (40, 10)
     backfilled = [c for c, cause in await published(db) if cause == "backfill"]
     assert backfilled == sorted(backfilled) == list(range(1, len(backfilled) + 1))
+
+
+async def test_a_deleted_shops_changes_go_with_it_and_never_stall_the_others(
+    db: asyncpg.Connection,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    producer: AIOKafkaProducer,
+) -> None:
+    gone = await create_shop(db, "gone.myshopify.com")
+    kept = await create_shop(db, "kept.myshopify.com")
+    await write(db, gone.shop_id, list(range(1, 601)), "entered", "backfill")
+    await write(db, gone.shop_id, list(range(1, 601)), "entered", "event")
+    await db.execute("DELETE FROM shops WHERE id = $1", gone.shop_id)
+    await write(db, kept.shop_id, [1, 2, 3], "entered", "backfill")
+    await write(db, kept.shop_id, [1, 2], "entered", "event")
+    assert await publish(pool, producer, settings) == 5
+    assert (
+        await db.fetchval("SELECT count(*) FROM segment_changes WHERE shop_id = $1", gone.shop_id)
+        == 0
+    )
