@@ -1,6 +1,6 @@
 """Statements cancelled by statement_timeout / lock_timeout are retried, never dead-lettered.
 
-The test holds a lock every batch needs, on a database whose sessions give up waiting after
+The test holds a lock every batch needs, with the segmenter's statement or lock timeout set to
 200 ms, so each attempt fails with QueryCanceledError (57014) or LockNotAvailableError
 (55P03); then it lets go.
 """
@@ -36,7 +36,11 @@ async def processed(db: asyncpg.Connection, expected: int) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("setting", "sqlstate"), [("statement_timeout", "57014"), ("lock_timeout", "55P03")]
+    ("setting", "sqlstate"),
+    [
+        ("SEGFLOW_SEGMENTER_STATEMENT_TIMEOUT_SECONDS", "57014"),
+        ("SEGFLOW_SEGMENTER_LOCK_TIMEOUT_SECONDS", "55P03"),
+    ],
 )
 async def test_timed_out_statements_are_retried_and_applied_once(
     setting: str,
@@ -50,11 +54,9 @@ async def test_timed_out_statements_are_retried_and_applied_once(
         await create_segment(
             db, shop.shop_id, SegmentSpec("vip", "VIP", "", VIP, []), datetime.now(UTC)
         )
-    name = await db.fetchval("SELECT current_database()")
-    # New sessions only: the segmenter's, started below; not this test's own connection.
-    await db.execute(f"ALTER DATABASE \"{name}\" SET {setting} = '200ms'")
     blocker = await asyncpg.connect(settings.database_url)
-    segmenter = SegmenterProcess(segmenter_env(settings), tmp_path / "segmenter.log")
+    env = segmenter_env(settings, **{setting: "0.2"})
+    segmenter = SegmenterProcess(env, tmp_path / "segmenter.log")
     segmenter.start()
     try:
         await segmenter.wait_ready()
@@ -91,7 +93,6 @@ async def test_timed_out_statements_are_retried_and_applied_once(
         assert await db.fetchval("SELECT count(*) FROM processed_events") == 0
 
         await blocker.execute("ROLLBACK")
-        await db.execute(f'ALTER DATABASE "{name}" RESET {setting}')
         await poll(lambda: processed(db, 2 * CUSTOMERS), 30, "every event")
         await poll(segmenter.ready, 15, "/readyz to be green again")
     finally:
