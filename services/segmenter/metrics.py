@@ -19,7 +19,6 @@ class SegmenterMetrics:
     changes_published: Counter
     due_backlog: Gauge
     scheduled_evaluations: Counter
-    parked_evaluations: Counter
     retries: Counter
 
     @classmethod
@@ -81,12 +80,6 @@ class SegmenterMetrics:
             scheduled_evaluations=Counter(
                 "segflow_scheduler_evaluations",
                 "Customers re-evaluated because time passed",
-                registry=registry,
-            ),
-            parked_evaluations=Counter(
-                "segflow_scheduler_parked",
-                "Customers whose time-based evaluation failed on their own data and who are no "
-                "longer scheduled (until their next event)",
                 registry=registry,
             ),
             retries=Counter(

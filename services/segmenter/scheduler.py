@@ -10,7 +10,6 @@ from aiokafka import AIOKafkaProducer
 
 from services.common.settings import Settings
 from services.segmenter import store
-from services.segmenter.faults import infrastructure_fault
 from services.segmenter.metrics import SegmenterMetrics
 from services.segmenter.outbox import publish_pending, purge_published
 from services.segmenter.pipeline import evaluate_customers
@@ -24,54 +23,16 @@ PURGE_BATCH = 5000
 
 
 async def evaluate_due(
-    pool: asyncpg.Pool,
-    rules: RuleBook,
-    now: datetime,
-    limit: int = 500,
-    cause: str = "schedule",
-    on_parked: Callable[[store.Key], None] | None = None,
+    pool: asyncpg.Pool, rules: RuleBook, now: datetime, limit: int = 500, cause: str = "schedule"
 ) -> int:
-    """Re-evaluate up to `limit` due customers in one transaction; return how many.
-
-    When that fails on the customers' own data rather than the database, they are evaluated
-    one by one; one that fails alone is taken off the schedule (logged, and `on_parked`
-    called), so it cannot stop the scheduler round after round.
-    """
-    try:
-        async with pool.acquire() as conn, conn.transaction():
-            keys = await store.due_customers(conn, now, limit)
-            if not keys:
-                return 0
-            states = await store.lock_states(conn, keys)
-            await evaluate_customers(conn, states, rules, now, cause)
-        return len(keys)
-    except Exception as exc:
-        if infrastructure_fault(exc) is not None:
-            raise
-        logger.exception("due customers failed to evaluate; evaluating them one by one")
-    async with pool.acquire() as conn:
-        candidates = await store.due_candidates(conn, now, limit)
-    done = 0
-    for key in candidates:
-        try:
-            async with pool.acquire() as conn, conn.transaction():
-                if not await store.lock_due(conn, now, [key]):
-                    continue
-                states = await store.lock_states(conn, [key])
-                await evaluate_customers(conn, states, rules, now, cause)
-            done += 1
-        except Exception as exc:
-            if infrastructure_fault(exc) is not None:
-                raise
-            logger.error(
-                "customer failed to evaluate; taken off the schedule",
-                extra={"shop_id": key[0], "customer_id": key[1], "error": type(exc).__name__},
-            )
-            async with pool.acquire() as conn:
-                await store.unschedule(conn, key)
-            if on_parked is not None:
-                on_parked(key)
-    return done
+    """Re-evaluate up to `limit` due customers in one transaction; return how many."""
+    async with pool.acquire() as conn, conn.transaction():
+        keys = await store.due_customers(conn, now, limit)
+        if not keys:
+            return 0
+        states = await store.lock_states(conn, keys)
+        await evaluate_customers(conn, states, rules, now, cause)
+    return len(keys)
 
 
 async def evaluate_buyers(
@@ -145,13 +106,7 @@ class Scheduler:
             pass
         total = 0
         while True:
-            done = await evaluate_due(
-                self._pool,
-                self._rules,
-                self._clock(),
-                self._batch,
-                on_parked=lambda _key: self._metrics.parked_evaluations.inc(),
-            )
+            done = await evaluate_due(self._pool, self._rules, self._clock(), self._batch)
             total += done
             if done:
                 await publish_pending(

@@ -185,7 +185,6 @@ ORDER BY c.shop_id, c.customer_id
 FOR UPDATE OF c SKIP LOCKED
 """
 # Bounded deletes that read only the rows they delete (index on processed_at).
-UNSCHEDULE = "UPDATE customers SET next_eval_at = NULL WHERE shop_id = $1 AND customer_id = $2"
 PURGE_PROCESSED = """
 DELETE FROM processed_events WHERE ctid IN (
     SELECT ctid FROM processed_events WHERE processed_at < $1 LIMIT $2
@@ -479,26 +478,11 @@ async def due_customers(conn: asyncpg.Connection, now: datetime, limit: int) -> 
 
     The shops are locked (shared) first, then the customers, the order every writer uses.
     """
-    candidates = await due_candidates(conn, now, limit)
+    candidates = [
+        (r["shop_id"], r["customer_id"]) for r in await conn.fetch(DUE_CANDIDATES, now, limit)
+    ]
     if not candidates:
         return []
-    return await lock_due(conn, now, candidates)
-
-
-async def due_candidates(conn: asyncpg.Connection, now: datetime, limit: int) -> list[Key]:
-    """Up to `limit` customers due at `now`, earliest first, without locking them."""
-    rows = await conn.fetch(DUE_CANDIDATES, now, limit)
+    await lock_shops_shared(conn, {shop_id for shop_id, _ in candidates})
+    rows = await conn.fetch(LOCK_DUE, now, *_columns(candidates))
     return [(row["shop_id"], row["customer_id"]) for row in rows]
-
-
-async def lock_due(conn: asyncpg.Connection, now: datetime, keys: Sequence[Key]) -> list[Key]:
-    """Lock those of `keys` still due and not locked by another replica: shops (shared)
-    first, then the customers, the order every writer uses."""
-    await lock_shops_shared(conn, {shop_id for shop_id, _ in keys})
-    rows = await conn.fetch(LOCK_DUE, now, *_columns(keys))
-    return [(row["shop_id"], row["customer_id"]) for row in rows]
-
-
-async def unschedule(conn: asyncpg.Connection, key: Key) -> None:
-    """Take a customer off the time-based schedule (its next event evaluates it again)."""
-    await conn.execute(UNSCHEDULE, *key)

@@ -272,27 +272,3 @@ async def test_an_older_guest_delivery_does_not_detach_the_order(
     row = await customer_row(db, shop.shop_id)
     assert (row["orders_count"], row["total_spent"]) == (1, Decimal("80.00"))
     assert (await order_row(db, 1))["customer_id"] == CUSTOMER
-
-
-async def test_a_due_customer_whose_state_cannot_be_read_is_parked_not_fatal(
-    db: asyncpg.Connection, pool: asyncpg.Pool, shop: ShopCredentials
-) -> None:
-    await add_segment(db, shop.shop_id, "churn-risk", CHURN_RISK)
-    for order_id, customer_id in ((1, CUSTOMER), (2, CUSTOMER + 1)):
-        placed = order(order_id, "10.00", placed=at(80), customer=customer_id)
-        await run(db, shop.shop_id, shopify_event("orders/create", placed, event_id=f"o{order_id}"))
-    # One customer's stored state is broken (a stamp whose time is not a time).
-    await db.execute(
-        "UPDATE customers SET profile = $2::jsonb WHERE customer_id = $1",
-        CUSTOMER + 1,
-        '{"attributes": {"email": ["x@example.com", "not a time"]}}',
-    )
-    later = NOW + timedelta(days=20)
-    parked: list[tuple[int, int]] = []
-    assert await evaluate_due(pool, RuleBook(), later, on_parked=parked.append) == 1
-    assert parked == [(shop.shop_id, CUSTOMER + 1)]
-    rows = await db.fetch("SELECT customer_id, next_eval_at FROM customers ORDER BY customer_id")
-    assert rows[1]["next_eval_at"] is None
-    members = await db.fetch("SELECT customer_id FROM memberships")
-    assert [m["customer_id"] for m in members] == [CUSTOMER]
-    assert await evaluate_due(pool, RuleBook(), later) == 0
