@@ -27,10 +27,10 @@ from services.common.db import migrate
 from services.common.shopify import parse_payload
 from services.common.shops import create_shop
 from services.dev.embedded import EmbeddedPostgres
-from services.segmenter.pipeline import ShopEvent, apply_events
-from services.segmenter.reducer import Event
-from services.segmenter.rulebook import RuleBook
-from services.segmenter.segments import SegmentSpec, create_segment, install_templates
+from services.segmenter.domain.reducer import Event
+from services.segmenter.runtime.pipeline import ShopEvent, apply_events
+from services.segmenter.runtime.segment_cache import RuleBook
+from services.segmenter.storage.segments import SegmentSpec, create_segment, install_templates
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 

@@ -40,11 +40,11 @@ async def _cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
 async def _cmd_segmenter(settings: Settings, args: argparse.Namespace) -> int:
     """Serve the API while the consumer and scheduler run; exit 1 when either could not start
     or died (the API never outlives the consumer), 0 after SIGINT/SIGTERM."""
+    from services.api.app import create_app
     from services.common.metrics import new_registry
-    from services.segmenter.api import create_app
-    from services.segmenter.health import SegmenterHealth
-    from services.segmenter.metrics import SegmenterMetrics
-    from services.segmenter.service import run_segmenter
+    from services.segmenter.runtime.health import SegmenterHealth
+    from services.segmenter.runtime.metrics import SegmenterMetrics
+    from services.segmenter.runtime.service import run_segmenter
 
     settings.require_database_url()
     settings.require_kafka()
@@ -87,7 +87,7 @@ async def _cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _cmd_shops_add(settings: Settings, args: argparse.Namespace) -> int:
-    from services.segmenter.segments import install_templates
+    from services.segmenter.storage.segments import install_templates
 
     conn = await asyncpg.connect(settings.require_database_url())
     try:

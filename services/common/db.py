@@ -23,7 +23,7 @@ RECORD_MIGRATION = "INSERT INTO schema_migrations (version, name) VALUES ($1, $2
 SERVER = "SELECT current_setting('server_version_num')::int, current_setting('server_encoding')"
 
 # Case-insensitive rules compile to casefold(... COLLATE pg_unicode_fast), both new in
-# PostgreSQL 18; that collation exists in UTF-8 databases only (services/segmenter/rules/folding).
+# PostgreSQL 18; that collation exists in UTF-8 databases only (segmenter/domain/rules/folding).
 MIN_SERVER_VERSION_NUM = 180000
 SERVER_ENCODING = "UTF8"
 

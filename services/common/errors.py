@@ -50,13 +50,6 @@ def field_path(loc: tuple[int | str, ...]) -> str:
     return path or "body"
 
 
-def first_validation_error(exc: ValidationError) -> str:
-    """The first problem of a pydantic ValidationError as "field.path: message"."""
-    error = exc.errors()[0]
-    location = ".".join(str(part) for part in error.get("loc", ())) or "payload"
-    return f"{location}: {error['msg']}"
-
-
 def bad_request(exc: ValidationError, code: str) -> ApiError:
     """A 400 naming the first invalid field of a request body, e.g. `events[3].customer_id`."""
     first = exc.errors()[0]

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from services.api.app import create_app as create_segmenter_app
 from services.common.db import migrate
 from services.common.kafka import ensure_topics, wait_for_broker
 from services.common.metrics import new_registry
@@ -17,11 +18,10 @@ from services.common.settings import Settings
 from services.common.shops import ShopCredentials, create_shop
 from services.dev.embedded import EmbeddedBroker, EmbeddedPostgres
 from services.ingest.app import create_app as create_ingest_app
-from services.segmenter.api import create_app as create_segmenter_app
-from services.segmenter.health import SegmenterHealth
-from services.segmenter.metrics import SegmenterMetrics
-from services.segmenter.segments import install_templates
-from services.segmenter.service import run_segmenter
+from services.segmenter.runtime.health import SegmenterHealth
+from services.segmenter.runtime.metrics import SegmenterMetrics
+from services.segmenter.runtime.service import run_segmenter
+from services.segmenter.storage.segments import install_templates
 
 logger = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from services.common.errors import first_validation_error
 from services.common.jsontext import encode_json
 from services.common.shopify import Customer, Order, Product, parse_payload
-from services.segmenter.reducer import Event
-from services.segmenter.state import UNKNOWN_TIME
+from services.common.validation import first_validation_error
+from services.segmenter.domain.reducer import Event
+from services.segmenter.domain.state import UNKNOWN_TIME
 
 # The topics an import produces: the webhook topics that carry the same body.
 CUSTOMER_TOPIC = "customers/update"

@@ -15,19 +15,19 @@ from typing import Literal
 import asyncpg
 
 from services.common.shops import normalize_domain
-from services.segmenter import store
 from services.segmenter.importer.csv_customers import read_customers_csv
 from services.segmenter.importer.jsonl import read_jsonl
 from services.segmenter.importer.records import ImportRecord, Rejection, event_for
-from services.segmenter.pipeline import ShopEvent, StaleOwnershipError, apply_events
-from services.segmenter.rulebook import RuleBook
-from services.segmenter.scheduler import evaluate_buyers
+from services.segmenter.runtime.pipeline import ShopEvent, StaleOwnershipError, apply_events
+from services.segmenter.runtime.scheduler import evaluate_buyers
+from services.segmenter.runtime.segment_cache import RuleBook
+from services.segmenter.storage import queries
 
 FileKind = Literal["csv", "jsonl"]
 # Enough to show what went wrong; the count covers the rest.
 MAX_REJECTIONS_KEPT = 1000
 # Conflicts with a live segmenter batch over the same customers or orders: the batch is run
-# again in a new transaction, as the worker does (services/segmenter/worker.py RETRYABLE).
+# again in a new transaction, as the worker does (services/segmenter/runtime/worker.py RETRYABLE).
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, StaleOwnershipError)
 _ATTEMPTS = 5
 
@@ -213,7 +213,7 @@ async def shop_id_of(pool: asyncpg.Pool, shop_domain: str) -> int:
     except ValueError as exc:
         raise UnknownShopError(str(exc)) from exc
     async with pool.acquire() as conn:
-        found = await store.shop_ids(conn, [domain])
+        found = await queries.shop_ids(conn, [domain])
     if domain not in found:
         raise UnknownShopError(f"no shop {domain} is registered (add it with `segflow shops add`)")
     return found[domain]

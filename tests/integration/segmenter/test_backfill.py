@@ -5,9 +5,9 @@ from datetime import UTC, datetime
 import asyncpg
 
 from services.common.shops import ShopCredentials
-from services.segmenter.codec import facts_from_row
-from services.segmenter.rules.compile_py import compile_conditions
-from services.segmenter.segments import SegmentSpec, create_segment
+from services.segmenter.domain.rules.compile_py import compile_conditions
+from services.segmenter.storage.rows import facts_from_row
+from services.segmenter.storage.segments import SegmentSpec, create_segment
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 COUNT = 100_000

@@ -17,7 +17,7 @@ from services.common.envelope import EnvelopeMeta, encode_envelope, partition_ke
 from services.common.kafka import make_producer
 from services.common.settings import Settings
 from services.common.shops import ShopCredentials
-from services.segmenter.segments import SegmentSpec, create_segment
+from services.segmenter.storage.segments import SegmentSpec, create_segment
 from tests.helpers import drain_topic
 
 SEGFLOW = str(Path(sys.executable).with_name("segflow"))

@@ -16,7 +16,7 @@ from services.common.settings import Settings
 from services.common.shops import create_shop
 from services.dev.embedded import EmbeddedPostgres
 from services.dev.stack import create_database, with_database
-from services.segmenter.segments import SegmentSpec, create_segment
+from services.segmenter.storage.segments import SegmentSpec, create_segment
 from tests.helpers import drain_topic
 from tests.integration.segmenter.processes import (
     VIP,

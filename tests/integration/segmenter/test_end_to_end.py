@@ -10,15 +10,15 @@ import asyncpg
 import httpx
 import pytest
 
+from services.api.app import create_app
 from services.common.metrics import new_registry
 from services.common.serve import make_server
 from services.common.settings import Settings
 from services.common.shops import ShopCredentials
 from services.common.signing import sign_webhook
-from services.segmenter.api import create_app
-from services.segmenter.metrics import SegmenterMetrics
-from services.segmenter.segments import install_templates
-from services.segmenter.service import run_segmenter
+from services.segmenter.runtime.metrics import SegmenterMetrics
+from services.segmenter.runtime.service import run_segmenter
+from services.segmenter.storage.segments import install_templates
 from tests.helpers import start_server
 
 CUSTOMER = 820982911946154508

@@ -22,7 +22,7 @@ from services.segmenter.importer.runner import (
     UnreadableFileError,
     import_files,
 )
-from services.segmenter.segments import SegmentSpec, create_segment
+from services.segmenter.storage.segments import SegmentSpec, create_segment
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "import"
 # Orders before customers before products: files come in any order.

@@ -13,8 +13,8 @@ import asyncpg
 
 from services.common.shops import ShopCredentials
 from services.segmenter.importer.runner import import_files
-from services.segmenter.pipeline import ShopEvent, apply_events
-from services.segmenter.rulebook import RuleBook
+from services.segmenter.runtime.pipeline import ShopEvent, apply_events
+from services.segmenter.runtime.segment_cache import RuleBook
 from tests.integration.segmenter.processes import poll
 from tests.unit.segmenter.events import NOW, at, order, shopify_event
 

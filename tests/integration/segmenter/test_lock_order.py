@@ -14,10 +14,10 @@ from typing import Any
 import asyncpg
 
 from services.common.shops import ShopCredentials
-from services.segmenter.pipeline import ShopEvent, apply_events
-from services.segmenter.reducer import Event
-from services.segmenter.rulebook import RuleBook
-from services.segmenter.scheduler import evaluate_due, fan_out_products
+from services.segmenter.domain.reducer import Event
+from services.segmenter.runtime.pipeline import ShopEvent, apply_events
+from services.segmenter.runtime.scheduler import evaluate_due, fan_out_products
+from services.segmenter.runtime.segment_cache import RuleBook
 from tests.unit.segmenter.events import NOW, at, order, shopify_event
 
 X, Y = 1001, 1002

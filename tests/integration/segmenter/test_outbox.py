@@ -15,8 +15,8 @@ from services.common.kafka import make_producer
 from services.common.metrics import new_registry
 from services.common.settings import Settings
 from services.common.shops import ShopCredentials, create_shop
-from services.segmenter.metrics import SegmenterMetrics
-from services.segmenter.outbox import publish_pending, purge_published
+from services.segmenter.runtime.metrics import SegmenterMetrics
+from services.segmenter.runtime.outbox import publish_pending, purge_published
 from tests.helpers import drain_topic
 
 WRITE_CHANGES = """

@@ -11,12 +11,12 @@ import asyncpg
 
 from services.common.settings import Settings
 from services.common.shops import ShopCredentials
+from services.segmenter.domain.reducer import Event
 from services.segmenter.importer.runner import import_files
-from services.segmenter.pipeline import ShopEvent, apply_events
-from services.segmenter.reducer import Event
-from services.segmenter.rulebook import RuleBook
-from services.segmenter.scheduler import Scheduler
-from services.segmenter.segments import SegmentSpec, create_segment
+from services.segmenter.runtime.pipeline import ShopEvent, apply_events
+from services.segmenter.runtime.scheduler import Scheduler
+from services.segmenter.runtime.segment_cache import RuleBook
+from services.segmenter.storage.segments import SegmentSpec, create_segment
 from tests.unit.segmenter.events import NOW, at, custom_event, order, shopify_event
 
 ALICE, BOB = 501, 502

@@ -7,11 +7,11 @@ from typing import Any
 import asyncpg
 
 from services.common.shops import ShopCredentials
-from services.segmenter.pipeline import ShopEvent, apply_events
-from services.segmenter.reducer import Event
-from services.segmenter.rulebook import RuleBook
-from services.segmenter.scheduler import evaluate_due, fan_out_products
-from services.segmenter.segments import SegmentSpec, create_segment
+from services.segmenter.domain.reducer import Event
+from services.segmenter.runtime.pipeline import ShopEvent, apply_events
+from services.segmenter.runtime.scheduler import evaluate_due, fan_out_products
+from services.segmenter.runtime.segment_cache import RuleBook
+from services.segmenter.storage.segments import SegmentSpec, create_segment
 from tests.unit.segmenter.events import CUSTOMER, NOW, at, order, refund, shopify_event
 
 VIP = {"all": [{"name": "total_spent", "operator": "greater_than", "value": 1000}]}

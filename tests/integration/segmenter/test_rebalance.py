@@ -12,9 +12,9 @@ from services.common.kafka import make_producer
 from services.common.metrics import new_registry
 from services.common.settings import Settings
 from services.common.shops import ShopCredentials
-from services.segmenter.metrics import SegmenterMetrics
-from services.segmenter.segments import SegmentSpec, create_segment
-from services.segmenter.service import run_segmenter
+from services.segmenter.runtime.metrics import SegmenterMetrics
+from services.segmenter.runtime.service import run_segmenter
+from services.segmenter.storage.segments import SegmentSpec, create_segment
 
 CUSTOMERS = 30
 ORDERS_EACH = 4

@@ -19,7 +19,7 @@ import pytest
 
 from services.common.settings import Settings
 from services.common.shops import ShopCredentials
-from services.segmenter.segments import SegmentSpec, create_segment
+from services.segmenter.storage.segments import SegmentSpec, create_segment
 from tests.helpers import drain_topic, free_port
 from tests.integration.segmenter.processes import (
     SegmenterProcess,

@@ -17,18 +17,18 @@ import asyncpg
 import httpx
 import pytest
 
+from services.api.app import create_app
 from services.common.metrics import new_registry
 from services.common.serve import make_server
 from services.common.settings import Settings
 from services.common.shops import ShopCredentials, create_shop
 from services.common.signing import sign_webhook
-from services.segmenter.api import create_app
-from services.segmenter.facts import CustomerFacts
+from services.segmenter.domain.facts import CustomerFacts
+from services.segmenter.domain.state import CustomerState
 from services.segmenter.importer.runner import import_files
-from services.segmenter.metrics import SegmenterMetrics
-from services.segmenter.service import run_segmenter
-from services.segmenter.state import CustomerState
-from services.segmenter.store import save_customers
+from services.segmenter.runtime.metrics import SegmenterMetrics
+from services.segmenter.runtime.service import run_segmenter
+from services.segmenter.storage.queries import save_customers
 from tests.helpers import drain_topic, start_server
 
 CUSTOMER = 820982911946154508  # the same id in both shops

@@ -6,7 +6,7 @@ from typing import Any
 
 from services.common.jsontext import encode_json
 from services.common.shopify import loads_payload, parse_payload
-from services.segmenter.reducer import Event
+from services.segmenter.domain.reducer import Event
 
 SHOP = 1
 CUSTOMER = 115310627314723954

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from services.common.shopify import Customer
+from services.segmenter.domain.state import UNKNOWN_TIME
 from services.segmenter.importer.csv_customers import (
     RowError,
     customer_payload,
     read_customers_csv,
 )
 from services.segmenter.importer.records import ImportRecord, Rejection, event_for
-from services.segmenter.state import UNKNOWN_TIME
 
 FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "import"
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)

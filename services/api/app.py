@@ -1,0 +1,346 @@
+"""The segmenter's REST API: customers' segments and state, segments CRUD, preview, members.
+
+Every route is scoped to the shop of the bearer token; another shop's data is a 404.
+Shopify ids are strings in JSON (JavaScript cannot hold them); money is a decimal string.
+"""
+
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import Depends, FastAPI, Query, Request, Response
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from services.common.auth import ShopDep
+from services.common.db import create_pool, database_ready
+from services.common.envelope import PayloadError, loads_json, parse_payload_object
+from services.common.errors import ApiError, bad_request, install_error_handlers
+from services.common.jsontext import encode_json
+from services.common.metrics import mount_metrics, new_registry
+from services.common.settings import Settings
+from services.common.shops import ShopDirectory
+from services.segmenter.domain.rules.validate import (
+    RuleError,
+    validate_actions,
+    validate_conditions,
+)
+from services.segmenter.domain.rules.variables import rule_data
+from services.segmenter.runtime.health import SegmenterHealth
+from services.segmenter.storage import segments as segment_store
+from services.segmenter.storage.rows import facts_from_row
+
+Clock = Callable[[], datetime]
+
+CUSTOMER_ROW = "SELECT * FROM customers WHERE shop_id = $1 AND customer_id = $2"
+CUSTOMER_SEGMENTS = """
+SELECT s.id, s.handle, s.name, m.since FROM memberships m JOIN segments s ON s.id = m.segment_id
+WHERE m.shop_id = $1 AND m.customer_id = $2
+ORDER BY s.handle
+"""
+SEGMENTS = """
+SELECT s.*, (SELECT count(*) FROM memberships m WHERE m.segment_id = s.id) AS size
+FROM segments s WHERE s.shop_id = $1 ORDER BY s.handle
+"""
+SEGMENT = """
+SELECT s.*, (SELECT count(*) FROM memberships m WHERE m.segment_id = s.id) AS size
+FROM segments s WHERE s.shop_id = $1 AND s.id = $2
+"""
+# Ids as the API gives them out; `\d` would match every Unicode decimal digit (in re and pydantic).
+_ASCII_ID = re.compile(r"[0-9]{1,19}")
+
+MEMBERS = """
+SELECT customer_id, since FROM memberships
+WHERE shop_id = $1 AND segment_id = $2 AND customer_id > $3
+ORDER BY customer_id LIMIT $4
+"""
+
+
+class JSONText(Response):
+    """JSON with exact numbers (Decimal as a number), never through float."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return encode_json(content)
+
+
+class SegmentChange(BaseModel):
+    """What PUT may change; the handle stays."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=2000)
+    conditions: dict[str, Any]
+    actions: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class SegmentIn(SegmentChange):
+    handle: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
+
+
+class PreviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    conditions: dict[str, Any]
+    sample: int = Field(default=20, ge=0, le=100)
+
+
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a body read by hand (bodies skip FastAPI's parser to keep numbers exact)."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _id(value: str, what: str) -> int:
+    """A path id: Shopify and segment ids are decimal integers; anything else is not found.
+
+    ASCII digits only: str.isdigit() also accepts "²" (int() fails on it) and "١" or "１"
+    (int() reads them as 1, another customer's id).
+    """
+    if not _ASCII_ID.fullmatch(value) or int(value) > 2**63 - 1:
+        raise ApiError(404, "not_found", f"no such {what}")
+    return int(value)
+
+
+async def _body(request: Request, model: type[BaseModel]) -> Any:
+    raw = await request.body()
+    try:
+        return model.model_validate(parse_payload_object(raw))
+    except PayloadError as exc:
+        raise ApiError(400, "invalid_json", str(exc), field="body") from exc
+    except ValidationError as exc:
+        raise bad_request(exc, "invalid_request") from exc
+
+
+def _checked_rule(conditions: dict[str, Any], actions: list[dict[str, Any]]) -> None:
+    try:
+        validate_conditions(conditions)
+        validate_actions(actions)
+    except RuleError as exc:
+        raise ApiError(422, "invalid_rule", f"{exc.path}: {exc.message}", field=exc.path) from exc
+
+
+def _money(value: Any) -> Any:
+    return str(value) if isinstance(value, Decimal) else value
+
+
+def customer_json(row: asyncpg.Record) -> dict[str, Any]:
+    """A customer's facts for the API: ids as strings, money as decimal strings."""
+    facts = asdict(facts_from_row(row))
+    body: dict[str, Any] = {key: _money(value) for key, value in facts.items()}
+    body.pop("shop_id")
+    body["customer_id"] = str(row["customer_id"])
+    body["product_counts"] = dict(facts["product_counts"])
+    body["deleted"] = row["deleted"]
+    body["evaluated_at"] = row["evaluated_at"]
+    body["next_eval_at"] = row["next_eval_at"]
+    return body
+
+
+def segment_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "handle": row["handle"],
+        "name": row["name"],
+        "description": row["description"],
+        "conditions": loads_json(row["conditions"]),
+        "actions": loads_json(row["actions"]),
+        "template": row["template"],
+        "version": row["version"],
+        "size": row["size"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    registry: CollectorRegistry | None = None,
+    health: SegmenterHealth | None = None,
+) -> FastAPI:
+    """The segmenter REST API; its pool is opened in the lifespan and closed after.
+
+    With `health` (the process's consumer and scheduler), /readyz is ready only while the
+    consumer runs, and says what it is waiting for otherwise.
+    """
+    now = clock or (lambda: datetime.now(UTC))
+    registry = registry or new_registry()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await create_pool(
+            settings.require_database_url(), settings.db_pool_min, settings.db_pool_max
+        )
+        app.state.pool = pool
+        app.state.shops = ShopDirectory(pool)
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="segflow segmenter API",
+        version="0.1.0",
+        lifespan=lifespan,
+        default_response_class=JSONText,
+    )
+    install_error_handlers(app)
+    mount_metrics(app, registry)
+
+    def pool_of(request: Request) -> asyncpg.Pool:
+        pool: asyncpg.Pool = request.app.state.pool
+        return pool
+
+    PoolDep = Annotated[asyncpg.Pool, Depends(pool_of)]
+
+    @app.get("/healthz")
+    async def healthz() -> JSONText:
+        return JSONText({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz(pool: PoolDep) -> JSONText:
+        checks = {"database": await database_ready(pool)}
+        body: dict[str, Any] = {}
+        if health is not None:
+            checks["consumer"] = health.ready
+            body.update(health.report())
+        ready = all(checks.values())
+        body = {"status": "ready" if ready else "not_ready", "checks": checks, **body}
+        return JSONText(body, status_code=200 if ready else 503)
+
+    @app.get("/v1/customers/{customer_id}/segments")
+    async def customer_segments(customer_id: str, shop: ShopDep, pool: PoolDep) -> JSONText:
+        """The segments a customer is in now, each with the time it entered (`since`)."""
+        cid = _id(customer_id, "customer")
+        async with pool.acquire() as conn:
+            exists = await conn.fetchval(
+                "SELECT 1 FROM customers WHERE shop_id = $1 AND customer_id = $2", shop.id, cid
+            )
+            if not exists:
+                raise ApiError(404, "not_found", "no such customer")
+            rows = await conn.fetch(CUSTOMER_SEGMENTS, shop.id, cid)
+        segments = [
+            {"id": str(r["id"]), "handle": r["handle"], "name": r["name"], "since": r["since"]}
+            for r in rows
+        ]
+        return JSONText({"customer_id": customer_id, "segments": segments})
+
+    @app.get("/v1/customers/{customer_id}")
+    async def customer(customer_id: str, shop: ShopDep, pool: PoolDep) -> JSONText:
+        """Everything rules see of a customer, as of its last evaluation."""
+        row = await pool.fetchrow(CUSTOMER_ROW, shop.id, _id(customer_id, "customer"))
+        if row is None:
+            raise ApiError(404, "not_found", "no such customer")
+        return JSONText(customer_json(row))
+
+    @app.get("/v1/rules/schema")
+    async def rules_schema(shop: ShopDep) -> JSONText:
+        """Variables, operators per type and actions, for a rule editor (business-rules format)."""
+        return JSONText(rule_data())
+
+    @app.get("/v1/segments")
+    async def list_segments(shop: ShopDep, pool: PoolDep) -> JSONText:
+        rows = await pool.fetch(SEGMENTS, shop.id)
+        return JSONText({"segments": [segment_json(row) for row in rows]})
+
+    @app.post("/v1/segments", status_code=201, openapi_extra=_body_schema(SegmentIn))
+    async def create_segment(request: Request, shop: ShopDep, pool: PoolDep) -> JSONText:
+        """Create a segment; its membership is backfilled over all stored customers at once."""
+        body: SegmentIn = await _body(request, SegmentIn)
+        _checked_rule(body.conditions, body.actions)
+        spec = segment_store.SegmentSpec(
+            body.handle, body.name, body.description, body.conditions, body.actions
+        )
+        async with pool.acquire() as conn, conn.transaction():
+            created = await segment_store.create_segment(conn, shop.id, spec, now())
+            if created is None:
+                raise ApiError(409, "handle_taken", f"a segment {body.handle!r} exists already")
+            segment_id, backfill = created
+            row = await conn.fetchrow(SEGMENT, shop.id, segment_id)
+        result = segment_json(row)
+        result["backfill"] = {"entered": backfill.entered, "exited": backfill.exited}
+        return JSONText(result, status_code=201)
+
+    @app.get("/v1/segments/{segment_id}")
+    async def get_segment(segment_id: str, shop: ShopDep, pool: PoolDep) -> JSONText:
+        row = await pool.fetchrow(SEGMENT, shop.id, _id(segment_id, "segment"))
+        if row is None:
+            raise ApiError(404, "not_found", "no such segment")
+        return JSONText(segment_json(row))
+
+    @app.put("/v1/segments/{segment_id}", openapi_extra=_body_schema(SegmentChange))
+    async def change_segment(
+        segment_id: str, request: Request, shop: ShopDep, pool: PoolDep
+    ) -> JSONText:
+        """Change a segment's rule, name or actions: a new version, backfilled at once."""
+        sid = _id(segment_id, "segment")
+        body: SegmentChange = await _body(request, SegmentChange)
+        _checked_rule(body.conditions, body.actions)
+        spec = segment_store.SegmentSpec(
+            "", body.name, body.description, body.conditions, body.actions
+        )
+        async with pool.acquire() as conn, conn.transaction():
+            backfill = await segment_store.update_segment(conn, shop.id, sid, spec, now())
+            if backfill is None:
+                raise ApiError(404, "not_found", "no such segment")
+            row = await conn.fetchrow(SEGMENT, shop.id, sid)
+        result = segment_json(row)
+        result["backfill"] = {"entered": backfill.entered, "exited": backfill.exited}
+        return JSONText(result)
+
+    @app.delete("/v1/segments/{segment_id}")
+    async def delete_segment(segment_id: str, shop: ShopDep, pool: PoolDep) -> JSONText:
+        """Delete a segment; every member gets an exit change."""
+        async with pool.acquire() as conn, conn.transaction():
+            exited = await segment_store.delete_segment(
+                conn, shop.id, _id(segment_id, "segment"), now()
+            )
+        if exited is None:
+            raise ApiError(404, "not_found", "no such segment")
+        return JSONText({"deleted": True, "exited": exited})
+
+    @app.post("/v1/segments/preview", openapi_extra=_body_schema(PreviewIn))
+    async def preview(request: Request, shop: ShopDep, pool: PoolDep) -> JSONText:
+        """How many customers an unsaved rule matches now, with a sample of them."""
+        body: PreviewIn = await _body(request, PreviewIn)
+        _checked_rule(body.conditions, [])
+        async with pool.acquire() as conn:
+            count, sample = await segment_store.preview(
+                conn, shop.id, body.conditions, now(), body.sample
+            )
+        return JSONText({"count": count, "sample": [str(cid) for cid in sample]})
+
+    @app.get("/v1/segments/{segment_id}/customers")
+    async def members(
+        segment_id: str,
+        shop: ShopDep,
+        pool: PoolDep,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,19}$")] = None,
+    ) -> JSONText:
+        """The segment's customers in id order, `limit` at a time; pass `next_cursor` on."""
+        sid = _id(segment_id, "segment")
+        after = int(cursor or 0)
+        if after > 2**63 - 1:
+            raise ApiError(
+                400, "invalid_request", "cursor is not one this API gave", field="cursor"
+            )
+        async with pool.acquire() as conn:
+            if await conn.fetchval(SEGMENT, shop.id, sid) is None:
+                raise ApiError(404, "not_found", "no such segment")
+            rows = await conn.fetch(MEMBERS, shop.id, sid, after, limit + 1)
+        page = rows[:limit]
+        customers = [{"customer_id": str(r["customer_id"]), "since": r["since"]} for r in page]
+        next_cursor = str(page[-1]["customer_id"]) if len(rows) > limit else None
+        return JSONText({"customers": customers, "next_cursor": next_cursor})
+
+    return app

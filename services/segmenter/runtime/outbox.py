@@ -1,0 +1,137 @@
+"""Publishes outbox rows to segflow.segment-changes and marks them published."""
+
+import asyncio
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from services.segmenter.runtime.metrics import SegmenterMetrics
+
+# One publisher at a time, across replicas: with several, one could publish a customer's
+# later change while another still waits for the broker's ack of the earlier one.
+PUBLISHER_LOCK = "SELECT pg_try_advisory_xact_lock($1::int, $2::int)"
+PUBLISHER_LOCK_KEY = (0x5E7, 1)
+# Causes of bulk work, published after live changes (the partial indexes of migration 0003
+# name the same list).
+
+_BULK = "cause IN ('backfill', 'import', 'segment_deleted')"
+_LIVE = "cause NOT IN ('backfill', 'import', 'segment_deleted')"
+# Up to $1 live changes, and up to $2 bulk ones ($1 when no live change waits), so neither
+# lane starves the other. A customer's changes still leave in seq order:
+# - the earlier bulk changes of a customer with a live change come along with it;
+# - a bulk change is taken only if every live change before it is taken too (all live ones
+#   fit, or its seq is below the last live one taken).
+# One statement, so one snapshot: a customer's rows are written under that customer's lock
+# (or the shop's exclusive one), so a visible row means every earlier row of the customer
+# is visible too.
+UNPUBLISHED = f"""
+WITH live AS (
+    SELECT seq, shop_id, customer_id FROM segment_changes
+    WHERE published_at IS NULL AND {_LIVE}
+    ORDER BY seq LIMIT $1
+), edge AS (
+    SELECT count(*) AS taken, max(seq) AS last FROM live
+), bulk_share AS (
+    SELECT seq FROM segment_changes
+    WHERE published_at IS NULL AND {_BULK}
+      AND ((SELECT taken FROM edge) < $1 OR seq < (SELECT last FROM edge))
+    ORDER BY seq
+    LIMIT (SELECT CASE WHEN taken = 0 THEN $1 ELSE $2 END FROM edge)
+), bulk_before_live AS (
+    SELECT b.seq
+    FROM (SELECT shop_id, customer_id, max(seq) AS last FROM live GROUP BY 1, 2) l
+    CROSS JOIN LATERAL (
+        SELECT c.seq FROM segment_changes c
+        WHERE c.shop_id = l.shop_id AND c.customer_id = l.customer_id
+          AND c.published_at IS NULL AND c.{_BULK} AND c.seq < l.last
+    ) b
+)
+SELECT c.*, s.domain FROM segment_changes c JOIN shops s ON s.id = c.shop_id
+WHERE c.seq IN (
+    SELECT seq FROM live UNION ALL SELECT seq FROM bulk_share
+    UNION ALL SELECT seq FROM bulk_before_live
+)
+ORDER BY c.seq
+"""
+MARK_PUBLISHED = "UPDATE segment_changes SET published_at = $2 WHERE change_id = ANY($1::uuid[])"
+PURGE_PUBLISHED = """
+DELETE FROM segment_changes WHERE change_id IN (
+    SELECT change_id FROM segment_changes WHERE published_at < $1 LIMIT $2
+)
+"""
+
+
+def change_message(row: asyncpg.Record) -> dict[str, object]:
+    """The JSON body of one change on segflow.segment-changes (ids as strings)."""
+    return {
+        "change_id": str(row["change_id"]),
+        # Increases with every change written; consumers order a customer's changes by it.
+        "seq": row["seq"],
+        "shop": row["domain"],
+        "customer_id": str(row["customer_id"]),
+        "segment": {
+            "id": str(row["segment_id"]),
+            "handle": row["segment_handle"],
+            "version": row["segment_version"],
+        },
+        "change": row["change"],
+        "cause": row["cause"],
+        "cause_event_id": row["cause_event_id"],
+        "received_at": row["received_at"].isoformat() if row["received_at"] else None,
+        "changed_at": row["changed_at"].isoformat(),
+    }
+
+
+async def publish_pending(
+    pool: asyncpg.Pool,
+    producer: AIOKafkaProducer,
+    topic: str,
+    metrics: SegmenterMetrics,
+    batch: int = 500,
+    before_marking: Callable[[], None] | None = None,
+    max_rows: int | None = None,
+) -> int:
+    """Publish unpublished changes in order (acks=all) and mark them; return how many.
+
+    Stops after `max_rows` (the rest is left to the next call) or when another publisher
+    holds the lock (it publishes them instead).
+    """
+    total = 0
+    while max_rows is None or total < max_rows:
+        async with pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval(PUBLISHER_LOCK, *PUBLISHER_LOCK_KEY):
+                return total
+            # A quarter of a batch for bulk changes while live ones wait.
+            rows = await conn.fetch(UNPUBLISHED, batch, max(1, batch // 4))
+            if not rows:
+                return total
+            futures = []
+            for row in rows:
+                key = f"{row['domain']}/{row['customer_id']}".encode()
+                value = json.dumps(change_message(row), separators=(",", ":")).encode()
+                futures.append(await producer.send(topic, value, key=key))
+            await asyncio.gather(*futures)
+            if before_marking is not None:
+                before_marking()
+            # Wall time, not the evaluation clock: this measures real delivery latency.
+            now = datetime.now(UTC)
+            await conn.execute(MARK_PUBLISHED, [row["change_id"] for row in rows], now)
+        metrics.changes_published.inc(len(rows))
+        for row in rows:
+            metrics.segment_changes.labels(row["segment_handle"], row["change"]).inc()
+            if row["received_at"] is not None:
+                metrics.end_to_end_seconds.observe(
+                    max(0.0, (now - row["received_at"]).total_seconds())
+                )
+        total += len(rows)
+    return total
+
+
+async def purge_published(pool: asyncpg.Pool, cutoff: datetime, limit: int) -> int:
+    """Delete up to `limit` changes published before `cutoff`; return how many."""
+    async with pool.acquire() as conn:
+        status: str = await conn.execute(PURGE_PUBLISHED, cutoff, limit)
+    return int(status.split()[-1])

@@ -1,0 +1,279 @@
+"""One batch, one transaction: dedupe, apply events, evaluate segments, write state and outbox.
+
+The caller owns the transaction; nothing here knows about Kafka.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+import asyncpg
+
+from services.common.shopify import Order, Product, Refund
+from services.segmenter.domain.derive import derive_facts
+from services.segmenter.domain.reducer import (
+    Event,
+    apply,
+    apply_order,
+    apply_order_customer,
+    apply_refund,
+    changes_customer,
+    is_newer,
+)
+from services.segmenter.domain.state import CustomerState, OrderFact, ProductFact
+from services.segmenter.runtime.segment_cache import RuleBook, evaluate
+from services.segmenter.storage import queries
+from services.segmenter.storage.queries import Change, Key
+
+
+@dataclass(frozen=True)
+class ShopEvent:
+    """An event and the id of the shop it belongs to."""
+
+    shop_id: int
+    event: Event
+
+
+@dataclass
+class BatchOutcome:
+    """What a batch did: events applied (new), duplicates skipped, and membership changes."""
+
+    applied: list[ShopEvent] = field(default_factory=list)
+    duplicates: list[ShopEvent] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    # With `defer_fanout`: by shop, changed products that already have buyers.
+    changed_products: dict[int, list[int]] = field(default_factory=dict)
+
+
+def _first_occurrences(events: Sequence[ShopEvent]) -> tuple[list[ShopEvent], list[ShopEvent]]:
+    seen: set[tuple[int, str, str]] = set()
+    first: list[ShopEvent] = []
+    repeated: list[ShopEvent] = []
+    for item in events:
+        event_key = (item.shop_id, item.event.topic, item.event.event_id)
+        (repeated if event_key in seen else first).append(item)
+        seen.add(event_key)
+    return first, repeated
+
+
+class StaleOwnershipError(Exception):
+    """An order changed hands between reading it and locking it; the batch is retried."""
+
+
+def _order_key(item: ShopEvent) -> Key | None:
+    payload = item.event.payload
+    if isinstance(payload, Order):
+        return (item.shop_id, payload.id)
+    if isinstance(payload, Refund):
+        return (item.shop_id, payload.order_id)
+    return None
+
+
+def _customer_keys(item: ShopEvent, order_owner: dict[Key, int | None]) -> list[Key]:
+    """The customers an event may change: for orders and refunds, the order's known owner
+    and, for an order naming a customer, that customer too (an order can change hands)."""
+    payload = item.event.payload
+    order_key = _order_key(item)
+    if order_key is not None:
+        owners = {order_owner.get(order_key)}
+        if isinstance(payload, Order) and payload.customer is not None:
+            owners.add(payload.customer.id)
+        return [(item.shop_id, owner) for owner in owners if owner is not None]
+    if not changes_customer(item.event) or item.event.customer_id is None:
+        return []
+    return [(item.shop_id, item.event.customer_id)]
+
+
+async def apply_events(
+    conn: asyncpg.Connection,
+    events: Sequence[ShopEvent],
+    rules: RuleBook,
+    now: datetime,
+    cause: str = "event",
+    defer_fanout: bool = False,
+) -> BatchOutcome:
+    """Apply a batch of events in the caller's transaction; return what happened.
+
+    `cause` names the changes in the outbox: "event" for live events, "import" for an
+    import (published after live changes, and told apart by the tagger). With
+    `defer_fanout`, products whose type or vendor changed are returned rather than queued
+    for the scheduler, so the caller evaluates their buyers under its own cause.
+    """
+    fresh_keys = await queries.mark_processed(
+        conn, [(e.shop_id, e.event.topic, e.event.event_id) for e in events]
+    )
+    first, repeated = _first_occurrences(events)
+    outcome = BatchOutcome(duplicates=repeated)
+    fresh: list[ShopEvent] = []
+    for item in first:
+        event_key = (item.shop_id, item.event.topic, item.event.event_id)
+        (fresh if event_key in fresh_keys else outcome.duplicates).append(item)
+    outcome.applied = fresh
+    if not fresh:
+        return outcome
+    await queries.lock_shops_shared(conn, {item.shop_id for item in fresh})
+    changed = await _apply_catalog(conn, fresh)
+    if defer_fanout:
+        for shop_id, product_ids in changed.items():
+            if bought := await queries.products_with_buyers(conn, shop_id, product_ids):
+                outcome.changed_products[shop_id] = bought
+    else:
+        for shop_id, product_ids in changed.items():
+            await queries.queue_fanout(conn, shop_id, product_ids)
+
+    order_keys = {key for item in fresh if (key := _order_key(item)) is not None}
+    order_owner = await queries.order_customers(conn, order_keys)
+    cause_events: dict[Key, Event] = {}
+    for item in fresh:
+        for key in _customer_keys(item, order_owner):
+            cause_events[key] = item.event
+    # Customers first, then orders: the lock order every writer follows.
+    states = await queries.lock_states(conn, cause_events)
+    orders = await queries.lock_orders(conn, order_keys)
+    if any(order.customer_id != order_owner.get(key) for key, order in orders.items()):
+        raise StaleOwnershipError("an order changed hands while the batch was read")
+
+    for item in fresh:
+        order_key = _order_key(item)
+        if order_key is None:
+            keys = _customer_keys(item, order_owner)
+            if keys:
+                states[keys[0]] = apply(states[keys[0]], item.event)
+            continue
+        orders[order_key] = _apply_to_owner(states, orders[order_key], item)
+
+    await queries.save_orders(conn, [(key[0], orders[key]) for key in sorted(order_keys)])
+    outcome.changes = await evaluate_customers(conn, states, rules, now, cause, cause_events)
+    return outcome
+
+
+def _apply_to_owner(
+    states: dict[Key, CustomerState], order: OrderFact, item: ShopEvent
+) -> OrderFact:
+    """Apply an order or refund event to the order and to the customer who owns it now.
+
+    Ownership follows the newest order payload, like every other attribute: an older
+    delivery naming another customer does not move the order back. `states` is updated in
+    place: the order moves from a previous owner to a new one, and the customer an order
+    payload carries gets that payload's customer attributes whoever holds the order.
+    """
+    payload = item.event.payload
+    owner = order.customer_id
+    # A payload naming a customer also gives an order nobody holds yet to that customer,
+    # whichever version came first (a newer guest delivery does not detach it either).
+    if (
+        isinstance(payload, Order)
+        and payload.customer is not None
+        and (is_newer(order, payload) or order.customer_id is None)
+    ):
+        owner = payload.customer.id
+    if order.customer_id is not None and order.customer_id != owner:
+        previous = states[(item.shop_id, order.customer_id)]
+        kept = {i: o for i, o in previous.orders.items() if i != order.order_id}
+        states[(item.shop_id, order.customer_id)] = replace(previous, orders=kept)
+    if isinstance(payload, Order):
+        updated = apply_order(order, payload)
+    elif isinstance(payload, Refund):
+        updated = apply_refund(order, payload)
+    else:
+        updated = order
+    updated = replace(updated, customer_id=owner)
+    if owner is not None:
+        key = (item.shop_id, owner)
+        states[key] = replace(states[key], orders={**states[key].orders, order.order_id: updated})
+    if isinstance(payload, Order) and payload.customer is not None:
+        key = (item.shop_id, payload.customer.id)
+        states[key] = apply_order_customer(states[key], item.event)
+    return updated
+
+
+async def _apply_catalog(
+    conn: asyncpg.Connection, events: Sequence[ShopEvent]
+) -> dict[int, list[int]]:
+    """Save products/* to the catalog (newest version wins, within the batch too); return,
+    by shop, the products whose type or vendor really changed.
+
+    Their buyers are not touched here: the caller queues the products for the scheduler,
+    which makes the buyers due in a transaction of its own. Locking them here would take
+    customers outside this batch's key order (a deadlock with another batch) and let a
+    popular product blow up one batch. This runs before the batch's customers are locked, so
+    a wait on a queued row never holds a customer.
+    """
+    products: dict[Key, ProductFact] = {}
+    for item in events:
+        payload = item.event.payload
+        if not isinstance(payload, Product):
+            continue
+        key = (item.shop_id, payload.id)
+        fact = ProductFact(
+            payload.id, payload.product_type, payload.vendor, payload.title, payload.updated_at
+        )
+        known = products.get(key)
+        if known is None or _newer_or_same(fact.updated_at, known.updated_at):
+            products[key] = fact
+    if not products:
+        return {}
+    return await queries.save_products(conn, ((k[0], p) for k, p in products.items()))
+
+
+def _newer_or_same(candidate: datetime | None, known: datetime | None) -> bool:
+    return candidate is None or known is None or candidate >= known
+
+
+async def evaluate_customers(
+    conn: asyncpg.Connection,
+    states: dict[Key, CustomerState],
+    rules: RuleBook,
+    now: datetime,
+    cause: str,
+    cause_events: dict[Key, Event] | None = None,
+) -> list[Change]:
+    """Derive facts, evaluate every segment, save the customers and their membership changes."""
+    if not states:
+        return []
+    product_keys = {
+        (state.shop_id, product_id)
+        for state in states.values()
+        for order in state.orders.values()
+        for product_id in order.product_ids
+    }
+    catalog = await queries.load_catalog(conn, product_keys)
+    segments = await rules.segments_of(conn, {shop_id for shop_id, _ in states})
+    handles = {s.id: s for shop in segments.values() for s in shop}
+    current = await queries.memberships_of(conn, states)
+    changes: list[Change] = []
+    rows = []
+    for key, state in states.items():
+        facts, derived_until = derive_facts(state, catalog.get(state.shop_id, {}), now)
+        if state.deleted:
+            members: frozenset[int] = frozenset()
+            next_eval_at = None
+        else:
+            evaluation = evaluate(segments[state.shop_id], facts, now)
+            members = evaluation.segment_ids
+            flips = [t for t in (derived_until, evaluation.next_flip_at) if t is not None]
+            next_eval_at = min(flips) if flips else None
+        rows.append((state, facts, now, next_eval_at))
+        before = current.get(key, set())
+        event = (cause_events or {}).get(key)
+        for segment_id, change in [(s, "entered") for s in sorted(members - before)] + [
+            (s, "exited") for s in sorted(before - members)
+        ]:
+            segment = handles[segment_id]
+            changes.append(
+                Change(
+                    shop_id=state.shop_id,
+                    customer_id=state.customer_id,
+                    segment_id=segment_id,
+                    segment_handle=segment.handle,
+                    segment_version=segment.version,
+                    change=change,
+                    cause=cause,
+                    cause_event_id=event.event_id if event else None,
+                    received_at=event.received_at if event else None,
+                    changed_at=now,
+                )
+            )
+    await queries.save_customers(conn, rows)
+    await queries.write_changes(conn, changes)
+    return changes

@@ -1,0 +1,167 @@
+"""Time-based membership: re-evaluates customers whose next_eval_at has come (SKIP LOCKED)."""
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from services.common.settings import Settings
+from services.segmenter.runtime.metrics import SegmenterMetrics
+from services.segmenter.runtime.outbox import publish_pending, purge_published
+from services.segmenter.runtime.pipeline import evaluate_customers
+from services.segmenter.runtime.segment_cache import RuleBook
+from services.segmenter.storage import queries
+
+logger = logging.getLogger(__name__)
+
+DUE_BACKLOG = "SELECT count(*) FROM customers WHERE next_eval_at <= $1"
+# Rows each purge statement deletes at most, per scheduler round.
+PURGE_BATCH = 5000
+
+
+async def evaluate_due(
+    pool: asyncpg.Pool, rules: RuleBook, now: datetime, limit: int = 500, cause: str = "schedule"
+) -> int:
+    """Re-evaluate up to `limit` due customers in one transaction; return how many."""
+    async with pool.acquire() as conn, conn.transaction():
+        keys = await queries.due_customers(conn, now, limit)
+        if not keys:
+            return 0
+        states = await queries.lock_states(conn, keys)
+        await evaluate_customers(conn, states, rules, now, cause)
+    return len(keys)
+
+
+async def evaluate_buyers(
+    pool: asyncpg.Pool,
+    rules: RuleBook,
+    shop_id: int,
+    product_ids: Sequence[int],
+    now: datetime,
+    cause: str,
+    limit: int = 500,
+) -> int:
+    """Re-evaluate every buyer of the products now, `limit` customers per transaction, with
+    the given cause (an import evaluates its products' buyers itself, as bulk changes);
+    return how many segment changes that made."""
+    if not product_ids:
+        return 0
+    changes, after = 0, -1
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            await queries.lock_shops_shared(conn, [shop_id])
+            buyers = await queries.buyers_after(conn, shop_id, product_ids, after, limit)
+            if not buyers:
+                return changes
+            states = await queries.lock_states(conn, [(shop_id, buyer) for buyer in buyers])
+            changes += len(await evaluate_customers(conn, states, rules, now, cause))
+        after = buyers[-1]
+
+
+async def fan_out_products(pool: asyncpg.Pool, now: datetime, limit: int = 100) -> int:
+    """Make the buyers of queued changed products due now; return how many products.
+
+    One transaction per shop, locking in the order every writer uses: the shop (shared),
+    the queued products, then the buyers in key order.
+    """
+    async with pool.acquire() as conn:
+        shops = await queries.fanout_shops(conn)
+    done = 0
+    for shop_id in shops:
+        async with pool.acquire() as conn, conn.transaction():
+            await queries.lock_shops_shared(conn, [shop_id])
+            product_ids = await queries.take_fanout(conn, shop_id, limit)
+            if product_ids:
+                await queries.schedule_buyers(conn, shop_id, sorted(product_ids), now)
+        done += len(product_ids)
+    return done
+
+
+class Scheduler:
+    """Runs due evaluations in batches; safe to run in several replicas at once."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        metrics: SegmenterMetrics,
+        clock: Callable[[], datetime],
+        batch: int = 500,
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._producer = producer
+        self._metrics = metrics
+        self._clock = clock
+        self._batch = batch
+        self._rules = RuleBook()
+
+    async def run_once(self) -> int:
+        """Evaluate every customer due now, publish the changes; return how many were due."""
+        while await fan_out_products(self._pool, self._clock()) > 0:
+            pass
+        total = 0
+        while True:
+            done = await evaluate_due(self._pool, self._rules, self._clock(), self._batch)
+            total += done
+            if done:
+                await publish_pending(
+                    self._pool,
+                    self._producer,
+                    self._settings.topic_segment_changes,
+                    self._metrics,
+                )
+            if done < self._batch:
+                break
+        self._metrics.scheduled_evaluations.inc(total)
+        return total
+
+    async def purge_processed_events(
+        self, limit: int = PURGE_BATCH, now: datetime | None = None
+    ) -> int:
+        """Forget event ids older than the dedupe retention (well past Shopify's retries),
+        and engagement event ids older than theirs; at most `limit` of each per call.
+
+        Retention is wall time (`now`, by default the current time), like the rows' own
+        `processed_at`, not the evaluation clock.
+        """
+        now = now or datetime.now(UTC)
+        cutoff = now - timedelta(days=self._settings.dedupe_retention_days)
+        engagement = now - timedelta(days=self._settings.engagement_dedupe_retention_days)
+        async with self._pool.acquire() as conn:
+            deleted = await queries.purge(conn, queries.PURGE_PROCESSED, cutoff, limit)
+            return deleted + await queries.purge(
+                conn, queries.PURGE_ENGAGEMENT_PROCESSED, engagement, limit
+            )
+
+    async def purge_published_changes(
+        self, limit: int = PURGE_BATCH, now: datetime | None = None
+    ) -> int:
+        """Delete up to `limit` outbox rows published longer ago than the outbox retention
+        (wall time, like `published_at`)."""
+        cutoff = (now or datetime.now(UTC)) - timedelta(days=self._settings.outbox_retention_days)
+        return await purge_published(self._pool, cutoff, limit)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Loop until `stop` is set, waiting `scheduler_interval_seconds` between rounds."""
+        while not stop.is_set():
+            await self.run_once()
+            # Changes written outside a batch (segment edits in the API) are published here.
+            await publish_pending(
+                self._pool, self._producer, self._settings.topic_segment_changes, self._metrics
+            )
+            async with self._pool.acquire() as conn:
+                backlog = await conn.fetchval(DUE_BACKLOG, self._clock())
+            self._metrics.due_backlog.set(backlog)
+            # A bounded slice every round: a backlog (an upgrade, a long stop) drains over
+            # rounds instead of stalling one.
+            await self.purge_processed_events()
+            await self.purge_published_changes()
+            try:
+                await asyncio.wait_for(stop.wait(), self._settings.scheduler_interval_seconds)
+            except TimeoutError:
+                pass

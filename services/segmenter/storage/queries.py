@@ -1,0 +1,488 @@
+"""Named queries over the segmenter's tables; every value is a bound parameter."""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from services.segmenter.domain.facts import CustomerFacts
+from services.segmenter.domain.state import COUNTERS, CustomerState, OrderFact, ProductFact
+from services.segmenter.storage.rows import (
+    FACT_COLUMNS,
+    checkouts_to_json,
+    facts_to_row,
+    order_from_row,
+    order_to_json,
+    profile_to_json,
+    state_from_row,
+)
+
+MARK_PROCESSED = """
+INSERT INTO processed_events (shop_id, topic, event_id)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])
+ON CONFLICT DO NOTHING
+RETURNING shop_id, topic, event_id
+"""
+MARK_ENGAGEMENT_PROCESSED = """
+INSERT INTO processed_engagement_events (shop_id, topic, event_id)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])
+ON CONFLICT DO NOTHING
+RETURNING shop_id, topic, event_id
+"""
+SHOP_IDS = "SELECT domain, id FROM shops WHERE domain = ANY($1::text[])"
+ENSURE_CUSTOMERS = """
+INSERT INTO customers (shop_id, customer_id)
+SELECT * FROM unnest($1::bigint[], $2::bigint[])
+ON CONFLICT DO NOTHING
+"""
+# Locks in one global order (shop, customer) so concurrent batches cannot deadlock on them.
+LOCK_CUSTOMERS = """
+SELECT c.* FROM customers c
+JOIN unnest($1::bigint[], $2::bigint[]) AS k (shop_id, customer_id)
+  ON c.shop_id = k.shop_id AND c.customer_id = k.customer_id
+ORDER BY c.shop_id, c.customer_id
+FOR UPDATE OF c
+"""
+ORDERS_OF_CUSTOMERS = """
+SELECT o.* FROM orders o
+JOIN unnest($1::bigint[], $2::bigint[]) AS k (shop_id, customer_id)
+  ON o.shop_id = k.shop_id AND o.customer_id = k.customer_id
+"""
+ENSURE_ORDERS = """
+INSERT INTO orders (shop_id, order_id)
+SELECT * FROM unnest($1::bigint[], $2::bigint[])
+ON CONFLICT DO NOTHING
+"""
+LOCK_ORDERS = """
+SELECT o.* FROM orders o
+JOIN unnest($1::bigint[], $2::bigint[]) AS k (shop_id, order_id)
+  ON o.shop_id = k.shop_id AND o.order_id = k.order_id
+ORDER BY o.shop_id, o.order_id
+FOR UPDATE OF o
+"""
+ORDER_CUSTOMERS = """
+SELECT o.shop_id, o.order_id, o.customer_id FROM orders o
+JOIN unnest($1::bigint[], $2::bigint[]) AS k (shop_id, order_id)
+  ON o.shop_id = k.shop_id AND o.order_id = k.order_id
+"""
+SAVE_ORDER = """
+UPDATE orders SET customer_id = $3, facts = $4::jsonb, refunds = $5::jsonb,
+    product_ids = $6::bigint[], updated_at = now()
+WHERE shop_id = $1 AND order_id = $2
+"""
+# An update, not DO NOTHING, on a product already queued: the row lock makes the scheduler
+# skip it (SKIP LOCKED) until this batch commits, so it never fans out the older catalog.
+QUEUE_FANOUT = """
+INSERT INTO product_fanout (shop_id, product_id)
+SELECT $1, product_id FROM unnest($2::bigint[]) AS p (product_id) ORDER BY product_id
+ON CONFLICT (shop_id, product_id) DO UPDATE SET queued_at = now()
+"""
+TAKE_FANOUT = """
+DELETE FROM product_fanout f
+WHERE f.shop_id = $1 AND f.product_id IN (
+    SELECT product_id FROM product_fanout WHERE shop_id = $1
+    ORDER BY product_id LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING f.product_id
+"""
+FANOUT_SHOPS = "SELECT DISTINCT shop_id FROM product_fanout ORDER BY shop_id"
+PRODUCTS_WITH_BUYERS = """
+SELECT p.product_id FROM unnest($2::bigint[]) AS p (product_id)
+WHERE EXISTS (
+    SELECT 1 FROM orders o
+    WHERE o.shop_id = $1 AND o.product_ids && ARRAY[p.product_id] AND o.customer_id IS NOT NULL
+)
+"""
+BUYERS_AFTER = """
+SELECT DISTINCT customer_id FROM orders
+WHERE shop_id = $1 AND product_ids && $2::bigint[] AND customer_id > $3
+ORDER BY customer_id
+LIMIT $4
+"""
+# Buyers of changed products are evaluated by the scheduler, in bounded batches; the rows are
+# locked in key order, like every other writer locks customers.
+SCHEDULE_BUYERS = """
+WITH buyers AS (
+    SELECT DISTINCT customer_id FROM orders
+    WHERE shop_id = $1 AND product_ids && $2::bigint[] AND customer_id IS NOT NULL
+), locked AS (
+    SELECT c.customer_id FROM customers c JOIN buyers b USING (customer_id)
+    WHERE c.shop_id = $1
+    ORDER BY c.customer_id
+    FOR UPDATE OF c
+)
+UPDATE customers c SET next_eval_at = $3
+FROM locked
+WHERE c.shop_id = $1 AND c.customer_id = locked.customer_id
+  AND (c.next_eval_at IS NULL OR c.next_eval_at > $3)
+"""
+PRODUCTS_FOR_UPDATE = """
+SELECT p.* FROM products p
+JOIN unnest($1::bigint[], $2::bigint[]) AS k (shop_id, product_id)
+  ON p.shop_id = k.shop_id AND p.product_id = k.product_id
+ORDER BY p.shop_id, p.product_id
+FOR UPDATE OF p
+"""
+UPSERT_PRODUCT = """
+INSERT INTO products (shop_id, product_id, product_type, vendor, title, source_updated_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (shop_id, product_id) DO UPDATE
+SET product_type = EXCLUDED.product_type, vendor = EXCLUDED.vendor, title = EXCLUDED.title,
+    source_updated_at = EXCLUDED.source_updated_at
+WHERE products.source_updated_at IS NULL
+   OR EXCLUDED.source_updated_at IS NULL
+   OR EXCLUDED.source_updated_at >= products.source_updated_at
+"""
+PRODUCTS = """
+SELECT p.* FROM products p
+JOIN unnest($1::bigint[], $2::bigint[]) AS k (shop_id, product_id)
+  ON p.shop_id = k.shop_id AND p.product_id = k.product_id
+"""
+MEMBERSHIPS_OF_CUSTOMERS = """
+SELECT m.shop_id, m.customer_id, m.segment_id, m.since FROM memberships m
+JOIN unnest($1::bigint[], $2::bigint[]) AS k (shop_id, customer_id)
+  ON m.shop_id = k.shop_id AND m.customer_id = k.customer_id
+"""
+ADD_MEMBERSHIPS = """
+INSERT INTO memberships (shop_id, segment_id, customer_id, since)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::timestamptz[])
+ON CONFLICT DO NOTHING
+"""
+REMOVE_MEMBERSHIPS = """
+DELETE FROM memberships m
+USING unnest($1::bigint[], $2::bigint[]) AS k (segment_id, customer_id)
+WHERE m.segment_id = k.segment_id AND m.customer_id = k.customer_id
+"""
+ADD_CHANGES = """
+INSERT INTO segment_changes (shop_id, customer_id, segment_id, segment_handle, segment_version,
+    change, cause, cause_event_id, received_at, changed_at)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::int[],
+    $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[])
+"""
+SEGMENTS_OF_SHOPS = """
+SELECT id, shop_id, handle, version, conditions FROM segments WHERE shop_id = ANY($1::bigint[])
+"""
+# Two-int advisory locks live apart from single-bigint ones (the migration lock uses those).
+SHOP_LOCK_CLASS = 0x5E6
+LOCK_SHOP_SHARED = "SELECT pg_advisory_xact_lock_shared($1::int, $2::int)"
+LOCK_SHOP_EXCLUSIVE = "SELECT pg_advisory_xact_lock($1::int, $2::int)"
+# Due customers are picked without locks (index on next_eval_at), their shops locked shared,
+# then the customers locked (SKIP LOCKED: another replica has them) and checked again.
+DUE_CANDIDATES = """
+SELECT shop_id, customer_id FROM customers
+WHERE next_eval_at <= $1
+ORDER BY next_eval_at
+LIMIT $2
+"""
+LOCK_DUE = """
+SELECT c.shop_id, c.customer_id FROM customers c
+JOIN unnest($2::bigint[], $3::bigint[]) AS k (shop_id, customer_id)
+  ON c.shop_id = k.shop_id AND c.customer_id = k.customer_id
+WHERE c.next_eval_at <= $1
+ORDER BY c.shop_id, c.customer_id
+FOR UPDATE OF c SKIP LOCKED
+"""
+# Bounded deletes that read only the rows they delete (index on processed_at).
+PURGE_PROCESSED = """
+DELETE FROM processed_events WHERE ctid IN (
+    SELECT ctid FROM processed_events WHERE processed_at < $1 LIMIT $2
+)
+"""
+PURGE_ENGAGEMENT_PROCESSED = """
+DELETE FROM processed_engagement_events WHERE ctid IN (
+    SELECT ctid FROM processed_engagement_events WHERE processed_at < $1 LIMIT $2
+)
+"""
+
+_STATE_COLUMNS = ("profile", "checkouts", "deleted", "evaluated_at", "next_eval_at")
+_SAVE_COLUMNS = FACT_COLUMNS[2:] + _STATE_COLUMNS
+_JSONB = {"profile", "checkouts", "product_type_counts", "vendor_counts", "product_counts"}
+SAVE_CUSTOMER = "UPDATE customers SET {assignments}, updated_at = now() WHERE {key}".format(
+    assignments=", ".join(
+        f"{name} = ${i}{'::jsonb' if name in _JSONB else ''}"
+        for i, name in enumerate(_SAVE_COLUMNS, start=3)
+    ),
+    key="shop_id = $1 AND customer_id = $2",
+)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry into or exit from a segment, to be written to the outbox."""
+
+    shop_id: int
+    customer_id: int
+    segment_id: int
+    segment_handle: str
+    segment_version: int
+    change: str
+    cause: str
+    cause_event_id: str | None
+    received_at: datetime | None
+    changed_at: datetime
+
+
+Key = tuple[int, int]
+
+
+def _columns(keys: Iterable[Key]) -> tuple[list[int], list[int]]:
+    firsts, seconds = [], []
+    for first, second in keys:
+        firsts.append(first)
+        seconds.append(second)
+    return firsts, seconds
+
+
+async def shop_ids(conn: asyncpg.Connection, domains: Iterable[str]) -> dict[str, int]:
+    rows = await conn.fetch(SHOP_IDS, sorted(set(domains)))
+    return {row["domain"]: row["id"] for row in rows}
+
+
+async def mark_processed(
+    conn: asyncpg.Connection, keys: Sequence[tuple[int, str, str]]
+) -> set[tuple[int, str, str]]:
+    """Record (shop, topic, event id) as processed; return those that were new.
+
+    Engagement events' ids go to a table of their own, kept far longer.
+    """
+    fresh: set[tuple[int, str, str]] = set()
+    engagement = [key for key in keys if key[1] in COUNTERS]
+    others = [key for key in keys if key[1] not in COUNTERS]
+    for query, chosen in ((MARK_PROCESSED, others), (MARK_ENGAGEMENT_PROCESSED, engagement)):
+        if not chosen:
+            continue
+        shops, topics, ids = zip(*chosen, strict=True)
+        rows = await conn.fetch(query, list(shops), list(topics), list(ids))
+        fresh.update((row["shop_id"], row["topic"], row["event_id"]) for row in rows)
+    return fresh
+
+
+async def purge(conn: asyncpg.Connection, query: str, cutoff: datetime, limit: int) -> int:
+    """Run one bounded purge statement; return how many rows it deleted."""
+    status: str = await conn.execute(query, cutoff, limit)
+    return int(status.split()[-1])
+
+
+async def order_customers(conn: asyncpg.Connection, keys: Iterable[Key]) -> dict[Key, int | None]:
+    rows = await conn.fetch(ORDER_CUSTOMERS, *_columns(keys))
+    return {(row["shop_id"], row["order_id"]): row["customer_id"] for row in rows}
+
+
+async def queue_fanout(conn: asyncpg.Connection, shop_id: int, product_ids: Sequence[int]) -> None:
+    """Remember that these products changed, so the scheduler makes their buyers due."""
+    await conn.execute(QUEUE_FANOUT, shop_id, list(product_ids))
+
+
+async def products_with_buyers(
+    conn: asyncpg.Connection, shop_id: int, product_ids: Sequence[int]
+) -> list[int]:
+    """Those of the products somebody has ordered already."""
+    rows = await conn.fetch(PRODUCTS_WITH_BUYERS, shop_id, list(product_ids))
+    return [row["product_id"] for row in rows]
+
+
+async def buyers_after(
+    conn: asyncpg.Connection, shop_id: int, product_ids: Sequence[int], after: int, limit: int
+) -> list[int]:
+    """The next `limit` customers (by id, above `after`) who ordered one of the products."""
+    rows = await conn.fetch(BUYERS_AFTER, shop_id, list(product_ids), after, limit)
+    return [row["customer_id"] for row in rows]
+
+
+async def fanout_shops(conn: asyncpg.Connection) -> list[int]:
+    """Shops with changed products whose buyers are still to be made due."""
+    return [row["shop_id"] for row in await conn.fetch(FANOUT_SHOPS)]
+
+
+async def take_fanout(conn: asyncpg.Connection, shop_id: int, limit: int) -> list[int]:
+    """Remove and return up to `limit` queued products of a shop (SKIP LOCKED: another
+    replica has the rest)."""
+    return [row["product_id"] for row in await conn.fetch(TAKE_FANOUT, shop_id, limit)]
+
+
+async def schedule_buyers(
+    conn: asyncpg.Connection, shop_id: int, product_ids: Sequence[int], now: datetime
+) -> None:
+    """Make every customer who ordered one of these products due for evaluation at `now`."""
+    await conn.execute(SCHEDULE_BUYERS, shop_id, list(product_ids), now)
+
+
+async def lock_states(conn: asyncpg.Connection, keys: Iterable[Key]) -> dict[Key, CustomerState]:
+    """Create missing customers, lock all of them, and load their state with their orders."""
+    columns = _columns(sorted(set(keys)))
+    await conn.execute(ENSURE_CUSTOMERS, *columns)
+    rows = await conn.fetch(LOCK_CUSTOMERS, *columns)
+    orders: dict[Key, dict[int, OrderFact]] = {}
+    for row in await conn.fetch(ORDERS_OF_CUSTOMERS, *columns):
+        order = order_from_row(row)
+        orders.setdefault((row["shop_id"], row["customer_id"]), {})[order.order_id] = order
+    return {
+        (row["shop_id"], row["customer_id"]): state_from_row(
+            row, orders.get((row["shop_id"], row["customer_id"]), {})
+        )
+        for row in rows
+    }
+
+
+async def lock_orders(conn: asyncpg.Connection, keys: Iterable[Key]) -> dict[Key, OrderFact]:
+    """Create missing orders as placeholders, lock them, and load them."""
+    columns = _columns(sorted(set(keys)))
+    await conn.execute(ENSURE_ORDERS, *columns)
+    rows = await conn.fetch(LOCK_ORDERS, *columns)
+    return {(row["shop_id"], row["order_id"]): order_from_row(row) for row in rows}
+
+
+async def save_orders(conn: asyncpg.Connection, orders: Iterable[tuple[int, OrderFact]]) -> None:
+    args = []
+    for shop_id, order in orders:
+        facts, refunds = order_to_json(order)
+        args.append((shop_id, order.order_id, order.customer_id, facts, refunds, order.product_ids))
+    if args:
+        await conn.executemany(SAVE_ORDER, args)
+
+
+async def save_products(
+    conn: asyncpg.Connection, products: Iterable[tuple[int, ProductFact]]
+) -> dict[int, list[int]]:
+    """Upsert products (an older version never replaces a newer one); return, by shop, the
+    products whose type or vendor changed, since only those change customers' facts."""
+    wanted = sorted(((shop_id, p.product_id), p) for shop_id, p in products)
+    if not wanted:
+        return {}
+    known = {
+        (row["shop_id"], row["product_id"]): row
+        for row in await conn.fetch(PRODUCTS_FOR_UPDATE, *_columns(k for k, _ in wanted))
+    }
+    changed: dict[int, list[int]] = {}
+    args = []
+    for (shop_id, product_id), product in wanted:
+        row = known.get((shop_id, product_id))
+        if row is not None and not _is_newer(product.updated_at, row["source_updated_at"]):
+            continue
+        args.append(
+            (
+                shop_id,
+                product_id,
+                product.product_type,
+                product.vendor,
+                product.title,
+                product.updated_at,
+            )
+        )
+        before = (row["product_type"], row["vendor"]) if row is not None else (None, None)
+        if (product.product_type, product.vendor) != before:
+            changed.setdefault(shop_id, []).append(product_id)
+    if args:
+        await conn.executemany(UPSERT_PRODUCT, args)
+    return changed
+
+
+def _is_newer(candidate: datetime | None, known: datetime | None) -> bool:
+    return candidate is None or known is None or candidate >= known
+
+
+async def load_catalog(
+    conn: asyncpg.Connection, keys: Iterable[Key]
+) -> dict[int, dict[int, ProductFact]]:
+    """Products by shop, then by product id."""
+    catalog: dict[int, dict[int, ProductFact]] = {}
+    for row in await conn.fetch(PRODUCTS, *_columns(set(keys))):
+        catalog.setdefault(row["shop_id"], {})[row["product_id"]] = ProductFact(
+            row["product_id"], row["product_type"], row["vendor"], row["title"]
+        )
+    return catalog
+
+
+async def save_customers(
+    conn: asyncpg.Connection,
+    rows: Iterable[tuple[CustomerState, CustomerFacts, datetime, datetime | None]],
+) -> None:
+    """Write state, facts and evaluation times of customers locked in this transaction."""
+    args = []
+    for state, facts, evaluated_at, next_eval_at in rows:
+        values = facts_to_row(facts)
+        values.update(
+            profile=profile_to_json(state),
+            checkouts=checkouts_to_json(state),
+            deleted=state.deleted,
+            evaluated_at=evaluated_at,
+            next_eval_at=next_eval_at,
+        )
+        args.append((state.shop_id, state.customer_id, *(values[c] for c in _SAVE_COLUMNS)))
+    if args:
+        await conn.executemany(SAVE_CUSTOMER, args)
+
+
+async def memberships_of(conn: asyncpg.Connection, keys: Iterable[Key]) -> dict[Key, set[int]]:
+    found: dict[Key, set[int]] = {}
+    for row in await conn.fetch(MEMBERSHIPS_OF_CUSTOMERS, *_columns(set(keys))):
+        found.setdefault((row["shop_id"], row["customer_id"]), set()).add(row["segment_id"])
+    return found
+
+
+async def write_changes(conn: asyncpg.Connection, changes: Sequence[Change]) -> None:
+    """Apply membership changes and write them to the outbox, in the caller's transaction."""
+    if not changes:
+        return
+    entered = [c for c in changes if c.change == "entered"]
+    exited = [c for c in changes if c.change == "exited"]
+    if entered:
+        await conn.execute(
+            ADD_MEMBERSHIPS,
+            [c.shop_id for c in entered],
+            [c.segment_id for c in entered],
+            [c.customer_id for c in entered],
+            [c.changed_at for c in entered],
+        )
+    if exited:
+        await conn.execute(
+            REMOVE_MEMBERSHIPS, [c.segment_id for c in exited], [c.customer_id for c in exited]
+        )
+    await conn.execute(
+        ADD_CHANGES,
+        [c.shop_id for c in changes],
+        [c.customer_id for c in changes],
+        [c.segment_id for c in changes],
+        [c.segment_handle for c in changes],
+        [c.segment_version for c in changes],
+        [c.change for c in changes],
+        [c.cause for c in changes],
+        [c.cause_event_id for c in changes],
+        [c.received_at for c in changes],
+        [c.changed_at for c in changes],
+    )
+
+
+def _shop_lock_key(shop_id: int) -> tuple[int, int]:
+    return SHOP_LOCK_CLASS, shop_id % 2**31
+
+
+async def lock_shops_shared(conn: asyncpg.Connection, shop_ids: Iterable[int]) -> None:
+    """Hold the shops' segment definitions still for this transaction (segment edits wait).
+
+    Taken before any row lock, always in shop order, so it cannot deadlock with an edit.
+    """
+    for shop_id in sorted(set(shop_ids)):
+        await conn.execute(LOCK_SHOP_SHARED, *_shop_lock_key(shop_id))
+
+
+async def lock_shop_exclusive(conn: asyncpg.Connection, shop_id: int) -> None:
+    """Wait until no batch evaluates this shop's customers, and keep them out until commit."""
+    await conn.execute(LOCK_SHOP_EXCLUSIVE, *_shop_lock_key(shop_id))
+
+
+async def due_customers(conn: asyncpg.Connection, now: datetime, limit: int) -> list[Key]:
+    """Customers whose next evaluation time has come, locked for this transaction (SKIP LOCKED).
+
+    The shops are locked (shared) first, then the customers, the order every writer uses.
+    """
+    candidates = [
+        (r["shop_id"], r["customer_id"]) for r in await conn.fetch(DUE_CANDIDATES, now, limit)
+    ]
+    if not candidates:
+        return []
+    await lock_shops_shared(conn, {shop_id for shop_id, _ in candidates})
+    rows = await conn.fetch(LOCK_DUE, now, *_columns(candidates))
+    return [(row["shop_id"], row["customer_id"]) for row in rows]
