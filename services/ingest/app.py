@@ -3,46 +3,33 @@
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import asyncpg
-from aiokafka import AIOKafkaProducer
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from services.common.auth import ShopDep
 from services.common.db import create_pool, database_ready
 from services.common.envelope import EnvelopeMeta, PayloadError, parse_payload_object
 from services.common.errors import ApiError, bad_request, install_error_handlers
+from services.common.fastpath import FastPathApp
 from services.common.kafka import broker_ready, make_producer, wait_for_broker
 from services.common.metrics import mount_metrics, new_registry
 from services.common.settings import Settings
-from services.common.shopify import customer_id_of
 from services.common.shops import Shop, ShopDirectory
-from services.common.signing import verify_webhook
+from services.ingest import webhook
 from services.ingest.metrics import IngestMetrics
 from services.ingest.models import CustomEvent, CustomEventBatch, FlowEvent
-from services.ingest.publisher import BrokerUnavailableError, EventPublisher
+from services.ingest.publisher import EventPublisher
+from services.ingest.state import IngestState
 
 logger = logging.getLogger(__name__)
 
-_AWARE = TypeAdapter(AwareDatetime)
 
-
-@dataclass
-class IngestState:
-    settings: Settings
-    pool: asyncpg.Pool
-    producer: AIOKafkaProducer
-    shops: ShopDirectory
-    publisher: EventPublisher
-    metrics: IngestMetrics
-
-
-def get_state(request: Request) -> IngestState:
+async def get_state(request: Request) -> IngestState:
+    # async: a sync dependency would cost every request a hop to the thread pool.
     state: IngestState = request.app.state.ingest
     return state
 
@@ -78,24 +65,6 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def required_header(request: Request, name: str) -> str:
-    value = request.headers.get(name, "").strip()
-    if not value:
-        raise ApiError(400, "missing_header", f"header {name} is required", field=name)
-    return value
-
-
-def parse_time_header(request: Request, name: str) -> datetime | None:
-    value = request.headers.get(name)
-    if not value:
-        return None
-    try:
-        return _AWARE.validate_python(value.strip())
-    except ValidationError as exc:
-        message = f"header {name} is not an ISO 8601 time with a UTC offset"
-        raise ApiError(400, "invalid_header", message, field=name) from exc
-
-
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     try:
         return parse_payload_object(raw)
@@ -103,25 +72,12 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise ApiError(400, "invalid_json", str(exc), field="body") from exc
 
 
-async def publish(state: IngestState, events: list[tuple[EnvelopeMeta, bytes]]) -> None:
-    try:
-        await state.publisher.publish(events)
-    except BrokerUnavailableError as exc:
-        logger.warning("broker did not acknowledge: %s", exc)
-        retry_after = str(state.settings.retry_after_seconds)
-        raise ApiError(
-            503,
-            "broker_unavailable",
-            "the event broker did not acknowledge; retry later",
-            headers={"Retry-After": retry_after},
-        ) from exc
-
-
 def create_app(settings: Settings) -> FastAPI:
     """The ingest ASGI app; it opens its pool and producer in the lifespan and closes them after."""
 
     registry = new_registry()
     metrics = IngestMetrics.create(registry)
+    shopify_webhook = webhook.ShopifyWebhookEndpoint()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -141,14 +97,18 @@ def create_app(settings: Settings) -> FastAPI:
             )
             shops = ShopDirectory(pool)
             app.state.shops = shops
-            app.state.ingest = IngestState(settings, pool, producer, shops, publisher, metrics)
+            state = IngestState(settings, pool, producer, shops, publisher, metrics)
+            app.state.ingest = shopify_webhook.state = state
             yield
         finally:
+            shopify_webhook.state = None
             # Requests in flight were finished by uvicorn before the lifespan ends.
             await producer.stop()
             await pool.close()
 
-    app = FastAPI(title="segflow ingest", version="0.1.0", lifespan=lifespan)
+    app = FastPathApp(title="segflow ingest", version="0.1.0", lifespan=lifespan)
+    # Shopify's deliveries, the bulk of the traffic, skip FastAPI's stack (see webhook.py).
+    app.add_fast_path(webhook.PATH, shopify_webhook, webhook.OPENAPI)
     install_error_handlers(app)
     mount_metrics(app, registry)
 
@@ -165,48 +125,6 @@ def create_app(settings: Settings) -> FastAPI:
         ready = all(checks.values())
         body = {"status": "ready" if ready else "not_ready", "checks": checks}
         return JSONResponse(body, status_code=200 if ready else 503)
-
-    @app.post("/webhooks/shopify")
-    async def shopify_webhook(request: Request, state: StateDep) -> dict[str, str]:
-        """A Shopify webhook delivery: verified, wrapped in an envelope, acknowledged by Kafka."""
-        with counted(state, "shopify"):
-            raw = await read_body(request, settings.max_body_bytes)
-            domain = request.headers.get("x-shopify-shop-domain", "").strip().lower()
-            shop = await state.shops.by_domain(domain) if domain else None
-            if shop is None:
-                raise ApiError(401, "unknown_shop", "X-Shopify-Shop-Domain names no known shop")
-            signature = request.headers.get("x-shopify-hmac-sha256")
-            if not verify_webhook(raw, shop.webhook_secret, signature):
-                raise ApiError(401, "invalid_signature", "X-Shopify-Hmac-Sha256 does not match")
-            topic = required_header(request, "X-Shopify-Topic")
-            webhook_id = request.headers.get("x-shopify-webhook-id", "").strip() or None
-            # Event-Id is shared by all deliveries of one merchant action; older deliveries
-            # may lack it, and a retry keeps its webhook id, so that is the dedupe key then.
-            event_id = request.headers.get("x-shopify-event-id", "").strip() or webhook_id
-            if event_id is None:
-                raise ApiError(
-                    400,
-                    "missing_header",
-                    "header X-Shopify-Event-Id (or X-Shopify-Webhook-Id) is required",
-                    field="X-Shopify-Event-Id",
-                )
-            triggered_at = parse_time_header(request, "X-Shopify-Triggered-At")
-            payload = parse_json_object(raw)
-            received_at = datetime.now(UTC)
-            customer_id = customer_id_of(topic, payload)
-            meta = EnvelopeMeta(
-                event_id=event_id,
-                shop=shop.domain,
-                topic=topic,
-                source="shopify",
-                customer_id=str(customer_id) if customer_id is not None else None,
-                occurred_at=triggered_at or received_at,
-                received_at=received_at,
-                webhook_id=webhook_id,
-                api_version=request.headers.get("x-shopify-api-version"),
-            )
-            await publish(state, [(meta, raw)])
-        return {"status": "accepted", "event_id": event_id}
 
     @app.post("/webhooks/flow")
     async def flow_request(request: Request, state: StateDep) -> dict[str, str]:
@@ -231,7 +149,7 @@ def create_app(settings: Settings) -> FastAPI:
                 occurred_at=event.occurred_at or received_at,
                 received_at=received_at,
             )
-            await publish(state, [(meta, event.model_dump_json().encode())])
+            await state.publish([(meta, event.model_dump_json().encode())])
         return {"status": "accepted", "event_id": event.event_id}
 
     @app.post("/v1/events", status_code=202)
@@ -243,7 +161,7 @@ def create_app(settings: Settings) -> FastAPI:
                 event = CustomEvent.model_validate(parse_json_object(raw))
             except ValidationError as exc:
                 raise bad_request(exc, "invalid_event") from exc
-            await publish(state, [custom_envelope(shop, event)])
+            await state.publish([custom_envelope(shop, event)])
         return {"status": "accepted", "accepted": 1, "event_ids": [event.event_id]}
 
     @app.post("/v1/events/batch", status_code=202)
@@ -266,7 +184,7 @@ def create_app(settings: Settings) -> FastAPI:
                 batch = CustomEventBatch.model_validate(body)
             except ValidationError as exc:
                 raise bad_request(exc, "invalid_event") from exc
-            await publish(state, [custom_envelope(shop, event) for event in batch.events])
+            await state.publish([custom_envelope(shop, event) for event in batch.events])
         ids = [event.event_id for event in batch.events]
         return {"status": "accepted", "accepted": len(ids), "event_ids": ids}
 
