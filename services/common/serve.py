@@ -22,11 +22,17 @@ class _Server(uvicorn.Server):
 
 
 def make_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
-    """A uvicorn server for `app`; in-flight requests get 10 s to finish on shutdown."""
+    """A uvicorn server for `app`; in-flight requests get 10 s to finish on shutdown.
+
+    HTTP is parsed by httptools (C) rather than h11 (pure Python): measured on the webhook
+    route, about half the server's CPU per request (bench/RESULTS.md, 2026-12-02). The event
+    loop is the caller's: `serve()` runs inside whatever loop the entry point started.
+    """
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        http="httptools",
         log_config=None,
         access_log=False,
         lifespan="on",
