@@ -5,9 +5,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict
 
 Source = Literal["shopify", "flow", "custom", "import"]
+
+_UTC_Z = orjson.OPT_UTC_Z
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -68,9 +71,16 @@ def parse_payload_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
+_META_FIELDS = tuple(EnvelopeMeta.model_fields)
+
+
 def encode_envelope(meta: EnvelopeMeta, payload_json: bytes) -> bytes:
-    """Serialise an envelope, embedding the payload's JSON text unchanged (exact ids and money)."""
-    head = meta.model_dump_json().encode()
+    """Serialise an envelope, embedding the payload's JSON text unchanged (exact ids and money).
+
+    orjson writes the same bytes as `meta.model_dump_json()` (times in UTC with "Z"; a test
+    compares the two) in a fifth of the time: this runs once per ingested event.
+    """
+    head = orjson.dumps({name: getattr(meta, name) for name in _META_FIELDS}, option=_UTC_Z)
     # head ends with "}"; the payload goes in as the last member, byte for byte as received.
     return head[:-1] + b',"payload":' + payload_json.strip() + b"}"
 

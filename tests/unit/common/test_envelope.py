@@ -69,3 +69,19 @@ def test_bad_bodies_say_why(raw: bytes, reason: str) -> None:
 def test_partition_key_groups_a_customers_events() -> None:
     assert partition_key("a.myshopify.com", "7") == b"a.myshopify.com/7"
     assert partition_key("a.myshopify.com", None) == b"a.myshopify.com"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"customer_id": None, "webhook_id": "w-1", "api_version": "2025-07"},
+        {"event_id": 'é\u2028\x00"\\😀', "occurred_at": datetime(2025, 3, 1, tzinfo=UTC)},
+        {"received_at": datetime(2025, 3, 1, 15, 0, 1, 5, tzinfo=timezone(timedelta(0)))},
+        {"occurred_at": datetime(2025, 3, 1, 10, 0, 0, 999999, tzinfo=timezone.min)},
+    ],
+)
+def test_envelope_head_is_the_models_own_json(overrides: dict[str, object]) -> None:
+    one = meta(**overrides)
+    head = encode_envelope(one, b"{}")[: -len(b',"payload":{}}')] + b"}"
+    assert head == one.model_dump_json().encode()
