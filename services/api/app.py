@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import asyncpg
+import orjson
 from fastapi import Depends, FastAPI, Query, Request, Response
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -38,9 +39,14 @@ from services.segmenter.storage.rows import facts_from_row
 Clock = Callable[[], datetime]
 
 CUSTOMER_ROW = "SELECT * FROM customers WHERE shop_id = $1 AND customer_id = $2"
+# One round trip: a known customer gives at least one row (NULLs when in no segment), an
+# unknown one none.
 CUSTOMER_SEGMENTS = """
-SELECT s.id, s.handle, s.name, m.since FROM memberships m JOIN segments s ON s.id = m.segment_id
-WHERE m.shop_id = $1 AND m.customer_id = $2
+SELECT s.id, s.handle, s.name, m.since
+FROM customers c
+LEFT JOIN (memberships m JOIN segments s ON s.id = m.segment_id)
+  ON m.shop_id = c.shop_id AND m.customer_id = c.customer_id
+WHERE c.shop_id = $1 AND c.customer_id = $2
 ORDER BY s.handle
 """
 SEGMENTS = """
@@ -196,7 +202,8 @@ def create_app(
     install_error_handlers(app)
     mount_metrics(app, registry)
 
-    def pool_of(request: Request) -> asyncpg.Pool:
+    async def pool_of(request: Request) -> asyncpg.Pool:
+        # async: a sync dependency would cost every request a hop to the thread pool.
         pool: asyncpg.Pool = request.app.state.pool
         return pool
 
@@ -218,21 +225,19 @@ def create_app(
         return JSONText(body, status_code=200 if ready else 503)
 
     @app.get("/v1/customers/{customer_id}/segments")
-    async def customer_segments(customer_id: str, shop: ShopDep, pool: PoolDep) -> JSONText:
+    async def customer_segments(customer_id: str, shop: ShopDep, pool: PoolDep) -> Response:
         """The segments a customer is in now, each with the time it entered (`since`)."""
-        cid = _id(customer_id, "customer")
-        async with pool.acquire() as conn:
-            exists = await conn.fetchval(
-                "SELECT 1 FROM customers WHERE shop_id = $1 AND customer_id = $2", shop.id, cid
-            )
-            if not exists:
-                raise ApiError(404, "not_found", "no such customer")
-            rows = await conn.fetch(CUSTOMER_SEGMENTS, shop.id, cid)
+        rows = await pool.fetch(CUSTOMER_SEGMENTS, shop.id, _id(customer_id, "customer"))
+        if not rows:
+            raise ApiError(404, "not_found", "no such customer")
         segments = [
             {"id": str(r["id"]), "handle": r["handle"], "name": r["name"], "since": r["since"]}
             for r in rows
+            if r["id"] is not None
         ]
-        return JSONText({"customer_id": customer_id, "segments": segments})
+        # Strings and times only (no money), so orjson writes the same text as encode_json.
+        body = orjson.dumps({"customer_id": customer_id, "segments": segments})
+        return Response(body, media_type="application/json")
 
     @app.get("/v1/customers/{customer_id}")
     async def customer(customer_id: str, shop: ShopDep, pool: PoolDep) -> JSONText:
