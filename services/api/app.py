@@ -183,8 +183,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # No route leaves session state behind (locks are transaction-scoped), so a released
+        # connection skips asyncpg's session reset: one round trip fewer per request.
         pool = await create_pool(
-            settings.require_database_url(), settings.db_pool_min, settings.db_pool_max
+            settings.require_database_url(),
+            settings.db_pool_min,
+            settings.db_pool_max,
+            reset_session=False,
         )
         app.state.pool = pool
         app.state.shops = ShopDirectory(pool)

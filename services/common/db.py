@@ -108,10 +108,17 @@ async def create_pool(
     *,
     statement_timeout: float | None = None,
     lock_timeout: float | None = None,
+    reset_session: bool = True,
 ) -> asyncpg.Pool:
     """Open an asyncpg pool; the caller closes it (`async with` or `await pool.close()`).
 
     The timeouts (seconds) are set on every connection, server-side.
+
+    A released connection is always rolled back if a transaction is open. With
+    `reset_session` (the default) asyncpg also sends RESET ALL, UNLISTEN, CLOSE ALL and
+    pg_advisory_unlock_all() on every release: one more round trip per checkout. Pass False
+    only for a pool whose users never leave session state behind (no session SET, LISTEN,
+    cursors held outside a transaction or session-level advisory locks).
     """
     server_settings = {}
     if statement_timeout is not None:
@@ -119,8 +126,17 @@ async def create_pool(
     if lock_timeout is not None:
         server_settings["lock_timeout"] = str(int(lock_timeout * 1000))
     return await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, server_settings=server_settings
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings=server_settings,
+        reset=None if reset_session else _rollback_only,
     )
+
+
+async def _rollback_only(conn: asyncpg.Connection) -> None:
+    """A release without the session reset (the open transaction, if any, is rolled back by
+    asyncpg itself before this is called)."""
 
 
 async def database_ready(pool: asyncpg.Pool) -> bool:
