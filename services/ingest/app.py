@@ -28,8 +28,7 @@ from services.ingest.state import IngestState
 logger = logging.getLogger(__name__)
 
 
-async def get_state(request: Request) -> IngestState:
-    # async: a sync dependency would cost every request a hop to the thread pool.
+def get_state(request: Request) -> IngestState:
     state: IngestState = request.app.state.ingest
     return state
 
