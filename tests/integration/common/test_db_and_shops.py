@@ -3,7 +3,7 @@
 import asyncpg
 import pytest
 
-from services.common.db import load_migrations, migrate
+from services.common.db import create_pool, load_migrations, migrate
 from services.common.shops import ShopDirectory, ShopExistsError, create_shop, hash_token
 
 
@@ -63,3 +63,24 @@ async def test_adding_a_shop_twice_needs_rotate(db: asyncpg.Connection) -> None:
 async def test_bad_domains_are_refused(db: asyncpg.Connection, domain: str) -> None:
     with pytest.raises(ValueError, match="not a shop domain"):
         await create_shop(db, domain)
+
+
+@pytest.mark.parametrize("reset_session", [True, False])
+async def test_pool_release_with_and_without_the_session_reset(
+    database_url: str, reset_session: bool
+) -> None:
+    pool = await create_pool(database_url, 1, 1, statement_timeout=7, reset_session=reset_session)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("SET application_name = 'left-behind'")
+            async with conn.transaction():
+                await conn.execute("SELECT 1")
+        async with pool.acquire() as conn:
+            name = await conn.fetchval("SHOW application_name")
+            # The connection-level timeout survives either way (it is the session default).
+            assert await conn.fetchval("SHOW statement_timeout") == "7s"
+            assert not conn.is_in_transaction()
+    finally:
+        await pool.close()
+    # Without the reset, session state a user set stays: only for pools that set none.
+    assert (name != "left-behind") if reset_session else (name == "left-behind")
