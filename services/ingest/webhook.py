@@ -7,7 +7,6 @@ the envelope together. This endpoint reads the ASGI scope and messages itself. I
 error bodies, `Retry-After` and metrics are those of the FastAPI routes (see the README).
 """
 
-import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,8 +19,6 @@ from services.common.errors import ApiError, error_body
 from services.common.signing import verify_webhook
 from services.ingest.payload import payload_customer_id
 from services.ingest.state import IngestState
-
-logger = logging.getLogger(__name__)
 
 PATH = "/webhooks/shopify"
 ENDPOINT = "shopify"
