@@ -1,4 +1,4 @@
-"""The `segflow` command: dev, demo, ingest, migrate, shops, import."""
+"""The `segflow` command: dev, ingest, segmenter, api, migrate, topics, demo, shops, import."""
 
 import argparse
 import asyncio
@@ -11,7 +11,12 @@ import asyncpg
 
 from services.common.db import migrate
 from services.common.logging import configure_logging
-from services.common.serve import make_server, serve_until, stop_event_on_signals
+from services.common.serve import (
+    make_server,
+    reuse_port_socket,
+    serve_until,
+    stop_event_on_signals,
+)
 from services.common.settings import Settings
 from services.common.shops import LIST_SHOPS, ShopExistsError, create_shop
 
@@ -28,21 +33,28 @@ async def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve ingest; exit 1 when it could not start (no database or broker), 0 after a signal.
+
+    With SEGFLOW_INGEST_REUSE_PORT several of these processes share one port.
+    """
     from services.ingest.app import create_app
 
     settings.require_database_url()
     settings.require_kafka()
     stop = stop_event_on_signals()
     server = make_server(create_app(settings), settings.host, settings.ingest_port)
-    return 0 if await serve_until([server], stop) else 1
+    shared = None
+    if settings.ingest_reuse_port:
+        shared = {server: [reuse_port_socket(settings.host, settings.ingest_port)]}
+    return 0 if await serve_until([server], stop, listen_on=shared) else 1
 
 
 async def _cmd_segmenter(settings: Settings, args: argparse.Namespace) -> int:
-    """Serve the API while the consumer and scheduler run; exit 1 when either could not start
-    or died (the API never outlives the consumer), 0 after SIGINT/SIGTERM."""
-    from services.api.app import create_app
+    """Run the consumer, scheduler and outbox, with /healthz, /readyz and /metrics on
+    SEGFLOW_SEGMENTER_HEALTH_PORT; exit 1 when the consumer could not start or died (the
+    endpoint never outlives it), 0 after SIGINT/SIGTERM with the batch in hand committed."""
     from services.common.metrics import new_registry
-    from services.segmenter.runtime.health import SegmenterHealth
+    from services.segmenter.runtime.health import SegmenterHealth, create_health_app
     from services.segmenter.runtime.metrics import SegmenterMetrics
     from services.segmenter.runtime.service import run_segmenter
 
@@ -52,13 +64,23 @@ async def _cmd_segmenter(settings: Settings, args: argparse.Namespace) -> int:
     registry = new_registry()
     health = SegmenterHealth()
     metrics = SegmenterMetrics.create(registry)
-    app = create_app(settings, registry=registry, health=health)
-    server = make_server(app, settings.host, settings.api_port)
+    app = create_health_app(health, registry)
+    server = make_server(app, settings.host, settings.segmenter_health_port)
 
     async def segmenter(stop: asyncio.Event) -> None:
         await run_segmenter(settings, metrics, stop, health=health)
 
     return 0 if await serve_until([server], stop, [segmenter]) else 1
+
+
+async def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve the REST API; exit 1 when it could not start (no database), 0 after a signal."""
+    from services.api.app import create_app
+
+    settings.require_database_url()
+    stop = stop_event_on_signals()
+    server = make_server(create_app(settings), settings.host, settings.api_port)
+    return 0 if await serve_until([server], stop) else 1
 
 
 async def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -215,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("dev", help="run everything on one machine (embedded PostgreSQL + Kafka)")
     sub.add_parser("ingest", help="run the ingest service (needs DATABASE_URL, Kafka)")
-    sub.add_parser("segmenter", help="run the segmenter: consumer, scheduler and REST API")
+    sub.add_parser("segmenter", help="run a segmenter: consumer, scheduler, outbox (same needs)")
+    sub.add_parser("api", help="run the REST API (needs DATABASE_URL)")
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("topics", help="create the Kafka topics that do not exist yet")
 
@@ -259,6 +282,7 @@ COMMANDS = {
     "dev": _cmd_dev,
     "ingest": _cmd_ingest,
     "segmenter": _cmd_segmenter,
+    "api": _cmd_api,
     "migrate": _cmd_migrate,
     "topics": _cmd_topics,
     "demo": _cmd_demo,

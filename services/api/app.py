@@ -32,7 +32,6 @@ from services.segmenter.domain.rules.validate import (
     validate_conditions,
 )
 from services.segmenter.domain.rules.variables import rule_data
-from services.segmenter.runtime.health import SegmenterHealth
 from services.segmenter.storage import segments as segment_store
 from services.segmenter.storage.rows import facts_from_row
 
@@ -171,12 +170,11 @@ def create_app(
     *,
     clock: Clock | None = None,
     registry: CollectorRegistry | None = None,
-    health: SegmenterHealth | None = None,
 ) -> FastAPI:
-    """The segmenter REST API; its pool is opened in the lifespan and closed after.
+    """The segmenter REST API (`segflow api`); its pool is opened in the lifespan, closed after.
 
-    With `health` (the process's consumer and scheduler), /readyz is ready only while the
-    consumer runs, and says what it is waiting for otherwise.
+    /readyz checks its database only: the consumer's readiness is each segmenter's own
+    (`segflow segmenter`'s health port).
     """
     now = clock or (lambda: datetime.now(UTC))
     registry = registry or new_registry()
@@ -222,12 +220,8 @@ def create_app(
     @app.get("/readyz")
     async def readyz(pool: PoolDep) -> JSONText:
         checks = {"database": await database_ready(pool)}
-        body: dict[str, Any] = {}
-        if health is not None:
-            checks["consumer"] = health.ready
-            body.update(health.report())
         ready = all(checks.values())
-        body = {"status": "ready" if ready else "not_ready", "checks": checks, **body}
+        body = {"status": "ready" if ready else "not_ready", "checks": checks}
         return JSONText(body, status_code=200 if ready else 503)
 
     @app.get("/v1/customers/{customer_id}/segments")

@@ -1,7 +1,15 @@
 """Prometheus helpers: one registry per service instance, served on /metrics."""
 
+import os
+
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+# prometheus_client's own switch: with it set when the process starts, every metric value is
+# kept in a file of that directory, so several processes serving one port (ingest under
+# `segflow dev`) can each answer a scrape with the sum over all of them.
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def new_registry() -> CollectorRegistry:
@@ -10,8 +18,17 @@ def new_registry() -> CollectorRegistry:
 
 
 def mount_metrics(app: FastAPI, registry: CollectorRegistry) -> None:
-    """Serve the registry in Prometheus text format at GET /metrics."""
+    """Serve the registry in Prometheus text format at GET /metrics.
+
+    In multiprocess mode the scrape shows every process's values summed instead (counters and
+    histograms; a process that has exited keeps its counts).
+    """
+    served = registry
+    directory = os.environ.get(MULTIPROCESS_DIR_VARIABLE)
+    if directory:
+        served = CollectorRegistry()
+        MultiProcessCollector(served, path=directory)  # type: ignore[no-untyped-call]
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(served), media_type=CONTENT_TYPE_LATEST)

@@ -3,7 +3,8 @@
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Coroutine, Generator, Sequence
+import socket
+from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -42,6 +43,25 @@ def make_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
     return _Server(config)
 
 
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port with SO_REUSEPORT, for `serve_until(listen_on=...)`.
+
+    Several processes may bind the same port this way; the kernel spreads new connections over
+    those listening. It is bound but not listening: uvicorn listens only once the app's
+    lifespan has started, so no connection is queued on a process that is not ready.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def stop_event_on_signals() -> asyncio.Event:
     """An event set by the first SIGINT or SIGTERM (call from inside the running loop)."""
     stop = asyncio.Event()
@@ -55,13 +75,17 @@ async def serve_until(
     servers: list[uvicorn.Server],
     stop: asyncio.Event,
     workers: Sequence[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = (),
+    *,
+    listen_on: Mapping[uvicorn.Server, list[socket.socket]] | None = None,
 ) -> bool:
     """Run servers and workers until `stop` is set or one of them ends; then stop them all.
 
-    Workers are coroutines that return once `stop` is set. True when everything started and
-    was stopped by `stop`, False when something ended or failed by itself.
+    Workers are coroutines that return once `stop` is set. A server in `listen_on` serves on
+    those sockets instead of binding its own. True when everything started and was stopped by
+    `stop`, False when something ended or failed by itself.
     """
-    serving = [asyncio.create_task(server.serve()) for server in servers]
+    sockets = listen_on or {}
+    serving = [asyncio.create_task(server.serve(sockets.get(server))) for server in servers]
     working = [asyncio.create_task(worker(stop)) for worker in workers]
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait([*serving, *working, stopper], return_when=asyncio.FIRST_COMPLETED)
@@ -75,4 +99,7 @@ async def serve_until(
         if isinstance(result, BaseException):
             logger.error("a service failed", exc_info=result)
             clean = False
+    for bound in sockets.values():
+        for sock in bound:
+            sock.close()
     return clean and all(server.started for server in servers)

@@ -30,7 +30,23 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     ingest_port: int = 8000
     api_port: int = 8001
+    # Each `segflow segmenter` serves /healthz, /readyz and /metrics here (it has no REST API);
+    # `segflow dev` gives its members this port plus their index (0, 1, ...).
+    segmenter_health_port: int = 8002
     broker_port: int = 9092
+    # Bind ingest's port with SO_REUSEPORT, so several `segflow ingest` processes on one
+    # machine share it and the kernel spreads connections over them. Off by default: two
+    # processes started by mistake on one port should fail, not silently share it.
+    ingest_reuse_port: bool = False
+
+    # `segflow dev` only: how many processes run each role (ingest on one port, segmenter
+    # members in one consumer group). Chosen for 2 cores by measurement (bench/RESULTS.md).
+    ingest_processes: int = Field(default=2, ge=1, le=64)
+    segmenter_processes: int = Field(default=1, ge=1, le=64)
+    # `segflow dev` only: how long every role has to answer /readyz at start, and how long
+    # each role has to exit after SIGTERM before it is killed.
+    dev_ready_timeout_seconds: float = Field(default=90.0, gt=0)
+    dev_stop_timeout_seconds: float = Field(default=30.0, gt=0)
 
     topic_events: str = "segflow.events"
     topic_segment_changes: str = "segflow.segment-changes"

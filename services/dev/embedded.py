@@ -13,8 +13,9 @@ logger = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    # Linux only: the broker gets SIGTERM if segflow itself is killed, so none is left behind.
+def die_with_parent() -> None:
+    """For `preexec_fn`: the child gets SIGTERM when segflow itself dies (Linux only), so none
+    is left behind."""
     try:
         ctypes.CDLL("libc.so.6").prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
@@ -82,7 +83,10 @@ class EmbeddedBroker:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
+                # Not in segflow's process group: Ctrl-C in the terminal must not stop the
+                # broker before the segmenters have committed the batch in hand.
+                process_group=0,
             )
         return self.bootstrap_servers
 

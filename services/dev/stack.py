@@ -1,26 +1,29 @@
-"""`segflow dev`: the whole system on one machine, on the embedded pair unless told otherwise."""
+"""`segflow dev`: the whole system on one machine, on the embedded pair unless told otherwise.
+
+Every role runs as its own OS process, as in production (`segflow ingest`, `segflow
+segmenter`, `segflow api`), started and stopped by the supervisor.
+"""
 
 import asyncio
 import logging
+import os
 import re
+import shutil
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 
-from services.api.app import create_app as create_segmenter_app
 from services.common.db import migrate
 from services.common.kafka import ensure_topics, wait_for_broker
-from services.common.metrics import new_registry
-from services.common.serve import make_server, serve_until, stop_event_on_signals
+from services.common.metrics import MULTIPROCESS_DIR_VARIABLE
+from services.common.serve import stop_event_on_signals
 from services.common.settings import Settings
 from services.common.shops import ShopCredentials, create_shop
 from services.dev.embedded import EmbeddedBroker, EmbeddedPostgres
-from services.ingest.app import create_app as create_ingest_app
-from services.segmenter.runtime.health import SegmenterHealth
-from services.segmenter.runtime.metrics import SegmenterMetrics
-from services.segmenter.runtime.service import run_segmenter
+from services.dev.supervisor import ChildExitedError, Role, Supervisor, child_environment
 from services.segmenter.storage.segments import install_templates
 
 logger = logging.getLogger(__name__)
@@ -131,12 +134,16 @@ def redact_dsn(dsn: str) -> str:
 
 def banner(settings: Settings, infra: Infrastructure, demo: ShopCredentials) -> str:
     base = f"http://{settings.host}:{settings.ingest_port}"
+    health = f"http://{settings.host}:{settings.segmenter_health_port}"
+    members = settings.segmenter_processes
     return "\n".join(
         [
             "segflow is running (Ctrl-C stops everything)",
             f"  ingest          {base}   (/webhooks/shopify, /webhooks/flow, /v1/events)",
             f"  segmenter API   http://{settings.host}:{settings.api_port}"
             "   (/v1/customers/…, /v1/segments, /docs)",
+            f"  segmenter       {health}   (/readyz, /metrics; member i on this port + i,"
+            f" {members} member{'s' if members != 1 else ''})",
             f"  database        {redact_dsn(infra.database_url)}"
             f" ({'embedded' if infra.postgres else 'external'})",
             f"  kafka           {infra.bootstrap_servers}"
@@ -150,52 +157,86 @@ def banner(settings: Settings, infra: Infrastructure, demo: ShopCredentials) -> 
     )
 
 
+def roles(settings: Settings, metrics_dir: Path) -> list[Role]:
+    """The roles `segflow dev` runs, in the order they stop.
+
+    Ingest first (no new events are accepted), then the segmenters (each finishes and commits
+    the batch in hand), then the API. A new role is one more entry here.
+    """
+    host = settings.host
+    ingest_env: dict[str, str] = {MULTIPROCESS_DIR_VARIABLE: str(metrics_dir / "ingest")}
+    if settings.ingest_processes > 1:
+        ingest_env["SEGFLOW_INGEST_REUSE_PORT"] = "true"
+
+    def segmenter_port(index: int) -> int:
+        return settings.segmenter_health_port + index
+
+    return [
+        Role(
+            "ingest",
+            processes=settings.ingest_processes,
+            env=lambda index: ingest_env,
+            ready_url=lambda index: f"http://{host}:{settings.ingest_port}/readyz",
+            shared_port=settings.ingest_port,
+        ),
+        Role(
+            "segmenter",
+            processes=settings.segmenter_processes,
+            env=lambda index: {"SEGFLOW_SEGMENTER_HEALTH_PORT": str(segmenter_port(index))},
+            ready_url=lambda index: f"http://{host}:{segmenter_port(index)}/readyz",
+        ),
+        Role("api", ready_url=lambda index: f"http://{host}:{settings.api_port}/readyz"),
+    ]
+
+
+def fresh_metrics_dir(settings: Settings) -> Path:
+    """An empty directory for the multiprocess metrics of this run (the last run's removed)."""
+    metrics_dir = (settings.data_dir / "metrics").resolve()
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    (metrics_dir / "ingest").mkdir(parents=True)
+    return metrics_dir
+
+
 async def run_dev(settings: Settings) -> int:
-    """Start everything, serve until SIGINT/SIGTERM, then stop everything; return an exit code."""
+    """Start the infrastructure and every role as a child process, run until SIGINT/SIGTERM
+    or until something dies, then stop it all in order; return an exit code."""
     stop = stop_event_on_signals()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     infra = await start_infrastructure(settings)
+    supervisor: Supervisor | None = None
+    watcher = asyncio.create_task(watch_broker(infra, stop))
     try:
         demo = await prepare(settings, infra)
-        service_settings = settings.model_copy(
-            update={
-                "database_url": infra.database_url,
-                "kafka_bootstrap_servers": infra.bootstrap_servers,
-            }
+        environment = child_environment(
+            os.environ,
+            DATABASE_URL=infra.database_url,
+            KAFKA_BOOTSTRAP_SERVERS=infra.bootstrap_servers,
         )
-        ingest = make_server(
-            create_ingest_app(service_settings), settings.host, settings.ingest_port
+        supervisor = Supervisor(
+            roles(settings, fresh_metrics_dir(settings)),
+            environment=environment,
+            ready_timeout=settings.dev_ready_timeout_seconds,
+            stop_timeout=settings.dev_stop_timeout_seconds,
         )
-        registry = new_registry()
-        metrics = SegmenterMetrics.create(registry)
-        health = SegmenterHealth()
-        api = make_server(
-            create_segmenter_app(service_settings, registry=registry, health=health),
-            settings.host,
-            settings.api_port,
-        )
-        watcher = asyncio.create_task(watch_broker(infra, stop))
-        servers = [ingest, api]
-        serving = asyncio.create_task(
-            serve_until(
-                servers,
-                stop,
-                [lambda stop: run_segmenter(service_settings, metrics, stop, health=health)],
-            )
-        )
-        # The banner says "running" once the servers listen and the consumer runs.
-        while not (all(server.started for server in servers) and health.ready):
-            if serving.done():
-                break
-            await asyncio.sleep(0.05)
-        if not serving.done():
+        try:
+            started = await supervisor.start(stop)
+        except ChildExitedError as exc:
+            await supervisor.report_death(exc.child)
+            return 1
+        except TimeoutError as exc:
+            logger.error("segflow dev could not start: %s", exc)
+            return 1
+        if started:
+            # The banner says "running" once every process of every role is ready.
             sys.stdout.write(banner(settings, infra, demo))
             sys.stdout.flush()
-        clean = await serving
-        broker_died = watcher.done() and watcher.result()
-        watcher.cancel()
-        return 0 if clean and not broker_died else 1
+            if await supervisor.watch(stop) is not None:
+                return 1
+        return 1 if watcher.done() and watcher.result() else 0
     finally:
+        if supervisor is not None:
+            await supervisor.stop()
+        watcher.cancel()
         await asyncio.to_thread(infra.stop)
         logger.info("segflow stopped")
 

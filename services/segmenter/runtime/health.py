@@ -1,14 +1,20 @@
-"""What the segmenter's /readyz says about its consumer and scheduler, written as they run.
+"""What the segmenter's /readyz says about its consumer and scheduler, written as they run,
+and the small HTTP app each segmenter process serves it on (/healthz, /readyz, /metrics).
 
 The consumer decides readiness: ready only while it runs and is not waiting out a failing
 dependency. The scheduler is reported too (its failures are retried the same way), but a
-scheduler retrying alone does not take the API out of service.
+scheduler retrying alone does not make the process unready.
 """
 
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
+
+from services.common.metrics import mount_metrics
 from services.segmenter.runtime.faults import Fault
 
 State = Literal["starting", "running", "retrying", "stopped"]
@@ -80,7 +86,7 @@ class ConsumerHealth(ComponentHealth):
 
 
 class SegmenterHealth:
-    """Shared by the worker, the scheduler and the API of one segmenter process."""
+    """Shared by the worker, the scheduler and the health endpoint of one segmenter process."""
 
     def __init__(self, clock: Callable[[], datetime] = _utc_now) -> None:
         self.consumer = ConsumerHealth(clock)
@@ -93,3 +99,25 @@ class SegmenterHealth:
     def report(self) -> dict[str, Any]:
         """Both components, as /readyz shows them."""
         return {"consumer": self.consumer.report(), "scheduler": self.scheduler.report()}
+
+
+def create_health_app(health: SegmenterHealth, registry: CollectorRegistry) -> FastAPI:
+    """The segmenter process's own endpoint: liveness, the consumer's readiness, its metrics."""
+    app = FastAPI(title="segflow segmenter health", version="0.1.0", openapi_url=None)
+    mount_metrics(app, registry)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        ready = health.ready
+        body = {
+            "status": "ready" if ready else "not_ready",
+            "checks": {"consumer": ready},
+            **health.report(),
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    return app
