@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.common.envelope import EnvelopeMeta, encode_envelope, partition_key
 from services.common.kafka import make_producer
 from services.common.settings import Settings
+from tests.helpers import free_port
 
 SEGFLOW = str(Path(sys.executable).with_name("segflow"))
 T = TypeVar("T")
@@ -30,7 +31,8 @@ VIP = {"all": [{"name": "total_spent", "operator": "greater_than", "value": 1000
 
 
 def segmenter_env(settings: Settings, **overrides: str) -> dict[str, str]:
-    """The environment of a `segflow segmenter` for this test's database, topics and group.
+    """The environment of a `segflow segmenter` for this test's database, topics and group,
+    with a health port of its own (so several members can run side by side).
 
     Small batches, so a stream is several batches; short retry delays, so recovery is quick.
     """
@@ -38,7 +40,7 @@ def segmenter_env(settings: Settings, **overrides: str) -> dict[str, str]:
     env.update(
         DATABASE_URL=settings.database_url or "",
         KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers or "",
-        SEGFLOW_API_PORT=str(settings.api_port),
+        SEGFLOW_SEGMENTER_HEALTH_PORT=str(free_port()),
         SEGFLOW_TOPIC_EVENTS=settings.topic_events,
         SEGFLOW_TOPIC_SEGMENT_CHANGES=settings.topic_segment_changes,
         SEGFLOW_TOPIC_DEAD_LETTER=settings.topic_dead_letter,
@@ -59,10 +61,11 @@ class SegmenterProcess:
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.env = env
         self.log_path = log_path
-        self.url = f"http://127.0.0.1:{env['SEGFLOW_API_PORT']}"
+        self.url = f"http://127.0.0.1:{env['SEGFLOW_SEGMENTER_HEALTH_PORT']}"
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "SegmenterProcess":
+        """Start it (again, after it exited: a restart keeps the same environment and log)."""
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 [SEGFLOW, "segmenter"], env=self.env, stdout=log, stderr=log
@@ -120,6 +123,26 @@ class SegmenterProcess:
             return answer[1] if answer is not None and answer[0] == 200 else None
 
         return await poll(ready, timeout, "the segmenter to be ready")
+
+    async def wait_reported(self, timeout: float, **expected: object) -> dict[str, Any]:
+        """Wait for /readyz to answer 503 with a consumer report that includes `expected`
+        (e.g. dependency="database", sqlstate="57014"); return that report."""
+
+        async def reported() -> dict[str, Any] | None:
+            self.assert_alive()
+            answer = await self.readyz()
+            if answer is None or answer[0] != 503:
+                return None
+            consumer = answer[1].get("consumer")
+            if not isinstance(consumer, dict) or not expected.items() <= consumer.items():
+                return None
+            return consumer
+
+        return await poll(reported, timeout, f"/readyz to report {expected}")
+
+    async def wait_exit(self, timeout: float = 60) -> int:
+        """Wait for it to exit by itself (a crash hook, a failure); return the exit code."""
+        return await asyncio.wait_for(asyncio.to_thread(self.process.wait), timeout)
 
     def assert_alive(self) -> None:
         if not self.alive():

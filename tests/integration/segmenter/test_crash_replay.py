@@ -1,11 +1,7 @@
 """kill -9 the segmenter at each dangerous point, restart it: nothing lost, nothing doubled."""
 
-import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,28 +15,10 @@ from services.common.settings import Settings
 from services.common.shops import ShopCredentials
 from services.segmenter.storage.segments import SegmentSpec, create_segment
 from tests.helpers import drain_topic
+from tests.integration.segmenter.processes import SegmenterProcess, poll, segmenter_env
 
-SEGFLOW = str(Path(sys.executable).with_name("segflow"))
 CUSTOMERS = 12
 VIP = {"all": [{"name": "total_spent", "operator": "greater_than", "value": 1000}]}
-
-
-def segmenter_env(settings: Settings, crash_at: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGFLOW_")}
-    env.update(
-        DATABASE_URL=settings.database_url or "",
-        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers or "",
-        SEGFLOW_API_PORT=str(settings.api_port),
-        SEGFLOW_TOPIC_EVENTS=settings.topic_events,
-        SEGFLOW_TOPIC_SEGMENT_CHANGES=settings.topic_segment_changes,
-        SEGFLOW_TOPIC_DEAD_LETTER=settings.topic_dead_letter,
-        SEGFLOW_SEGMENTER_GROUP=settings.segmenter_group,
-        SEGFLOW_CONSUMER_SESSION_TIMEOUT_MS="2000",
-        SEGFLOW_SEGMENTER_BATCH_SIZE="4",
-    )
-    if crash_at:
-        env["SEGFLOW_CRASH_AT"] = crash_at
-    return env
 
 
 async def produce_orders(settings: Settings, shop: ShopCredentials) -> None:
@@ -77,17 +55,14 @@ async def produce_orders(settings: Settings, shop: ShopCredentials) -> None:
         await producer.stop()
 
 
-async def wait_until_processed(db: asyncpg.Connection, process: "subprocess.Popen[bytes]") -> None:
-    async with asyncio.timeout(60):
-        while True:
-            done = await db.fetchval("SELECT count(*) FROM processed_events")
-            unpublished = await db.fetchval(
-                "SELECT count(*) FROM segment_changes WHERE published_at IS NULL"
-            )
-            if done == CUSTOMERS * 2 and unpublished == 0:
-                return
-            assert process.poll() is None, "segmenter died unexpectedly"
-            await asyncio.sleep(0.05)
+async def all_published(db: asyncpg.Connection, segmenter: SegmenterProcess) -> bool:
+    """True once every event is processed and every change published (for `poll`)."""
+    segmenter.assert_alive()
+    done = await db.fetchval("SELECT count(*) FROM processed_events")
+    unpublished = await db.fetchval(
+        "SELECT count(*) FROM segment_changes WHERE published_at IS NULL"
+    )
+    return bool(done == CUSTOMERS * 2 and unpublished == 0)
 
 
 @pytest.mark.parametrize(
@@ -106,26 +81,21 @@ async def test_kill_9_and_restart_loses_and_doubles_nothing(
         )
     await produce_orders(settings, shop)
 
-    log = (tmp_path / "segmenter.log").open("wb")
-    crashing = subprocess.Popen(
-        [SEGFLOW, "segmenter"], env=segmenter_env(settings, f"{point}:2"), stderr=log
-    )
+    crashing = SegmenterProcess(
+        segmenter_env(settings, SEGFLOW_CRASH_AT=f"{point}:2"), tmp_path / "segmenter.log"
+    ).start()
     try:
-        code = await asyncio.to_thread(crashing.wait, 60)
+        code = await crashing.wait_exit(60)
     finally:
-        if crashing.poll() is None:
-            crashing.kill()
-    assert code == -signal.SIGKILL, (tmp_path / "segmenter.log").read_text()[-2000:]
+        await crashing.stop()
+    assert code == -signal.SIGKILL, crashing.log_tail()
 
-    restarted = subprocess.Popen(
-        [SEGFLOW, "segmenter"], env=segmenter_env(settings, None), stderr=log
-    )
+    restarted = SegmenterProcess(segmenter_env(settings), tmp_path / "segmenter.log").start()
     try:
-        await wait_until_processed(db, restarted)
+        await poll(lambda: all_published(db, restarted), 60, "every event, published")
     finally:
-        restarted.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(restarted.wait, 30) == 0
-        log.close()
+        code = await restarted.stop()
+    assert code == 0, restarted.log_tail()
 
     rows = await db.fetch("SELECT customer_id, orders_count, total_spent FROM customers")
     assert len(rows) == CUSTOMERS

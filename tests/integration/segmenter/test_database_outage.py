@@ -125,17 +125,7 @@ async def test_postgres_stopped_mid_batch_and_restarted_loses_and_doubles_nothin
         await asyncio.to_thread(private_postgres.stop)
         await produce(outage_settings, orders(2))
 
-        async def reported() -> dict[str, object] | None:
-            segmenter.assert_alive()
-            answer = await segmenter.readyz()
-            if answer is None or answer[0] != 503:
-                return None
-            consumer = answer[1].get("consumer")
-            if not isinstance(consumer, dict) or consumer.get("dependency") != "database":
-                return None
-            return consumer
-
-        consumer = await poll(reported, 20, "/readyz to name the database")
+        consumer = await segmenter.wait_reported(20, dependency="database")
         assert consumer["state"] == "retrying"
         retries = await poll(
             lambda: segmenter.metric_at_least(

@@ -20,7 +20,7 @@ import pytest
 from services.common.settings import Settings
 from services.common.shops import ShopCredentials
 from services.segmenter.storage.segments import SegmentSpec, create_segment
-from tests.helpers import drain_topic, free_port
+from tests.helpers import drain_topic
 from tests.integration.segmenter.processes import (
     SegmenterProcess,
     order_event,
@@ -104,7 +104,7 @@ async def test_a_member_revoked_with_a_batch_in_hand_commits_it_before_letting_g
     # batch; the test asserts the undisturbed case, so it gives heartbeats some margin.
     session = {"SEGFLOW_CONSUMER_SESSION_TIMEOUT_MS": "6000"}
     a = SegmenterProcess(segmenter_env(settings, **session), tmp_path / "a.log")
-    b_env = segmenter_env(settings, SEGFLOW_API_PORT=str(free_port()), **session)
+    b_env = segmenter_env(settings, **session)
     b = SegmenterProcess(b_env, tmp_path / "b.log")
     blocker = await asyncpg.connect(settings.database_url)
     a.start()
@@ -158,7 +158,7 @@ async def test_a_member_killed_with_sigkill_while_another_runs_loses_and_doubles
     tmp_path: Path,
 ) -> None:
     a = SegmenterProcess(segmenter_env(settings), tmp_path / "a.log")
-    b_overrides = {"SEGFLOW_API_PORT": str(free_port())}
+    b_overrides: dict[str, str] = {}
     if moment == "after_the_database_commit":
         # Its second batch of the next round: the database has it, Kafka's offsets do not.
         b_overrides["SEGFLOW_CRASH_AT"] = "after_db_commit:2"

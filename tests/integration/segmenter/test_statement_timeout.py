@@ -71,17 +71,7 @@ async def test_timed_out_statements_are_retried_and_applied_once(
             ],
         )
 
-        async def reported() -> dict[str, object] | None:
-            segmenter.assert_alive()
-            answer = await segmenter.readyz()
-            if answer is None or answer[0] != 503:
-                return None
-            consumer = answer[1].get("consumer")
-            if not isinstance(consumer, dict) or consumer.get("sqlstate") != sqlstate:
-                return None
-            return consumer
-
-        consumer = await poll(reported, 20, f"/readyz to report {sqlstate}")
+        consumer = await segmenter.wait_reported(20, sqlstate=sqlstate)
         assert consumer["dependency"] == "database"
         await poll(
             lambda: segmenter.metric_at_least(
