@@ -41,8 +41,8 @@ class Settings(BaseSettings):
 
     # `segflow dev` only: how many processes run each role (ingest on one port, segmenter
     # members in one consumer group). Chosen for 2 cores by measurement (bench/RESULTS.md).
-    ingest_processes: int = Field(default=2, ge=1, le=64)
-    segmenter_processes: int = Field(default=1, ge=1, le=64)
+    ingest_processes: int = Field(default=1, ge=1, le=64)
+    segmenter_processes: int = Field(default=2, ge=1, le=64)
     # `segflow dev` only: how long every role has to answer /readyz at start, and how long
     # each role has to exit after SIGTERM before it is killed.
     dev_ready_timeout_seconds: float = Field(default=90.0, gt=0)

@@ -118,7 +118,8 @@ async def test_each_role_runs_as_its_own_processes_and_members_share_the_work(
 async def test_a_child_killed_with_sigkill_stops_the_stack_with_exit_1_and_leaves_nothing(
     server_tmp_path: Path,
 ) -> None:
-    stack = DevStack(server_tmp_path, dev_env()).start()
+    env = dev_env(SEGFLOW_INGEST_PROCESSES="1", SEGFLOW_SEGMENTER_PROCESSES="1")
+    stack = DevStack(server_tmp_path, env).start()
     try:
         await stack.wait_for_banner()
         everything = stack.descendants()
@@ -173,6 +174,8 @@ async def test_sigterm_stops_the_roles_in_order_and_loses_no_accepted_webhook(
         SEGFLOW_TOPIC_PARTITIONS="3",
         SEGFLOW_SEGMENTER_GROUP=f"segflow-segmenter.{suffix}",
         SEGFLOW_CONSUMER_SESSION_TIMEOUT_MS="3000",
+        SEGFLOW_INGEST_PROCESSES="2",
+        SEGFLOW_SEGMENTER_PROCESSES="2",
     )
     customer = 207119551
     stack = DevStack(server_tmp_path, env).start()
@@ -193,7 +196,7 @@ async def test_sigterm_stops_the_roles_in_order_and_loses_no_accepted_webhook(
         for e in stack.log_entries()
         if "child" in e and "stopped with exit status" in e["message"]
     ]
-    assert stopped == ["ingest", "ingest", "segmenter", "api"], stopped
+    assert stopped == ["ingest", "ingest", "segmenter", "segmenter", "api"], stopped
     assert all(
         e.get("exit_code") == 0 for e in stack.log_entries() if "stopped with exit" in e["message"]
     )
