@@ -81,6 +81,9 @@ async def test_each_role_runs_as_its_own_processes_and_members_share_the_work(
         }
         pids = {proc.pid for found in roles.values() for proc in found}
         assert len(pids) == 5 and stack.process.pid not in pids
+        # Each child's output is passed on, each line prefixed with the child's name.
+        prefixes = {line.split(" | ")[0] for line in stack.stderr().splitlines() if " | " in line}
+        assert {"ingest.1", "ingest.2", "segmenter.1", "segmenter.2", "api.1"} <= prefixes
         for proc in roles["ingest"]:
             assert _listens_on(proc, stack.port("ingest")), proc.cmdline()
 
@@ -130,8 +133,10 @@ async def test_a_child_killed_with_sigkill_stops_the_stack_with_exit_1_and_leave
         if stack.process.poll() is None:
             await stack.stop()
     assert code == 1, stack.stderr()[-3000:]
-    deaths = [e for e in stack.log_entries() if e.get("child") == "segmenter.1"]
-    assert any(e.get("exit_code") == -signal.SIGKILL and e["level"] == "ERROR" for e in deaths)
+    [death] = [e for e in stack.log_entries() if e["level"] == "ERROR" and "child" in e]
+    assert (death["child"], death["exit_code"]) == ("segmenter.1", -signal.SIGKILL)
+    # The report carries the child's last lines of output (its own JSON log lines).
+    assert '"logger"' in death["message"].partition("its last output:")[2]
     assert still_running(everything) == []
     assert processes_using(stack.data_dir) == []
 
