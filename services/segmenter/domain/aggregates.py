@@ -257,3 +257,56 @@ def aged(aggregates: Aggregates, now: datetime) -> Aggregates:
         return aggregates
     recent = {i: entry for i, entry in aggregates.recent.items() if entry[0] > horizon}
     return replace(aggregates, horizon=horizon, recent=_frozen(recent))
+
+
+Key = tuple[int, int]
+
+
+def settle_orders(
+    aggregates: Mapping[Key, Aggregates | None],
+    bases: Mapping[Key, Basis],
+    orders: Mapping[Key, OrderFact],
+    stored: Mapping[Key, Contribution | None],
+    stored_owners: Mapping[Key, int | None],
+    catalog: Mapping[int, Mapping[int, ProductFact]],
+) -> tuple[dict[Key, Aggregates | None], dict[Key, Contribution]]:
+    """Replace changed orders' stored contributions with their new ones in their owners'
+    aggregates; return the aggregates by (shop, customer), None where only a rebuild from
+    the stored orders is exact, and the orders' new contributions by (shop, order).
+
+    `bases` are the owners' bases after the changes; `stored` and `stored_owners` say what
+    each order contributed and to whom before them.
+    """
+    settled: dict[Key, Aggregates | None] = {}
+    for key, built in aggregates.items():
+        # Shopify's totals taken at another moment split every order anew.
+        settled[key] = built if built is not None and built.basis == bases[key] else None
+    parts: dict[Key, Contribution] = {}
+
+    def swap(customer: Key, order_id: int, old: Contribution, new: Contribution) -> None:
+        built = settled.get(customer)
+        if built is not None:
+            settled[customer] = replace_contribution(built, order_id, old, new)
+
+    for key in sorted(orders):
+        shop_id, order_id = key
+        order = orders[key]
+        stored_owner = stored_owners.get(key)
+        owner = order.customer_id
+        new = NOTHING
+        if owner is not None:
+            new = contribution(order, bases[(shop_id, owner)], catalog.get(shop_id, {}))
+        parts[key] = new
+        old = stored.get(key)
+        if stored_owner is not None and old is None:
+            # Written before contributions were kept: only a rebuild takes it out exactly.
+            settled[(shop_id, stored_owner)] = None
+            stored_owner = None
+        if stored_owner is not None and stored_owner == owner:
+            swap((shop_id, owner), order_id, old or NOTHING, new)
+            continue
+        if stored_owner is not None:
+            swap((shop_id, stored_owner), order_id, old or NOTHING, NOTHING)
+        if owner is not None:
+            swap((shop_id, owner), order_id, NOTHING, new)
+    return settled, parts

@@ -11,7 +11,6 @@ import asyncpg
 
 from services.common.shopify import Order, Product, Refund
 from services.segmenter.domain.aggregates import (
-    NOTHING,
     Aggregates,
     Contribution,
     aged,
@@ -19,18 +18,15 @@ from services.segmenter.domain.aggregates import (
     build,
     contribution,
     covers,
-    replace_contribution,
+    settle_orders,
 )
 from services.segmenter.domain.derive import facts_from
 from services.segmenter.domain.facts import CustomerFacts
 from services.segmenter.domain.reducer import (
     Event,
     apply,
-    apply_order,
-    apply_order_customer,
-    apply_refund,
+    apply_to_owner,
     changes_customer,
-    is_newer,
 )
 from services.segmenter.domain.state import CustomerState, OrderFact, ProductFact
 from services.segmenter.runtime.segment_cache import RuleBook, evaluate
@@ -154,7 +150,7 @@ async def apply_events(
             if keys:
                 states[keys[0]] = apply(states[keys[0]], item.event)
             continue
-        orders[order_key] = _apply_to_owner(states, orders[order_key], item)
+        orders[order_key] = apply_to_owner(states, item.shop_id, orders[order_key], item.event)
 
     aggregates, parts = await _settle_orders(
         conn, locked, states, orders, stored_parts, order_owner
@@ -176,93 +172,18 @@ async def _settle_orders(
     stored_parts: Mapping[Key, Contribution | None],
     order_owner: Mapping[Key, int | None],
 ) -> tuple[dict[Key, Aggregates | None], dict[Key, Contribution]]:
-    """Replace the touched orders' old contributions with their new ones in their owners'
-    aggregates (None where only a rebuild from the stored orders is exact); return the
-    aggregates by customer and the orders' new contributions."""
-    aggregates: dict[Key, Aggregates | None] = {}
-    bases = {key: basis_of(state) for key, state in states.items()}
-    for key, customer in locked.items():
-        built = customer.aggregates
-        # Shopify's totals taken at another moment split every order anew.
-        aggregates[key] = built if built is not None and built.basis == bases[key] else None
+    """The touched orders' new contributions, settled into their owners' aggregates."""
     catalog = await queries.load_catalog(
         conn, {(key[0], p) for key, order in orders.items() for p in order.product_ids}
     )
-    parts: dict[Key, Contribution] = {}
-    for key in sorted(orders):
-        shop_id, order_id = key
-        order = orders[key]
-        old_owner = locked_owner = order_owner.get(key)
-        new_owner = order.customer_id
-        new = NOTHING
-        if new_owner is not None:
-            new = contribution(order, bases[(shop_id, new_owner)], catalog.get(shop_id, {}))
-        parts[key] = new
-        old = stored_parts.get(key)
-        if old_owner is not None and old is None:
-            # Written before contributions were kept: only a rebuild takes it out exactly.
-            aggregates[(shop_id, old_owner)] = None
-            old_owner = None
-        if locked_owner is not None and locked_owner == new_owner:
-            _replace(aggregates, (shop_id, new_owner), order_id, old or NOTHING, new)
-            continue
-        if old_owner is not None:
-            _replace(aggregates, (shop_id, old_owner), order_id, old or NOTHING, NOTHING)
-        if new_owner is not None:
-            _replace(aggregates, (shop_id, new_owner), order_id, NOTHING, new)
-    return aggregates, parts
-
-
-def _replace(
-    aggregates: dict[Key, Aggregates | None],
-    customer: Key,
-    order_id: int,
-    old: Contribution,
-    new: Contribution,
-) -> None:
-    built = aggregates.get(customer)
-    if built is not None:
-        aggregates[customer] = replace_contribution(built, order_id, old, new)
-
-
-def _apply_to_owner(
-    states: dict[Key, CustomerState], order: OrderFact, item: ShopEvent
-) -> OrderFact:
-    """Apply an order or refund event to the order and to the customer who owns it now.
-
-    Ownership follows the newest order payload, like every other attribute: an older
-    delivery naming another customer does not move the order back. `states` is updated in
-    place: the order moves from a previous owner to a new one, and the customer an order
-    payload carries gets that payload's customer attributes whoever holds the order.
-    """
-    payload = item.event.payload
-    owner = order.customer_id
-    # A payload naming a customer also gives an order nobody holds yet to that customer,
-    # whichever version came first (a newer guest delivery does not detach it either).
-    if (
-        isinstance(payload, Order)
-        and payload.customer is not None
-        and (is_newer(order, payload) or order.customer_id is None)
-    ):
-        owner = payload.customer.id
-    if order.customer_id is not None and order.customer_id != owner:
-        previous = states[(item.shop_id, order.customer_id)]
-        kept = {i: o for i, o in previous.orders.items() if i != order.order_id}
-        states[(item.shop_id, order.customer_id)] = replace(previous, orders=kept)
-    if isinstance(payload, Order):
-        updated = apply_order(order, payload)
-    elif isinstance(payload, Refund):
-        updated = apply_refund(order, payload)
-    else:
-        updated = order
-    updated = replace(updated, customer_id=owner)
-    if owner is not None:
-        key = (item.shop_id, owner)
-        states[key] = replace(states[key], orders={**states[key].orders, order.order_id: updated})
-    if isinstance(payload, Order) and payload.customer is not None:
-        key = (item.shop_id, payload.customer.id)
-        states[key] = apply_order_customer(states[key], item.event)
-    return updated
+    return settle_orders(
+        {key: customer.aggregates for key, customer in locked.items()},
+        {key: basis_of(state) for key, state in states.items()},
+        orders,
+        stored_parts,
+        order_owner,
+        catalog,
+    )
 
 
 async def _apply_catalog(
