@@ -40,7 +40,7 @@ async def assert_agree(db: asyncpg.Connection, shop_id: int, rules: RuleBook) ->
 
 
 @settings(
-    max_examples=25,
+    max_examples=12,
     deadline=None,
     derandomize=True,
     database=None,
