@@ -63,6 +63,24 @@ async def test_stored_aggregates_equal_a_recompute_from_the_stored_orders(
     # The scheduler's path: time passes, windows age out, due customers are re-evaluated.
     await evaluate_due_at(db, rules, batches[-1].now + later)
     await assert_agree(db, shop_id, rules)
+    # An upgrade: rows from before migration 0004 (no aggregates, no contributions), made due
+    # as the migration makes them, are built from their stored orders with the same facts.
+    facts = await stored_facts(db, shop_id)
+    upgraded = batches[-1].now + later
+    await db.execute(
+        "UPDATE customers SET aggregates = NULL, next_eval_at = $2 WHERE shop_id = $1",
+        shop_id,
+        upgraded,
+    )
+    await db.execute("UPDATE orders SET contribution = NULL WHERE shop_id = $1", shop_id)
+    await evaluate_due_at(db, rules, upgraded)
+    await assert_agree(db, shop_id, rules)
+    assert await stored_facts(db, shop_id) == facts
+
+
+async def stored_facts(db: asyncpg.Connection, shop_id: int) -> dict[int, object]:
+    rows = await db.fetch("SELECT * FROM customers WHERE shop_id = $1", shop_id)
+    return {row["customer_id"]: facts_from_row(row) for row in rows}
 
 
 async def evaluate_due_at(db: asyncpg.Connection, rules: RuleBook, now: datetime) -> None:
