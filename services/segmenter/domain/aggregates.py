@@ -160,10 +160,16 @@ def contribution(
     )
 
 
-def _count(counts: Mapping[str, int], names: Iterable[str], step: int) -> Mapping[str, int]:
+def _recount(
+    counts: Mapping[str, int], removed: Iterable[str], added: Iterable[str]
+) -> Mapping[str, int]:
+    """The per-name counts with one order's names taken out and another's put in."""
+    removed, added = tuple(removed), tuple(added)
+    if removed == added:
+        return counts
     updated = Counter(counts)
-    for name in names:
-        updated[name] += step
+    updated.subtract(removed)
+    updated.update(added)
     return _frozen({name: n for name, n in updated.items() if n > 0})
 
 
@@ -229,10 +235,10 @@ def _replaced(
         first_at=first,
         last_at=last,
         largest=largest,
-        products=_count(_count(aggregates.products, old.products, -1), new.products, 1),
-        types=_count(_count(aggregates.types, old.types, -1), new.types, 1),
-        vendors=_count(_count(aggregates.vendors, old.vendors, -1), new.vendors, 1),
-        checkout_tokens=_count(_count(aggregates.checkout_tokens, tokens, -1), new_tokens, 1),
+        products=_recount(aggregates.products, old.products, new.products),
+        types=_recount(aggregates.types, old.types, new.types),
+        vendors=_recount(aggregates.vendors, old.vendors, new.vendors),
+        checkout_tokens=_recount(aggregates.checkout_tokens, tokens, new_tokens),
         recent=_frozen(recent),
     )
 
