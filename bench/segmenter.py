@@ -1,7 +1,11 @@
 """Segmenter throughput and backfill time, against a real PostgreSQL.
 
     .venv/bin/python -m bench.segmenter [--events 20000] [--customers 5000] [--batch 500]
-        [--backfill 100000]
+        [--backfill 100000] [--history 0] [--history-orders 3]
+
+With --history N, N customers (the ids the events go to) are stored first with
+--history-orders orders each (in SQL, their aggregates built from those orders where the tree
+keeps them), so the events meet customers that already have orders: the cost curve.
 
 Uses DATABASE_URL if set, else starts an embedded PostgreSQL in a temporary directory.
 Events go through the production batch path (dedupe, reducer, every built-in segment
@@ -59,6 +63,87 @@ def order_event(n: int, customers: int, rng: random.Random) -> Event:
     )
 
 
+async def store_history(dsn: str, shop_id: int, customers: int, orders: int) -> dict[str, float]:
+    """Store `customers` customers with `orders` orders each, then evaluate them all once."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        started = time.perf_counter()
+        await conn.execute(
+            """
+            INSERT INTO customers (shop_id, customer_id)
+            SELECT $1, 1000000 + g FROM generate_series(0, $2::int - 1) AS g
+            """,
+            shop_id,
+            customers,
+        )
+        await conn.execute(
+            """
+            INSERT INTO orders (shop_id, order_id, customer_id, facts, product_ids)
+            SELECT $1, 90000000 + g, 1000000 + g / $4::int, jsonb_build_object(
+                'placed_at', to_jsonb($2::timestamptz - (g % 400) * interval '1 day'),
+                'total', ((g % 1990) + 5)::text || '.25', 'cancelled', false, 'test', false,
+                'updated_at', to_jsonb($2::timestamptz - (g % 400) * interval '1 day'),
+                'checkout_token', null, 'lines', jsonb_build_array(jsonb_build_array(
+                    100 + g % 50, 'Acme', 1)), 'rate', null, 'currency', null),
+                ARRAY[100 + g % 50]::bigint[]
+            FROM generate_series(0, $3::int * $4::int - 1) AS g
+            """,
+            shop_id,
+            NOW,
+            customers,
+            orders,
+        )
+        stored = time.perf_counter() - started
+        await build_aggregates(conn, shop_id, customers)
+        # Both trees start from tables without the dead rows building the aggregates leaves.
+        await conn.execute("VACUUM ANALYZE customers, orders")
+    finally:
+        await conn.close()
+    return {
+        "customers": customers,
+        "orders": customers * orders,
+        "store_seconds": round(stored, 1),
+        "aggregate_seconds": round(time.perf_counter() - started - stored, 1),
+    }
+
+
+SAVE_AGGREGATES = """
+UPDATE customers c SET aggregates = u.aggregates::jsonb
+FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS u (shop_id, customer_id, aggregates)
+WHERE c.shop_id = u.shop_id AND c.customer_id = u.customer_id
+"""
+
+
+async def build_aggregates(conn: asyncpg.Connection, shop_id: int, customers: int) -> None:
+    """Build the stored customers' aggregates as the upgrade does (from their orders), so the
+    events meet them built; a tree from before aggregates has nothing to build."""
+    try:
+        from services.segmenter.domain.aggregates import basis_of, build, contribution
+        from services.segmenter.storage import queries
+        from services.segmenter.storage.rows import aggregates_to_json
+    except ImportError:
+        return
+    catalog: dict[int, Any] = {}
+    for start in range(0, customers, 5000):
+        keys = [(shop_id, 1_000_000 + g) for g in range(start, min(start + 5000, customers))]
+        locked = await queries.lock_states(conn, keys)
+        stored = await queries.orders_of_customers(conn, keys)
+        parts: list[tuple[int, int, Any]] = []
+        built: list[tuple[tuple[int, int], str]] = []
+        for key, customer in locked.items():
+            basis = basis_of(customer.state)
+            mine = {i: contribution(o, basis, catalog) for i, o in stored.get(key, {}).items()}
+            parts.extend((shop_id, i, part) for i, part in mine.items())
+            built.append((key, aggregates_to_json(build(mine, basis, NOW))))
+        await queries.save_contributions(conn, parts)
+        await conn.execute(
+            SAVE_AGGREGATES,
+            [k[0] for k, _ in built],
+            [k[1] for k, _ in built],
+            [a for _, a in built],
+        )
+
+
 async def measure_events(
     dsn: str, shop_id: int, events: int, customers: int, batch: int
 ) -> dict[str, float]:
@@ -67,12 +152,15 @@ async def measure_events(
     rules = RuleBook()
     conn = await asyncpg.connect(dsn)
     try:
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        cpu_before = time.process_time() + backend_cpu(backend)
         started = time.perf_counter()
         for start in range(0, events, batch):
             chunk = [ShopEvent(shop_id, e) for e in stream[start : start + batch]]
             async with conn.transaction():
                 await apply_events(conn, chunk, rules, NOW)
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() + backend_cpu(backend) - cpu_before
         segments = await conn.fetchval("SELECT count(*) FROM segments WHERE shop_id = $1", shop_id)
     finally:
         await conn.close()
@@ -83,7 +171,19 @@ async def measure_events(
         "batch": batch,
         "seconds": round(elapsed, 2),
         "events_per_second": round(events / elapsed, 1),
+        # CPU of this process and its PostgreSQL backend: on shared cores, less noisy than
+        # wall time (the backend's CPU reads 0 when PostgreSQL is not on this machine).
+        "cpu_ms_per_event": round(cpu * 1000 / events, 3),
     }
+
+
+def backend_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a local process has used; 0 if it is not visible here."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def measure_backfill(dsn: str, shop_id: int, count: int) -> dict[str, float]:
@@ -134,7 +234,12 @@ async def main(args: argparse.Namespace) -> None:
             other = await create_shop(conn, f"bench-backfill-{int(time.time())}.myshopify.com")
         finally:
             await conn.close()
-        result = {
+        result: dict[str, Any] = {}
+        if args.history:
+            result["history"] = await store_history(
+                dsn, shop.shop_id, args.history, args.history_orders
+            )
+        result |= {
             "segmenter": await measure_events(
                 dsn, shop.shop_id, args.events, args.customers, args.batch
             ),
@@ -152,4 +257,6 @@ if __name__ == "__main__":
     parser.add_argument("--customers", type=int, default=5_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--backfill", type=int, default=100_000)
+    parser.add_argument("--history", type=int, default=0)
+    parser.add_argument("--history-orders", type=int, default=3)
     asyncio.run(main(parser.parse_args()))

@@ -1,10 +1,15 @@
 """Facts from state: what rules see of a customer at a moment, and when that changes by itself."""
 
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from services.segmenter.domain.aggregates import (
+    Aggregates,
+    basis_of,
+    build,
+    contribution,
+)
 from services.segmenter.domain.facts import CustomerFacts
 from services.segmenter.domain.state import CustomerState, ProductFact
 
@@ -112,78 +117,63 @@ def _summary(state: CustomerState, name: str) -> tuple[object, datetime] | None:
     return stamp.value, stamp.at  # rows written before the moment was kept
 
 
-def _totals(state: CustomerState) -> tuple[int, Decimal]:
+def _totals(state: CustomerState, aggregates: Aggregates) -> tuple[int, Decimal]:
     """Orders count and net spend: Shopify's own totals are a floor for the orders placed
     before they were taken, and the orders placed after add to them."""
-    counted = [order for order in state.orders.values() if order.counts]
-    orders_count = len(counted)
+    orders_count = aggregates.counted
     count = _summary(state, "summary_orders_count")
     if count is not None and isinstance(count[0], int):
-        before = sum(1 for o in counted if o.placed_at is None or o.placed_at <= count[1])
-        orders_count = max(count[0], before) + (len(counted) - before)
+        before = aggregates.before
+        orders_count = max(count[0], before) + (aggregates.counted - before)
 
-    total_spent = sum((o.net_total for o in counted), Decimal(0))
+    total_spent = aggregates.net
     spent = _summary(state, "summary_amount_spent")
     if spent is not None and isinstance(spent[0], str):
-        as_of = spent[1]
-        # Every real order placed by then, cancelled ones too: a cancellation with a refund
-        # after Shopify's figure was taken still comes off it.
-        earlier = [
-            o
-            for o in state.orders.values()
-            if o.real and (o.placed_at is None or o.placed_at <= as_of)
-        ]
-        later = [o for o in counted if o.placed_at is not None and o.placed_at > as_of]
-        # Shopify's figure already left out the refunds made before it was taken; refunds
-        # made since still come off it.
-        known_then = sum(
-            (max(Decimal(0), (o.total or Decimal(0)) - o.refunded_by(as_of)) for o in earlier),
-            Decimal(0),
-        )
-        refunded_since = sum((o.refunded - o.refunded_by(as_of) for o in earlier), Decimal(0))
-        floor = max(Decimal(spent[0]), known_then) - refunded_since
-        total_spent = max(Decimal(0), floor) + sum((o.net_total for o in later), Decimal(0))
+        # Every real order placed by then counts, cancelled ones too: a cancellation with a
+        # refund after Shopify's figure was taken still comes off it. Shopify's figure already
+        # left out the refunds made before it was taken; refunds made since still come off it.
+        floor = max(Decimal(spent[0]), aggregates.known_then) - aggregates.since
+        total_spent = max(Decimal(0), floor) + aggregates.later
     return orders_count, total_spent
+
+
+def aggregate_orders(
+    state: CustomerState, catalog: Mapping[int, ProductFact], now: datetime
+) -> Aggregates:
+    """The aggregates of every order in `state`, computed from scratch (the reference)."""
+    basis = basis_of(state)
+    return build(
+        {i: contribution(order, basis, catalog) for i, order in state.orders.items()}, basis, now
+    )
 
 
 def derive_facts(
     state: CustomerState, catalog: Mapping[int, ProductFact], now: datetime
 ) -> tuple[CustomerFacts, datetime | None]:
-    """The customer's facts as of `now`, and the next moment one of them changes with time."""
-    counted = [order for order in state.orders.values() if order.counts]
-    placed = sorted(order.placed_at for order in counted if order.placed_at is not None)
-    nets = [order.net_total for order in counted]
-    changes: list[datetime | None] = []
+    """The customer's facts as of `now` from all its orders, and the next moment one of them
+    changes with time."""
+    return facts_from(state, aggregate_orders(state, catalog, now), now)
 
-    orders_count, total_spent = _totals(state)
+
+def facts_from(
+    state: CustomerState, aggregates: Aggregates, now: datetime
+) -> tuple[CustomerFacts, datetime | None]:
+    """The customer's facts as of `now` from its attributes and order aggregates (which must
+    `cover` now), and the next moment one of them changes with time."""
+    changes: list[datetime | None] = []
+    orders_count, total_spent = _totals(state, aggregates)
 
     windows: dict[int, tuple[int, Decimal]] = {}
     for days in WINDOWS:
         start = now - days * DAY
-        inside = [o for o in counted if o.placed_at is not None and o.placed_at > start]
-        windows[days] = (len(inside), sum((o.net_total for o in inside), Decimal(0)))
-        changes.extend(o.placed_at + days * DAY for o in inside if o.placed_at is not None)
+        inside = [entry for entry in aggregates.recent.values() if entry[0] > start]
+        windows[days] = (len(inside), sum((net for _, net in inside), Decimal(0)))
+        changes.extend(placed_at + days * DAY for placed_at, _ in inside)
 
-    type_counts: Counter[str] = Counter()
-    vendor_counts: Counter[str] = Counter()
-    product_counts: Counter[str] = Counter()
-    for order in counted:
-        types, vendors = set(), set()
-        for line in order.lines:
-            product = catalog.get(line.product_id) if line.product_id is not None else None
-            if product is not None and product.product_type:
-                types.add(product.product_type)
-            vendor = line.vendor or (product.vendor if product is not None else None)
-            if vendor:
-                vendors.add(vendor)
-        type_counts.update(types)
-        vendor_counts.update(vendors)
-        product_counts.update(str(product_id) for product_id in order.product_ids)
-
-    completed_tokens = {o.checkout_token for o in state.orders.values() if o.checkout_token}
+    type_counts = aggregates.types
     abandoned = []
     for checkout in state.checkouts.values():
-        if checkout.completed_at is not None or checkout.token in completed_tokens:
+        if checkout.completed_at is not None or checkout.token in aggregates.checkout_tokens:
             continue
         last = checkout.updated_at or checkout.started_at
         if last is None:
@@ -193,7 +183,13 @@ def derive_facts(
         changes.extend([last + ABANDONED_AFTER, last + ABANDONED_AFTER + ABANDONED_FOR])
 
     summary_last = _parse_time(state.attribute("summary_last_order_at"))
-    last_order_at = max([*placed[-1:], *([summary_last] if summary_last else [])], default=None)
+    last_order_at = max(
+        [
+            *([aggregates.last_at] if aggregates.last_at else []),
+            *([summary_last] if summary_last else []),
+        ],
+        default=None,
+    )
     days_since_last = whole_days(now, last_order_at) if last_order_at else None
     if last_order_at is not None:
         # Recency-based values step at these day counts; the day after each one they change.
@@ -227,12 +223,12 @@ def derive_facts(
         orders_count=orders_count,
         total_spent=total_spent,
         average_order_value=(total_spent / orders_count).quantize(CENT) if orders_count else None,
-        largest_order_value=max(nets) if nets else None,
-        first_order_at=placed[0] if placed else None,
+        largest_order_value=aggregates.largest,
+        first_order_at=aggregates.first_at,
         last_order_at=last_order_at,
-        refunds_count=sum(len(o.refunds) for o in state.orders.values() if o.real),
-        refunded_total=sum((o.refunded for o in state.orders.values() if o.real), Decimal(0)),
-        cancelled_orders_count=sum(1 for o in state.orders.values() if o.real and o.cancelled),
+        refunds_count=aggregates.refunds,
+        refunded_total=aggregates.refunded,
+        cancelled_orders_count=aggregates.cancelled,
         orders_30d=windows[30][0],
         orders_90d=windows[90][0],
         orders_365d=windows[365][0],
@@ -240,8 +236,8 @@ def derive_facts(
         spent_90d=windows[90][1],
         spent_365d=windows[365][1],
         product_type_counts=dict(type_counts),
-        vendor_counts=dict(vendor_counts),
-        product_counts=dict(product_counts),
+        vendor_counts=dict(aggregates.vendors),
+        product_counts=dict(aggregates.products),
         top_product_type=_top(type_counts),
         abandoned_checkouts=len(abandoned),
         last_abandoned_checkout_at=max(abandoned) if abandoned else None,

@@ -431,3 +431,47 @@ def apply(state: CustomerState, event: Event) -> CustomerState:
     if event.topic.startswith("custom/"):
         return apply_custom(state, event)
     return state
+
+
+Key = tuple[int, int]
+
+
+def apply_to_owner(
+    states: dict[Key, CustomerState], shop_id: int, order: OrderFact, event: Event
+) -> OrderFact:
+    """Apply an order or refund event to the order and to the customer who owns it now.
+
+    Ownership follows the newest order payload, like every other attribute: an older
+    delivery naming another customer does not move the order back. `states` (by shop and
+    customer) is updated in place: the order moves from a previous owner to a new one, and
+    the customer an order payload carries gets that payload's customer attributes whoever
+    holds the order.
+    """
+    payload = event.payload
+    owner = order.customer_id
+    # A payload naming a customer also gives an order nobody holds yet to that customer,
+    # whichever version came first (a newer guest delivery does not detach it either).
+    if (
+        isinstance(payload, Order)
+        and payload.customer is not None
+        and (is_newer(order, payload) or order.customer_id is None)
+    ):
+        owner = payload.customer.id
+    if order.customer_id is not None and order.customer_id != owner:
+        previous = states[(shop_id, order.customer_id)]
+        kept = {i: o for i, o in previous.orders.items() if i != order.order_id}
+        states[(shop_id, order.customer_id)] = replace(previous, orders=kept)
+    if isinstance(payload, Order):
+        updated = apply_order(order, payload)
+    elif isinstance(payload, Refund):
+        updated = apply_refund(order, payload)
+    else:
+        updated = order
+    updated = replace(updated, customer_id=owner)
+    if owner is not None:
+        key = (shop_id, owner)
+        states[key] = replace(states[key], orders={**states[key].orders, order.order_id: updated})
+    if isinstance(payload, Order) and payload.customer is not None:
+        key = (shop_id, payload.customer.id)
+        states[key] = apply_order_customer(states[key], event)
+    return updated

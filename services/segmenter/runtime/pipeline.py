@@ -3,27 +3,35 @@
 The caller owns the transaction; nothing here knows about Kafka.
 """
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 
 import asyncpg
 
 from services.common.shopify import Order, Product, Refund
-from services.segmenter.domain.derive import derive_facts
+from services.segmenter.domain.aggregates import (
+    Aggregates,
+    Contribution,
+    aged,
+    basis_of,
+    build,
+    contribution,
+    covers,
+    settle_orders,
+)
+from services.segmenter.domain.derive import facts_from
+from services.segmenter.domain.facts import CustomerFacts
 from services.segmenter.domain.reducer import (
     Event,
     apply,
-    apply_order,
-    apply_order_customer,
-    apply_refund,
+    apply_to_owner,
     changes_customer,
-    is_newer,
 )
 from services.segmenter.domain.state import CustomerState, OrderFact, ProductFact
 from services.segmenter.runtime.segment_cache import RuleBook, evaluate
 from services.segmenter.storage import queries
-from services.segmenter.storage.queries import Change, Key
+from services.segmenter.storage.queries import Change, Key, LockedCustomer
 
 
 @dataclass(frozen=True)
@@ -128,11 +136,13 @@ async def apply_events(
         for key in _customer_keys(item, order_owner):
             cause_events[key] = item.event
     # Customers first, then orders: the lock order every writer follows.
-    states = await queries.lock_states(conn, cause_events)
-    orders = await queries.lock_orders(conn, order_keys)
+    locked = await queries.lock_states(conn, cause_events)
+    orders, stored_parts = await queries.lock_orders(conn, order_keys)
     if any(order.customer_id != order_owner.get(key) for key, order in orders.items()):
         raise StaleOwnershipError("an order changed hands while the batch was read")
 
+    # The states hold only the orders this batch touches; the rest are in the aggregates.
+    states = {key: customer.state for key, customer in locked.items()}
     for item in fresh:
         order_key = _order_key(item)
         if order_key is None:
@@ -140,51 +150,40 @@ async def apply_events(
             if keys:
                 states[keys[0]] = apply(states[keys[0]], item.event)
             continue
-        orders[order_key] = _apply_to_owner(states, orders[order_key], item)
+        orders[order_key] = apply_to_owner(states, item.shop_id, orders[order_key], item.event)
 
-    await queries.save_orders(conn, [(key[0], orders[key]) for key in sorted(order_keys)])
-    outcome.changes = await evaluate_customers(conn, states, rules, now, cause, cause_events)
+    aggregates, parts = await _settle_orders(
+        conn, locked, states, orders, stored_parts, order_owner
+    )
+    await queries.save_orders(conn, [(key[0], orders[key], parts[key]) for key in sorted(orders)])
+    customers = {
+        key: replace(customer, state=states[key], aggregates=aggregates[key])
+        for key, customer in locked.items()
+    }
+    outcome.changes = await evaluate_customers(conn, customers, rules, now, cause, cause_events)
     return outcome
 
 
-def _apply_to_owner(
-    states: dict[Key, CustomerState], order: OrderFact, item: ShopEvent
-) -> OrderFact:
-    """Apply an order or refund event to the order and to the customer who owns it now.
-
-    Ownership follows the newest order payload, like every other attribute: an older
-    delivery naming another customer does not move the order back. `states` is updated in
-    place: the order moves from a previous owner to a new one, and the customer an order
-    payload carries gets that payload's customer attributes whoever holds the order.
-    """
-    payload = item.event.payload
-    owner = order.customer_id
-    # A payload naming a customer also gives an order nobody holds yet to that customer,
-    # whichever version came first (a newer guest delivery does not detach it either).
-    if (
-        isinstance(payload, Order)
-        and payload.customer is not None
-        and (is_newer(order, payload) or order.customer_id is None)
-    ):
-        owner = payload.customer.id
-    if order.customer_id is not None and order.customer_id != owner:
-        previous = states[(item.shop_id, order.customer_id)]
-        kept = {i: o for i, o in previous.orders.items() if i != order.order_id}
-        states[(item.shop_id, order.customer_id)] = replace(previous, orders=kept)
-    if isinstance(payload, Order):
-        updated = apply_order(order, payload)
-    elif isinstance(payload, Refund):
-        updated = apply_refund(order, payload)
-    else:
-        updated = order
-    updated = replace(updated, customer_id=owner)
-    if owner is not None:
-        key = (item.shop_id, owner)
-        states[key] = replace(states[key], orders={**states[key].orders, order.order_id: updated})
-    if isinstance(payload, Order) and payload.customer is not None:
-        key = (item.shop_id, payload.customer.id)
-        states[key] = apply_order_customer(states[key], item.event)
-    return updated
+async def _settle_orders(
+    conn: asyncpg.Connection,
+    locked: Mapping[Key, LockedCustomer],
+    states: Mapping[Key, CustomerState],
+    orders: Mapping[Key, OrderFact],
+    stored_parts: Mapping[Key, Contribution | None],
+    order_owner: Mapping[Key, int | None],
+) -> tuple[dict[Key, Aggregates | None], dict[Key, Contribution]]:
+    """The touched orders' new contributions, settled into their owners' aggregates."""
+    catalog = await queries.load_catalog(
+        conn, {(key[0], p) for key, order in orders.items() for p in order.product_ids}
+    )
+    return settle_orders(
+        {key: customer.aggregates for key, customer in locked.items()},
+        {key: basis_of(state) for key, state in states.items()},
+        orders,
+        stored_parts,
+        order_owner,
+        catalog,
+    )
 
 
 async def _apply_catalog(
@@ -222,39 +221,39 @@ def _newer_or_same(candidate: datetime | None, known: datetime | None) -> bool:
 
 async def evaluate_customers(
     conn: asyncpg.Connection,
-    states: dict[Key, CustomerState],
+    customers: Mapping[Key, LockedCustomer],
     rules: RuleBook,
     now: datetime,
     cause: str,
     cause_events: dict[Key, Event] | None = None,
+    rebuild: bool = False,
 ) -> list[Change]:
-    """Derive facts, evaluate every segment, save the customers and their membership changes."""
-    if not states:
+    """Derive facts from the aggregates (building those missing from the stored orders, or
+    all with `rebuild`), evaluate the segments whose inputs changed, save the customers and
+    their membership changes."""
+    if not customers:
         return []
-    product_keys = {
-        (state.shop_id, product_id)
-        for state in states.values()
-        for order in state.orders.values()
-        for product_id in order.product_ids
-    }
-    catalog = await queries.load_catalog(conn, product_keys)
-    segments = await rules.segments_of(conn, {shop_id for shop_id, _ in states})
+    aggregates = await _aggregates(conn, customers, now, rebuild)
+    segments = await rules.segments_of(conn, {shop_id for shop_id, _ in customers})
     handles = {s.id: s for shop in segments.values() for s in shop}
-    current = await queries.memberships_of(conn, states)
+    current = await queries.memberships_of(conn, customers)
     changes: list[Change] = []
     rows = []
-    for key, state in states.items():
-        facts, derived_until = derive_facts(state, catalog.get(state.shop_id, {}), now)
+    for key, customer in customers.items():
+        state = customer.state
+        facts, derived_until = facts_from(state, aggregates[key], now)
+        before = current.get(key, set())
         if state.deleted:
             members: frozenset[int] = frozenset()
             next_eval_at = None
         else:
-            evaluation = evaluate(segments[state.shop_id], facts, now)
+            # Never evaluated: the stored facts are the defaults, not an evaluation's input.
+            changed = None if customer.evaluated_at is None else _changed(customer.facts, facts)
+            evaluation = evaluate(segments[state.shop_id], facts, now, before, changed)
             members = evaluation.segment_ids
             flips = [t for t in (derived_until, evaluation.next_flip_at) if t is not None]
             next_eval_at = min(flips) if flips else None
         rows.append((state, facts, now, next_eval_at))
-        before = current.get(key, set())
         event = (cause_events or {}).get(key)
         for segment_id, change in [(s, "entered") for s in sorted(members - before)] + [
             (s, "exited") for s in sorted(before - members)
@@ -274,6 +273,55 @@ async def evaluate_customers(
                     changed_at=now,
                 )
             )
-    await queries.save_customers(conn, rows)
+    await queries.save_customers(conn, rows, aggregates)
     await queries.write_changes(conn, changes)
     return changes
+
+
+_FACT_NAMES = tuple(f.name for f in fields(CustomerFacts))
+
+
+def _changed(before: CustomerFacts, after: CustomerFacts) -> set[str]:
+    """The facts that differ between two evaluations."""
+    return {name for name in _FACT_NAMES if getattr(before, name) != getattr(after, name)}
+
+
+async def _aggregates(
+    conn: asyncpg.Connection, customers: Mapping[Key, LockedCustomer], now: datetime, rebuild: bool
+) -> dict[Key, Aggregates]:
+    """Every customer's aggregates as of `now`: kept ones aged, the others (never built, made
+    stale, not reaching back to `now`, or all with `rebuild`) built from the stored orders,
+    whose contributions are written with them."""
+    kept: dict[Key, Aggregates] = {}
+    missing: list[Key] = []
+    for key, customer in customers.items():
+        built = customer.aggregates
+        if rebuild or built is None or not covers(built, now):
+            missing.append(key)
+        else:
+            kept[key] = aged(built, now)
+    if not missing:
+        return kept
+    stored = await queries.orders_of_customers(conn, missing)
+    catalog = await queries.load_catalog(
+        conn,
+        {
+            (shop_id, product_id)
+            for (shop_id, _), orders in stored.items()
+            for order in orders.values()
+            for product_id in order.product_ids
+        },
+    )
+    parts: list[tuple[int, int, Contribution]] = []
+    for key in missing:
+        shop_id = key[0]
+        state = replace(customers[key].state, orders=stored.get(key, {}))
+        basis = basis_of(state)
+        built_parts = {
+            order_id: contribution(order, basis, catalog.get(shop_id, {}))
+            for order_id, order in state.orders.items()
+        }
+        kept[key] = build(built_parts, basis, now)
+        parts.extend((shop_id, order_id, part) for order_id, part in built_parts.items())
+    await queries.save_contributions(conn, parts)
+    return kept

@@ -57,7 +57,8 @@ async def evaluate_buyers(
             if not buyers:
                 return changes
             states = await queries.lock_states(conn, [(shop_id, buyer) for buyer in buyers])
-            changes += len(await evaluate_customers(conn, states, rules, now, cause))
+            # Their products changed type or vendor: their aggregates are built anew.
+            changes += len(await evaluate_customers(conn, states, rules, now, cause, rebuild=True))
         after = buyers[-1]
 
 

@@ -1,6 +1,7 @@
 """The shops' segments, each version compiled once, evaluated against customer facts."""
 
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,6 +12,7 @@ from services.common.envelope import loads_json
 from services.segmenter.domain.facts import CustomerFacts
 from services.segmenter.domain.rules.compile_py import compile_conditions
 from services.segmenter.domain.rules.schedule import next_flip_at, reads_time
+from services.segmenter.domain.rules.variables import VARIABLES
 from services.segmenter.storage.queries import SEGMENTS_OF_SHOPS
 
 
@@ -24,6 +26,8 @@ class CompiledSegment:
     matches: Callable[[CustomerFacts, datetime], bool]
     # Most rules never flip by time alone; those skip the next-flip computation.
     reads_time: bool
+    # The CustomerFacts fields the rule reads: facts that did not change cannot change it.
+    columns: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class RuleBook:
                 conditions,
                 compile_conditions(conditions),
                 reads_time(conditions),
+                columns_read(conditions),
             )
             self._compiled[key] = compiled
         return compiled
@@ -80,13 +85,34 @@ class RuleBook:
         return by_shop
 
 
+def columns_read(conditions: Mapping[str, Any]) -> frozenset[str]:
+    """The CustomerFacts fields (= customers columns) a rule's conditions read."""
+    for key in ("all", "any"):
+        if key in conditions:
+            return frozenset().union(*(columns_read(child) for child in conditions[key]))
+    return frozenset({VARIABLES[conditions["name"]].column})
+
+
 def evaluate(
-    segments: Iterable[CompiledSegment], facts: CustomerFacts, now: datetime
+    segments: Iterable[CompiledSegment],
+    facts: CustomerFacts,
+    now: datetime,
+    members_before: AbstractSet[int] = frozenset(),
+    changed: AbstractSet[str] | None = None,
 ) -> Evaluation:
-    """The segments the customer is in now, and the next time one result may flip by itself."""
+    """The segments the customer is in now, and the next time one result may flip by itself.
+
+    With `changed` (the facts that changed since the stored evaluation, whose memberships are
+    `members_before`), a segment that reads none of them and not the time keeps its result
+    unevaluated. Time-reading segments are always evaluated, so the next flip stays right.
+    """
     members = set()
     flips = []
     for segment in segments:
+        if changed is not None and not segment.reads_time and changed.isdisjoint(segment.columns):
+            if segment.id in members_before:
+                members.add(segment.id)
+            continue
         if segment.matches(facts, now):
             members.add(segment.id)
         if segment.reads_time:

@@ -1,16 +1,24 @@
 """Named queries over the segmenter's tables; every value is a bound parameter."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
+from services.segmenter.domain.aggregates import Aggregates, Contribution
 from services.segmenter.domain.facts import CustomerFacts
 from services.segmenter.domain.state import COUNTERS, CustomerState, OrderFact, ProductFact
 from services.segmenter.storage.rows import (
     FACT_COLUMNS,
+    aggregates_from_json,
+    aggregates_to_json,
     checkouts_to_json,
+    contribution_from_json,
+    contribution_to_json,
+    dumps,
+    facts_from_row,
     facts_to_row,
     order_from_row,
     order_to_json,
@@ -31,11 +39,14 @@ ON CONFLICT DO NOTHING
 RETURNING shop_id, topic, event_id
 """
 SHOP_IDS = "SELECT domain, id FROM shops WHERE domain = ANY($1::text[])"
+# A new customer starts with empty aggregates (it has no stored orders to build them from).
 ENSURE_CUSTOMERS = """
-INSERT INTO customers (shop_id, customer_id)
-SELECT * FROM unnest($1::bigint[], $2::bigint[])
+INSERT INTO customers (shop_id, customer_id, aggregates)
+SELECT k.shop_id, k.customer_id, $3::jsonb FROM unnest($1::bigint[], $2::bigint[])
+    AS k (shop_id, customer_id)
 ON CONFLICT DO NOTHING
 """
+_EMPTY_AGGREGATES = aggregates_to_json(Aggregates())
 # Locks in one global order (shop, customer) so concurrent batches cannot deadlock on them.
 LOCK_CUSTOMERS = """
 SELECT c.* FROM customers c
@@ -66,10 +77,20 @@ SELECT o.shop_id, o.order_id, o.customer_id FROM orders o
 JOIN unnest($1::bigint[], $2::bigint[]) AS k (shop_id, order_id)
   ON o.shop_id = k.shop_id AND o.order_id = k.order_id
 """
-SAVE_ORDER = """
-UPDATE orders SET customer_id = $3, facts = $4::jsonb, refunds = $5::jsonb,
-    product_ids = $6::bigint[], updated_at = now()
-WHERE shop_id = $1 AND order_id = $2
+# One statement per batch: arrays of the rows' values (product ids as array literals, since
+# unnest would flatten an array of arrays).
+SAVE_ORDERS = """
+UPDATE orders o SET customer_id = u.customer_id, facts = u.facts::jsonb,
+    refunds = u.refunds::jsonb, product_ids = u.product_ids::bigint[],
+    contribution = u.contribution::jsonb, updated_at = now()
+FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+    $7::text[]) AS u (shop_id, order_id, customer_id, facts, refunds, product_ids, contribution)
+WHERE o.shop_id = u.shop_id AND o.order_id = u.order_id
+"""
+SAVE_CONTRIBUTIONS = """
+UPDATE orders o SET contribution = u.contribution::jsonb
+FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS u (shop_id, order_id, contribution)
+WHERE o.shop_id = u.shop_id AND o.order_id = u.order_id
 """
 # An update, not DO NOTHING, on a product already queued: the row lock makes the scheduler
 # skip it (SKIP LOCKED) until this batch commits, so it never fans out the older catalog.
@@ -113,10 +134,9 @@ WITH buyers AS (
     ORDER BY c.customer_id
     FOR UPDATE OF c
 )
-UPDATE customers c SET next_eval_at = $3
+UPDATE customers c SET next_eval_at = LEAST(c.next_eval_at, $3::timestamptz), aggregates = NULL
 FROM locked
 WHERE c.shop_id = $1 AND c.customer_id = locked.customer_id
-  AND (c.next_eval_at IS NULL OR c.next_eval_at > $3)
 """
 PRODUCTS_FOR_UPDATE = """
 SELECT p.* FROM products p
@@ -196,16 +216,82 @@ DELETE FROM processed_engagement_events WHERE ctid IN (
 )
 """
 
-_STATE_COLUMNS = ("profile", "checkouts", "deleted", "evaluated_at", "next_eval_at")
+_STATE_COLUMNS = ("profile", "checkouts", "deleted", "evaluated_at", "next_eval_at", "aggregates")
 _SAVE_COLUMNS = FACT_COLUMNS[2:] + _STATE_COLUMNS
-_JSONB = {"profile", "checkouts", "product_type_counts", "vendor_counts", "product_counts"}
-SAVE_CUSTOMER = "UPDATE customers SET {assignments}, updated_at = now() WHERE {key}".format(
-    assignments=", ".join(
-        f"{name} = ${i}{'::jsonb' if name in _JSONB else ''}"
-        for i, name in enumerate(_SAVE_COLUMNS, start=3)
-    ),
-    key="shop_id = $1 AND customer_id = $2",
+_JSONB = {
+    "profile",
+    "checkouts",
+    "aggregates",
+    "product_type_counts",
+    "vendor_counts",
+    "product_counts",
+}
+_TIMES = {name for name in _SAVE_COLUMNS if name.endswith("_at")}
+_BOOLEANS = {"accepts_email_marketing", "accepts_sms_marketing", "deleted"}
+_TEXTS = {
+    "email",
+    "country_code",
+    "province_code",
+    "city",
+    "account_state",
+    "top_product_type",
+    "rfm_segment",
+    "lifecycle_stage",
+}
+_NUMERICS = {
+    "total_spent",
+    "average_order_value",
+    "largest_order_value",
+    "refunded_total",
+    "spent_30d",
+    "spent_90d",
+    "spent_365d",
+}
+
+
+def _array_type(name: str) -> str:
+    if name in _JSONB or name in _TEXTS or name == "tags":
+        return "text[]"
+    if name in _TIMES:
+        return "timestamptz[]"
+    if name in _BOOLEANS:
+        return "boolean[]"
+    if name in _NUMERICS:
+        return "numeric[]"
+    return "int[]"
+
+
+def _assignment(name: str) -> str:
+    if name in _JSONB:
+        return f"{name} = u.{name}::jsonb"
+    if name == "tags":
+        # The tags go in as JSON texts: unnest would flatten an array of arrays.
+        return "tags = ARRAY(SELECT jsonb_array_elements_text(u.tags::jsonb))"
+    return f"{name} = u.{name}"
+
+
+# One statement per batch over arrays of the rows' values (PostgreSQL casts int to smallint
+# on assignment).
+SAVE_CUSTOMERS = """
+UPDATE customers c SET {assignments}, updated_at = now()
+FROM unnest($1::bigint[], $2::bigint[], {arrays}) AS u (shop_id, customer_id, {names})
+WHERE c.shop_id = u.shop_id AND c.customer_id = u.customer_id
+""".format(
+    assignments=", ".join(_assignment(name) for name in _SAVE_COLUMNS),
+    arrays=", ".join(f"${i}::{_array_type(name)}" for i, name in enumerate(_SAVE_COLUMNS, start=3)),
+    names=", ".join(_SAVE_COLUMNS),
 )
+
+
+@dataclass(frozen=True)
+class LockedCustomer:
+    """A customer locked for this transaction: its state (without orders), its order
+    aggregates (None until built), and the facts and evaluation time last stored."""
+
+    state: CustomerState
+    aggregates: Aggregates | None
+    facts: CustomerFacts
+    evaluated_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -309,38 +395,88 @@ async def schedule_buyers(
     await conn.execute(SCHEDULE_BUYERS, shop_id, list(product_ids), now)
 
 
-async def lock_states(conn: asyncpg.Connection, keys: Iterable[Key]) -> dict[Key, CustomerState]:
-    """Create missing customers, lock all of them, and load their state with their orders."""
+async def lock_states(conn: asyncpg.Connection, keys: Iterable[Key]) -> dict[Key, LockedCustomer]:
+    """Create missing customers, lock all of them, and load their state and aggregates (one
+    row each; their orders stay in the table)."""
     columns = _columns(sorted(set(keys)))
-    await conn.execute(ENSURE_CUSTOMERS, *columns)
+    await conn.execute(ENSURE_CUSTOMERS, *columns, _EMPTY_AGGREGATES)
     rows = await conn.fetch(LOCK_CUSTOMERS, *columns)
-    orders: dict[Key, dict[int, OrderFact]] = {}
-    for row in await conn.fetch(ORDERS_OF_CUSTOMERS, *columns):
-        order = order_from_row(row)
-        orders.setdefault((row["shop_id"], row["customer_id"]), {})[order.order_id] = order
     return {
-        (row["shop_id"], row["customer_id"]): state_from_row(
-            row, orders.get((row["shop_id"], row["customer_id"]), {})
+        (row["shop_id"], row["customer_id"]): LockedCustomer(
+            state_from_row(row, {}),
+            aggregates_from_json(row["aggregates"]),
+            facts_from_row(row),
+            row["evaluated_at"],
         )
         for row in rows
     }
 
 
-async def lock_orders(conn: asyncpg.Connection, keys: Iterable[Key]) -> dict[Key, OrderFact]:
-    """Create missing orders as placeholders, lock them, and load them."""
+async def orders_of_customers(
+    conn: asyncpg.Connection, keys: Iterable[Key]
+) -> dict[Key, dict[int, OrderFact]]:
+    """Every stored order of these customers (to build their aggregates from scratch)."""
+    orders: dict[Key, dict[int, OrderFact]] = {}
+    for row in await conn.fetch(ORDERS_OF_CUSTOMERS, *_columns(sorted(set(keys)))):
+        order = order_from_row(row)
+        orders.setdefault((row["shop_id"], row["customer_id"]), {})[order.order_id] = order
+    return orders
+
+
+async def lock_orders(
+    conn: asyncpg.Connection, keys: Iterable[Key]
+) -> tuple[dict[Key, OrderFact], dict[Key, Contribution | None]]:
+    """Create missing orders as placeholders, lock them, and load them with what each last
+    contributed to its owner's aggregates."""
     columns = _columns(sorted(set(keys)))
     await conn.execute(ENSURE_ORDERS, *columns)
     rows = await conn.fetch(LOCK_ORDERS, *columns)
-    return {(row["shop_id"], row["order_id"]): order_from_row(row) for row in rows}
+    orders = {(row["shop_id"], row["order_id"]): order_from_row(row) for row in rows}
+    parts = {
+        (row["shop_id"], row["order_id"]): contribution_from_json(row["contribution"])
+        for row in rows
+    }
+    return orders, parts
 
 
-async def save_orders(conn: asyncpg.Connection, orders: Iterable[tuple[int, OrderFact]]) -> None:
-    args = []
-    for shop_id, order in orders:
+def _id_array(ids: Sequence[int]) -> str:
+    return "{" + ",".join(str(i) for i in ids) + "}"
+
+
+async def save_orders(
+    conn: asyncpg.Connection, orders: Iterable[tuple[int, OrderFact, Contribution | None]]
+) -> None:
+    """Write orders and their contributions, one statement for all of them."""
+    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
+    for shop_id, order, part in orders:
         facts, refunds = order_to_json(order)
-        args.append((shop_id, order.order_id, order.customer_id, facts, refunds, order.product_ids))
-    if args:
-        await conn.executemany(SAVE_ORDER, args)
+        values = (
+            shop_id,
+            order.order_id,
+            order.customer_id,
+            facts,
+            refunds,
+            _id_array(order.product_ids),
+            None if part is None else contribution_to_json(part),
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    if columns[0]:
+        await conn.execute(SAVE_ORDERS, *columns)
+
+
+async def save_contributions(
+    conn: asyncpg.Connection, parts: Iterable[tuple[int, int, Contribution]]
+) -> None:
+    """Write what these orders (shop id, order id) contribute, one statement for all."""
+    rows = list(parts)
+    if rows:
+        await conn.execute(
+            SAVE_CONTRIBUTIONS,
+            [shop_id for shop_id, _, _ in rows],
+            [order_id for _, order_id, _ in rows],
+            [contribution_to_json(part) for _, _, part in rows],
+        )
 
 
 async def save_products(
@@ -398,21 +534,30 @@ async def load_catalog(
 async def save_customers(
     conn: asyncpg.Connection,
     rows: Iterable[tuple[CustomerState, CustomerFacts, datetime, datetime | None]],
+    aggregates: Mapping[Key, Aggregates] | None = None,
 ) -> None:
-    """Write state, facts and evaluation times of customers locked in this transaction."""
-    args = []
+    """Write state, facts, evaluation times and aggregates of customers locked in this
+    transaction, in one statement; a customer without aggregates here gets them rebuilt
+    from its stored orders when next evaluated."""
+    built = aggregates or {}
+    columns: list[list[Any]] = [[] for _ in range(len(_SAVE_COLUMNS) + 2)]
     for state, facts, evaluated_at, next_eval_at in rows:
         values = facts_to_row(facts)
+        kept = built.get((state.shop_id, state.customer_id))
         values.update(
+            tags=dumps(list(facts.tags)),
             profile=profile_to_json(state),
             checkouts=checkouts_to_json(state),
             deleted=state.deleted,
             evaluated_at=evaluated_at,
             next_eval_at=next_eval_at,
+            aggregates=None if kept is None else aggregates_to_json(kept),
         )
-        args.append((state.shop_id, state.customer_id, *(values[c] for c in _SAVE_COLUMNS)))
-    if args:
-        await conn.executemany(SAVE_CUSTOMER, args)
+        row = (state.shop_id, state.customer_id, *(values[c] for c in _SAVE_COLUMNS))
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    if columns[0]:
+        await conn.execute(SAVE_CUSTOMERS, *columns)
 
 
 async def memberships_of(conn: asyncpg.Connection, keys: Iterable[Key]) -> dict[Key, set[int]]:

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from services.common.envelope import loads_json
+from services.segmenter.domain.aggregates import Aggregates, Basis, Contribution
 from services.segmenter.domain.facts import CustomerFacts
 from services.segmenter.domain.state import (
     COUNTERS,
@@ -170,3 +171,106 @@ def order_from_row(row: Mapping[str, Any]) -> OrderFact:
         rate=_decimal(facts.get("rate")),
         currency=facts.get("currency"),
     )
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def aggregates_to_json(aggregates: Aggregates) -> str:
+    """The jsonb text of a customer's aggregates (money as decimal strings)."""
+    a = aggregates
+    return dumps(
+        {
+            "basis": [_iso(a.basis.count_as_of), _iso(a.basis.spent_as_of)],
+            "horizon": _iso(a.horizon),
+            "counts": [a.counted, a.before, a.refunds, a.cancelled],
+            "money": [
+                _money(a.net),
+                _money(a.known_then),
+                _money(a.since),
+                _money(a.later),
+                _money(a.refunded),
+                _money(a.largest),
+            ],
+            "orders_at": [_iso(a.first_at), _iso(a.last_at)],
+            "products": dict(a.products),
+            "types": dict(a.types),
+            "vendors": dict(a.vendors),
+            "checkout_tokens": dict(a.checkout_tokens),
+            "recent": {str(i): [_iso(at), _money(net)] for i, (at, net) in a.recent.items()},
+        }
+    )
+
+
+def aggregates_from_json(value: Any) -> Aggregates | None:
+    """A customer's aggregates from its jsonb, None when not built yet."""
+    raw = _jsonb(value)
+    if raw is None:
+        return None
+    net, known_then, since, later, refunded, largest = (_decimal(m) for m in raw["money"])
+    counted, before, refunds, cancelled = raw["counts"]
+    first_at, last_at = (_time(t) for t in raw["orders_at"])
+    recent: dict[int, tuple[datetime, Decimal]] = {}
+    for order_id, (at, amount) in raw["recent"].items():
+        placed, money = _time(at), _decimal(amount)
+        if placed is not None and money is not None:
+            recent[int(order_id)] = (placed, money)
+    return Aggregates(
+        basis=Basis(_time(raw["basis"][0]), _time(raw["basis"][1])),
+        horizon=_time(raw["horizon"]),
+        counted=counted,
+        net=net or Decimal(0),
+        before=before,
+        known_then=known_then or Decimal(0),
+        since=since or Decimal(0),
+        later=later or Decimal(0),
+        refunds=refunds,
+        refunded=refunded or Decimal(0),
+        cancelled=cancelled,
+        first_at=first_at,
+        last_at=last_at,
+        largest=largest,
+        products=raw["products"],
+        types=raw["types"],
+        vendors=raw["vendors"],
+        checkout_tokens=raw["checkout_tokens"],
+        recent=recent,
+    )
+
+
+_CONTRIBUTION_FIELDS = {f.name: f.default for f in fields(Contribution)}
+_DECIMAL_FIELDS = frozenset({"net", "refunded", "known_then", "since", "later"})
+_TUPLE_FIELDS = frozenset({"products", "types", "vendors"})
+
+
+def contribution_to_json(part: Contribution) -> str:
+    """The jsonb text of an order's contribution; only what differs from nothing is kept."""
+    kept: dict[str, Any] = {}
+    for name, default in _CONTRIBUTION_FIELDS.items():
+        value = getattr(part, name)
+        if value == default:
+            continue
+        if name in _TUPLE_FIELDS:
+            value = list(value)
+        elif name == "placed_at":
+            value = _iso(value)
+        kept[name] = value
+    return dumps(kept)
+
+
+def contribution_from_json(value: Any) -> Contribution | None:
+    """An order's contribution from its jsonb, None when never computed."""
+    raw = _jsonb(value)
+    if raw is None:
+        return None
+    values: dict[str, Any] = {}
+    for name, item in raw.items():
+        if name in _DECIMAL_FIELDS:
+            item = Decimal(item)
+        elif name in _TUPLE_FIELDS:
+            item = tuple(item)
+        elif name == "placed_at":
+            item = _time(item)
+        values[name] = item
+    return Contribution(**values)
