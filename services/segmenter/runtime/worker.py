@@ -169,6 +169,7 @@ class SegmenterWorker:
             )
             if not any(batch.values()):
                 continue
+            self._observe_fetch(batch)
             async with self._batch_lock:
                 await self._process_until_done(batch, stop)
 
@@ -245,7 +246,10 @@ class SegmenterWorker:
         attempt = attempt or _Attempt()
         started = time.perf_counter()
         records = [record for partition in batch.values() for record in partition]
+        stage = self._metrics.stage_seconds
+        mark = time.perf_counter()
         decoded = await self._decode(records, attempt)
+        stage.labels("decode").observe(time.perf_counter() - mark)
         outcome = await self._apply(decoded, attempt)
         self._crash_if_told("after_db_commit")
         for item in outcome.applied:
@@ -254,6 +258,7 @@ class SegmenterWorker:
         for item in outcome.duplicates:
             self._metrics.events.labels(item.event.topic, "duplicate").inc()
         attempt.talking_to = "database"
+        mark = time.perf_counter()
         await publish_pending(
             self._pool,
             self._producer,
@@ -264,14 +269,17 @@ class SegmenterWorker:
             # scheduler publishes whatever is left.
             max_rows=4 * self._settings.segmenter_batch_size,
         )
+        stage.labels("publish").observe(time.perf_counter() - mark)
         self._crash_if_told("after_publish")
         attempt.talking_to = "broker"
+        mark = time.perf_counter()
         # Bounded: with the broker gone, aiokafka would wait for a coordinator for ever, the
         # batch neither done nor retried and /readyz none the wiser.
         async with asyncio.timeout(self._settings.offset_commit_timeout_seconds):
             await self._consumer.commit(
                 {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
             )
+        stage.labels("offset_commit").observe(time.perf_counter() - mark)
         self._crash_if_told("after_offset_commit")
         self._metrics.batch_size.observe(len(records))
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -282,8 +290,15 @@ class SegmenterWorker:
         events = [item.event for item in items]
         for attempt in range(_CONFLICT_ATTEMPTS):
             try:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    return await apply_events(conn, events, self._rules, self._clock())
+                async with self._pool.acquire() as conn:
+                    async with conn.transaction():
+                        began = time.perf_counter()
+                        outcome = await apply_events(conn, events, self._rules, self._clock())
+                        applied = time.perf_counter()
+                    stage = self._metrics.stage_seconds
+                    stage.labels("apply").observe(applied - began)
+                    stage.labels("db_commit").observe(time.perf_counter() - applied)
+                    return outcome
             except RETRYABLE:
                 if attempt == _CONFLICT_ATTEMPTS - 1:
                     raise
@@ -404,6 +419,15 @@ class SegmenterWorker:
             "dead-lettered a record",
             extra={"reason": why.reason, "detail": why.detail, "offset": record.offset},
         )
+
+    def _observe_fetch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Per record: from its Kafka timestamp (ingest's send) to its batch being taken."""
+        taken = time.time()
+        fetch = self._metrics.stage_seconds.labels("fetch")
+        for records in batch.values():
+            for record in records:
+                if record.timestamp is not None:
+                    fetch.observe(max(0.0, taken - record.timestamp / 1000))
 
     def _observe_lag(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         for tp, records in batch.items():
