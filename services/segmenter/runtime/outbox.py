@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError
 
 from services.common.backoff import Backoff
 from services.segmenter.runtime.faults import infrastructure_fault
@@ -101,11 +102,13 @@ async def publish_pending(
     batch: int = 500,
     before_marking: Callable[[], None] | None = None,
     max_rows: int | None = None,
+    send_timeout: float | None = None,
 ) -> int:
     """Publish unpublished changes in order (acks=all) and mark them; return how many.
 
     Stops after `max_rows` (the rest is left to the next call) or when another publisher
-    holds the lock (it publishes them instead).
+    holds the lock (it publishes them instead). `send_timeout` bounds the wait for each
+    batch's acks.
     """
     total = 0
     while max_rows is None or total < max_rows:
@@ -116,12 +119,18 @@ async def publish_pending(
             rows = await conn.fetch(UNPUBLISHED, batch, max(1, batch // 4))
             if not rows:
                 return total
-            futures = []
-            for row in rows:
-                key = f"{row['domain']}/{row['customer_id']}".encode()
-                value = json.dumps(change_message(row), separators=(",", ":")).encode()
-                futures.append(await producer.send(topic, value, key=key))
-            await asyncio.gather(*futures)
+            try:
+                # Bounded when asked: with the broker gone, aiokafka can wait for its
+                # metadata for ever, and the round would neither finish nor be retried.
+                async with asyncio.timeout(send_timeout):
+                    futures = []
+                    for row in rows:
+                        key = f"{row['domain']}/{row['customer_id']}".encode()
+                        value = json.dumps(change_message(row), separators=(",", ":")).encode()
+                        futures.append(await producer.send(topic, value, key=key))
+                    await asyncio.gather(*futures)
+            except TimeoutError as exc:
+                raise KafkaTimeoutError(f"no acks for {len(rows)} changes in time") from exc
             if before_marking is not None:
                 before_marking()
             # Wall time, not the evaluation clock: this measures real delivery latency.
@@ -161,6 +170,7 @@ class OutboxPublisher:
         metrics: SegmenterMetrics,
         backoff: Backoff,
         health: ConsumerHealth,
+        send_timeout: float,
         before_marking: Callable[[], None] | None = None,
         after_publish: Callable[[], None] | None = None,
     ) -> None:
@@ -170,6 +180,7 @@ class OutboxPublisher:
         self._metrics = metrics
         self._backoff = backoff
         self._health = health
+        self._send_timeout = send_timeout
         self._before_marking = before_marking
         self._after_publish = after_publish
         self._wake = asyncio.Event()
@@ -194,6 +205,7 @@ class OutboxPublisher:
                     self._topic,
                     self._metrics,
                     before_marking=self._before_marking,
+                    send_timeout=self._send_timeout,
                 )
             except Exception as exc:
                 fault = infrastructure_fault(exc, "database")

@@ -158,6 +158,7 @@ class SegmenterWorker:
             metrics,
             Backoff(settings.retry_initial_seconds, settings.retry_max_seconds, rng),
             self._health,
+            settings.outbox_send_timeout_seconds,
             before_marking=lambda: self._crash_if_told("before_marking_published"),
             after_publish=lambda: self._crash_if_told("after_publish"),
         )
