@@ -11,7 +11,15 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 logger = logging.getLogger(__name__)
 
 
-def make_producer(bootstrap_servers: str, *, request_timeout_ms: int = 10_000) -> AIOKafkaProducer:
+# Every producer compresses its batches. The embedded broker (Tansu, memory storage) keeps
+# every record it was sent for as long as it runs, as sent: compression is what bounds its
+# memory. Chosen by measurement (bench/RESULTS.md, 2026-12-02).
+COMPRESSION = "zstd"
+
+
+def make_producer(
+    bootstrap_servers: str, *, request_timeout_ms: int = 10_000, compression: str = COMPRESSION
+) -> AIOKafkaProducer:
     """A producer that waits for every in-sync replica (acks=all); start and stop it yourself.
 
     No idempotence: the embedded broker cannot grant producer ids, so duplicates are removed
@@ -21,6 +29,7 @@ def make_producer(bootstrap_servers: str, *, request_timeout_ms: int = 10_000) -
         bootstrap_servers=bootstrap_servers,
         acks="all",
         enable_idempotence=False,
+        compression_type=None if compression == "none" else compression,
         linger_ms=2,
         request_timeout_ms=request_timeout_ms,
         retry_backoff_ms=100,
@@ -85,6 +94,7 @@ def make_consumer(
     max_poll_interval_ms: int = 300_000,
     session_timeout_ms: int = 10_000,
     rebalance_timeout_ms: int = 360_000,
+    fetch_max_wait_ms: int = 10,
 ) -> AIOKafkaConsumer:
     """A consumer-group member (subscribe it yourself) that never commits by itself.
 
@@ -95,6 +105,12 @@ def make_consumer(
     how long the group waits in a rebalance for this member to finish its batch and rejoin;
     it must exceed `max_poll_interval_ms`, or a member committing a slow batch during a
     rebalance is evicted (aiokafka's default is the session timeout, a few seconds).
+
+    `fetch_max_wait_ms` is how long the broker may hold a fetch that finds no new records.
+    Tansu does not answer a waiting fetch when records arrive: it answers at the deadline,
+    so aiokafka's default of 500 ms put 0-500 ms (half of it on average) on every event
+    that arrives while the consumer is caught up. 10 ms costs an idle consumer about 100
+    small fetches a second.
     """
     if rebalance_timeout_ms <= max_poll_interval_ms:
         raise ValueError("rebalance_timeout_ms must exceed max_poll_interval_ms")
@@ -109,4 +125,5 @@ def make_consumer(
         heartbeat_interval_ms=max(100, session_timeout_ms // 4),
         rebalance_timeout_ms=rebalance_timeout_ms,
         isolation_level="read_uncommitted",
+        fetch_max_wait_ms=fetch_max_wait_ms,
     )

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     segmenter_lock_timeout_seconds: float = Field(default=20.0, gt=0)
     # How long an offset commit may wait for the broker before the batch is retried.
     offset_commit_timeout_seconds: float = Field(default=10.0, gt=0)
+    # How long the worker's outbox publisher waits for the acks of one batch of changes (up
+    # to 500) before the round is retried.
+    outbox_send_timeout_seconds: float = Field(default=10.0, gt=0)
     scheduler_interval_seconds: float = Field(default=1.0, gt=0)
     dedupe_retention_days: int = Field(default=7, ge=1)
     # Engagement events (custom/page_viewed, …) only count by their ids: keep those longer

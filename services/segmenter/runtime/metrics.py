@@ -5,6 +5,10 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Stages take from under a millisecond (decode) to seconds (a backlog in the fetch buffer).
+_STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+# The consumer loop's stages, in order (the label values of `stage_seconds`).
+STAGES = ("fetch", "decode", "apply", "db_commit", "publish", "offset_commit")
 
 
 @dataclass(frozen=True)
@@ -13,6 +17,7 @@ class SegmenterMetrics:
     dead_letters: Counter
     batch_size: Histogram
     batch_seconds: Histogram
+    stage_seconds: Histogram
     end_to_end_seconds: Histogram
     consumer_lag: Gauge
     segment_changes: Counter
@@ -47,6 +52,15 @@ class SegmenterMetrics:
                 "segflow_segmenter_batch_seconds",
                 "Time to process one batch: decode, transaction, publish, commit",
                 buckets=_LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            stage_seconds=Histogram(
+                "segflow_segmenter_stage_seconds",
+                "Time in each stage of the consumer loop: fetch (per record, from its Kafka "
+                "timestamp to its batch being taken), then per batch decode, apply (the "
+                "transaction's work), db_commit, publish (the outbox) and offset_commit",
+                ["stage"],
+                buckets=_STAGE_BUCKETS,
                 registry=registry,
             ),
             end_to_end_seconds=Histogram(

@@ -1,14 +1,23 @@
-"""Publishes outbox rows to segflow.segment-changes and marks them published."""
+"""Publishes outbox rows to segflow.segment-changes and marks them published: by the worker's
+publisher right after each batch commits, and by the scheduler's rounds."""
 
 import asyncio
 import json
+import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError
 
+from services.common.backoff import Backoff
+from services.segmenter.runtime.faults import infrastructure_fault
+from services.segmenter.runtime.health import ConsumerHealth
 from services.segmenter.runtime.metrics import SegmenterMetrics
+
+logger = logging.getLogger(__name__)
 
 # One publisher at a time, across replicas: with several, one could publish a customer's
 # later change while another still waits for the broker's ack of the earlier one.
@@ -93,11 +102,13 @@ async def publish_pending(
     batch: int = 500,
     before_marking: Callable[[], None] | None = None,
     max_rows: int | None = None,
+    send_timeout: float | None = None,
 ) -> int:
     """Publish unpublished changes in order (acks=all) and mark them; return how many.
 
     Stops after `max_rows` (the rest is left to the next call) or when another publisher
-    holds the lock (it publishes them instead).
+    holds the lock (it publishes them instead). `send_timeout` bounds the wait for each
+    batch's acks.
     """
     total = 0
     while max_rows is None or total < max_rows:
@@ -108,12 +119,18 @@ async def publish_pending(
             rows = await conn.fetch(UNPUBLISHED, batch, max(1, batch // 4))
             if not rows:
                 return total
-            futures = []
-            for row in rows:
-                key = f"{row['domain']}/{row['customer_id']}".encode()
-                value = json.dumps(change_message(row), separators=(",", ":")).encode()
-                futures.append(await producer.send(topic, value, key=key))
-            await asyncio.gather(*futures)
+            try:
+                # Bounded when asked: with the broker gone, aiokafka can wait for its
+                # metadata for ever, and the round would neither finish nor be retried.
+                async with asyncio.timeout(send_timeout):
+                    futures = []
+                    for row in rows:
+                        key = f"{row['domain']}/{row['customer_id']}".encode()
+                        value = json.dumps(change_message(row), separators=(",", ":")).encode()
+                        futures.append(await producer.send(topic, value, key=key))
+                    await asyncio.gather(*futures)
+            except TimeoutError as exc:
+                raise KafkaTimeoutError(f"no acks for {len(rows)} changes in time") from exc
             if before_marking is not None:
                 before_marking()
             # Wall time, not the evaluation clock: this measures real delivery latency.
@@ -135,3 +152,101 @@ async def purge_published(pool: asyncpg.Pool, cutoff: datetime, limit: int) -> i
     async with pool.acquire() as conn:
         status: str = await conn.execute(PURGE_PUBLISHED, cutoff, limit)
     return int(status.split()[-1])
+
+
+class OutboxPublisher:
+    """Publishes the outbox beside the consumer loop, woken by each batch's commit.
+
+    The loop moves on to its next batch (its offsets committed: the changes are safe in the
+    outbox) while this publishes the last one's changes. A failing dependency is retried with
+    backoff; any other error is raised and ends `run`.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        topic: str,
+        metrics: SegmenterMetrics,
+        backoff: Backoff,
+        health: ConsumerHealth,
+        send_timeout: float,
+        before_marking: Callable[[], None] | None = None,
+        after_publish: Callable[[], None] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._producer = producer
+        self._topic = topic
+        self._metrics = metrics
+        self._backoff = backoff
+        self._health = health
+        self._send_timeout = send_timeout
+        self._before_marking = before_marking
+        self._after_publish = after_publish
+        self._wake = asyncio.Event()
+
+    def poke(self) -> None:
+        """Publish now (or as soon as the round in hand ends): changes were committed."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish each time poked, until `stop` is set; then one last round."""
+        failures = 0
+        while True:
+            if not stop.is_set():
+                await _first_of(self._wake, stop)
+            last = stop.is_set()
+            self._wake.clear()
+            began = time.perf_counter()
+            try:
+                published = await publish_pending(
+                    self._pool,
+                    self._producer,
+                    self._topic,
+                    self._metrics,
+                    before_marking=self._before_marking,
+                    send_timeout=self._send_timeout,
+                )
+            except Exception as exc:
+                fault = infrastructure_fault(exc, "database")
+                if fault is None:
+                    raise
+                if last:
+                    # Left in the outbox: the next start (or another replica) publishes it.
+                    logger.warning(
+                        "outbox not published on the way out: the %s is failing", fault.dependency
+                    )
+                    return
+                failures += 1
+                self._metrics.retries.labels("publisher", fault.dependency, fault.reason).inc()
+                self._health.retrying(fault, failures)
+                logger.warning(
+                    "outbox publish failed: the %s is failing; retrying",
+                    fault.dependency,
+                    extra={"reason": fault.reason, "attempt": failures},
+                )
+                self._wake.set()
+                try:
+                    await asyncio.wait_for(stop.wait(), self._backoff.delay(failures))
+                except TimeoutError:
+                    pass
+                continue
+            self._metrics.stage_seconds.labels("publish").observe(time.perf_counter() - began)
+            if failures:
+                failures = 0
+                if self._health.state == "retrying":
+                    self._health.running()
+            if published and self._after_publish is not None:
+                self._after_publish()
+            if last:
+                return
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)

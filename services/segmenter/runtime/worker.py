@@ -1,5 +1,9 @@
 """The segmenter's consumer loop: segflow.events → one transaction per batch → outbox → offsets.
 
+Each commit wakes the outbox publisher (a task beside the loop), which sends the batch's
+changes while the loop commits the offsets and takes the next batch: the changes are durable
+in the outbox once committed, so nothing waits for their publishing.
+
 Failures split in two (services/segmenter/runtime/faults.py). An event that cannot be applied is
 dead-lettered and the rest of its batch goes on. A database or broker failing stops the batch
 before its offsets are committed, and the same batch is tried again, with backoff, until it
@@ -30,7 +34,7 @@ from services.segmenter.domain.reducer import Event, changes_customer
 from services.segmenter.runtime.faults import Dependency, infrastructure_fault
 from services.segmenter.runtime.health import ConsumerHealth
 from services.segmenter.runtime.metrics import SegmenterMetrics
-from services.segmenter.runtime.outbox import publish_pending
+from services.segmenter.runtime.outbox import OutboxPublisher
 from services.segmenter.runtime.pipeline import (
     BatchOutcome,
     ShopEvent,
@@ -73,6 +77,8 @@ class _Attempt:
     dead_lettered: set[tuple[str, int, int]] = field(default_factory=set)
 
 
+# How long the outbox publisher's last round may take when the worker stops.
+PUBLISHER_STOP_SECONDS = 10.0
 # Below the producer's 1 MiB request limit, leaving room for the key and headers.
 DEAD_LETTER_MAX_VALUE_BYTES = 1_000_000
 
@@ -145,6 +151,17 @@ class SegmenterWorker:
         self._crash_point = point or None
         self._crash_after = int(count or 1)
         self._crash_raises = mode == "raise"
+        self._publisher = OutboxPublisher(
+            pool,
+            producer,
+            settings.topic_segment_changes,
+            metrics,
+            Backoff(settings.retry_initial_seconds, settings.retry_max_seconds, rng),
+            self._health,
+            settings.outbox_send_timeout_seconds,
+            before_marking=lambda: self._crash_if_told("before_marking_published"),
+            after_publish=lambda: self._crash_if_told("after_publish"),
+        )
 
     def _crash_if_told(self, point: str) -> None:
         """The crash test hook: die as kill -9 would, with no cleanup, at the chosen point (or
@@ -163,14 +180,33 @@ class SegmenterWorker:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; the batch in hand is finished (or let go) first."""
         self._health.running()
-        while not stop.is_set():
-            batch = await self._consumer.getmany(
-                timeout_ms=200, max_records=self._settings.segmenter_batch_size
-            )
-            if not any(batch.values()):
-                continue
-            async with self._batch_lock:
-                await self._process_until_done(batch, stop)
+        publisher_stop = asyncio.Event()
+        publishing = asyncio.create_task(self._publisher.run(publisher_stop), name="outbox")
+        try:
+            while not stop.is_set() and not publishing.done():
+                batch = await self._consumer.getmany(
+                    timeout_ms=200, max_records=self._settings.segmenter_batch_size
+                )
+                if not any(batch.values()):
+                    continue
+                self._observe_fetch(batch)
+                async with self._batch_lock:
+                    await self._process_until_done(batch, stop)
+        finally:
+            # The publisher ends with a last round, bounded: what it leaves stays in the
+            # outbox for the next start.
+            publisher_stop.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(publishing), PUBLISHER_STOP_SECONDS)
+            except TimeoutError:
+                publishing.cancel()
+                await asyncio.gather(publishing, return_exceptions=True)
+            except Exception:  # noqa: BLE001 - re-raised below unless another error is on its way
+                pass
+        if publishing.done() and not publishing.cancelled():
+            error = publishing.exception()
+            if error is not None:
+                raise error
 
     async def _process_until_done(
         self, batch: dict[TopicPartition, list[ConsumerRecord]], stop: asyncio.Event
@@ -238,14 +274,17 @@ class SegmenterWorker:
         batch: dict[TopicPartition, list[ConsumerRecord]],
         attempt: _Attempt | None = None,
     ) -> None:
-        """Decode, dead-letter, apply in one transaction, publish the outbox, commit offsets.
+        """Decode, dead-letter, apply in one transaction, wake the publisher, commit offsets.
 
         Raises when a dependency fails (nothing is committed to Kafka then).
         """
         attempt = attempt or _Attempt()
         started = time.perf_counter()
         records = [record for partition in batch.values() for record in partition]
+        stage = self._metrics.stage_seconds
+        mark = time.perf_counter()
         decoded = await self._decode(records, attempt)
+        stage.labels("decode").observe(time.perf_counter() - mark)
         outcome = await self._apply(decoded, attempt)
         self._crash_if_told("after_db_commit")
         for item in outcome.applied:
@@ -253,25 +292,18 @@ class SegmenterWorker:
             self._metrics.events.labels(item.event.topic, "applied" if useful else "ignored").inc()
         for item in outcome.duplicates:
             self._metrics.events.labels(item.event.topic, "duplicate").inc()
-        attempt.talking_to = "database"
-        await publish_pending(
-            self._pool,
-            self._producer,
-            self._settings.topic_segment_changes,
-            self._metrics,
-            before_marking=lambda: self._crash_if_told("before_marking_published"),
-            # Bounded, so a rebalance never waits for a large backfill's changes to drain; the
-            # scheduler publishes whatever is left.
-            max_rows=4 * self._settings.segmenter_batch_size,
-        )
-        self._crash_if_told("after_publish")
+        # The changes are in the outbox: the publisher sends them now, while this batch's
+        # offsets are committed and the next batch is taken. Neither waits for the other.
+        self._publisher.poke()
         attempt.talking_to = "broker"
+        mark = time.perf_counter()
         # Bounded: with the broker gone, aiokafka would wait for a coordinator for ever, the
         # batch neither done nor retried and /readyz none the wiser.
         async with asyncio.timeout(self._settings.offset_commit_timeout_seconds):
             await self._consumer.commit(
                 {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
             )
+        stage.labels("offset_commit").observe(time.perf_counter() - mark)
         self._crash_if_told("after_offset_commit")
         self._metrics.batch_size.observe(len(records))
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -282,8 +314,15 @@ class SegmenterWorker:
         events = [item.event for item in items]
         for attempt in range(_CONFLICT_ATTEMPTS):
             try:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    return await apply_events(conn, events, self._rules, self._clock())
+                async with self._pool.acquire() as conn:
+                    async with conn.transaction():
+                        began = time.perf_counter()
+                        outcome = await apply_events(conn, events, self._rules, self._clock())
+                        applied = time.perf_counter()
+                    stage = self._metrics.stage_seconds
+                    stage.labels("apply").observe(applied - began)
+                    stage.labels("db_commit").observe(time.perf_counter() - applied)
+                    return outcome
             except RETRYABLE:
                 if attempt == _CONFLICT_ATTEMPTS - 1:
                     raise
@@ -404,6 +443,15 @@ class SegmenterWorker:
             "dead-lettered a record",
             extra={"reason": why.reason, "detail": why.detail, "offset": record.offset},
         )
+
+    def _observe_fetch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Per record: from its Kafka timestamp (ingest's send) to its batch being taken."""
+        taken = time.time()
+        fetch = self._metrics.stage_seconds.labels("fetch")
+        for records in batch.values():
+            for record in records:
+                if record.timestamp is not None:
+                    fetch.observe(max(0.0, taken - record.timestamp / 1000))
 
     def _observe_lag(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         for tp, records in batch.items():

@@ -45,3 +45,13 @@ def test_a_rebalance_timeout_below_the_batch_bound_is_refused() -> None:
         Settings(consumer_rebalance_timeout_ms=10_000, consumer_max_poll_interval_ms=300_000)
     with pytest.raises(ValueError, match="rebalance_timeout"):
         make_consumer("127.0.0.1:9", "group", rebalance_timeout_ms=1_000)
+
+
+async def test_a_caught_up_consumer_is_not_held_half_a_second_per_fetch() -> None:
+    # Tansu answers a fetch that finds nothing only at its deadline, even when records arrive
+    # meanwhile: the deadline bounds how long a new event waits to be fetched.
+    consumer = make_consumer("127.0.0.1:9", "group")
+    try:
+        assert consumer._fetch_max_wait_ms <= 25
+    finally:
+        await consumer.stop()
