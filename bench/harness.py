@@ -61,13 +61,13 @@ class Config:
             seed=12,
             workdir=workdir,
             ports=ports,
-            e2e_customers=3_000 if quick else 20_000,
+            e2e_customers=2_000 if quick else 20_000,
             connections=32,
             latency_rate=500.0,
             latency_seconds=10.0 if quick else 30.0,
             lookup_seconds=8 if quick else 20,
-            curve_sizes=(2_000, 10_000, 30_000) if quick else (10_000, 100_000, 1_000_000),
-            curve_events=2_000 if quick else 10_000,
+            curve_sizes=(1_000, 5_000, 20_000) if quick else (10_000, 100_000, 1_000_000),
+            curve_events=1_500 if quick else 10_000,
             naive_seconds=5.0 if quick else 15.0,
             generated_backfill_rows=100_000,
             command=command,
@@ -247,7 +247,7 @@ async def measure_latency(stack: Stack, config: Config, now: datetime) -> dict[s
             "127.0.0.1", config.ports.ingest, requests, config.latency_rate, 16
         )
         client_cpu = sum(psutil.Process().cpu_times()[:2]) - cpu_before
-        wanted = {event_id for event_id, _ in requests}
+        wanted = set(result.send_times)
         try:
             async with asyncio.timeout(60):
                 while not wanted <= reader.first.keys():
@@ -270,6 +270,9 @@ async def measure_latency(stack: Stack, config: Config, now: datetime) -> dict[s
         "accepted": result.ok,
         "with_change": len(seen),
         "send_late_max_ms": round(result.late_ms_max, 1),
+        # Not None: the stack could not take the rate, so sending stopped this late.
+        "gave_up_late_s": _round(result.gave_up_late_s, 2),
+        "achieved_rate": round(result.sent / result.seconds, 1) if result.seconds else None,
         "client_cpu_percent": round(100 * client_cpu / result.seconds, 1),
         "latency_p50_ms": _round(percentile(published, 0.5)),
         "latency_p99_ms": _round(percentile(published, 0.99)),
@@ -426,12 +429,26 @@ async def run(config: Config) -> dict[str, Any]:
         "Latency: own paced client (bench/latency.py was not on main); receipt = the change's"
         " received_at (ingest), published = the change record's Kafka timestamp."
     )
+    e2e, latency, lookup = online["e2e"], online["latency"], online["lookup"]
+    notes.append(
+        f"End to end: {e2e['deliveries']:,} deliveries of {e2e['customers']:,} customers"
+        f" ({e2e['duplicates']} duplicates, {e2e['out_of_order']} out of order) replayed by"
+        f" wrk over {config.connections} connections; {e2e['changes_read']:,} changes read"
+        " back. Client CPU (share of one core): wrk replay"
+        f" {e2e['client_cpu_percent']}%, paced client {latency['client_cpu_percent']}%, wrk"
+        f" lookup {lookup['client_cpu_percent']}%."
+    )
+    if online["latency"]["gave_up_late_s"] is not None:
+        notes.append(
+            f"Latency: the stack could not take {config.latency_rate:.0f} events/s (it fell"
+            f" {online['latency']['gave_up_late_s']} s behind, so sending stopped after"
+            f" {online['latency']['sent']:,}); the percentiles include that queueing."
+        )
     rss = dict(online["rss_mb"])
     if local.get("postgres_mb_at_largest") is not None:
         rss[f"postgres (offline, {config.curve_sizes[-1]:,} customers)"] = local[
             "postgres_mb_at_largest"
         ]
-    e2e, latency, lookup = online["e2e"], online["latency"], online["lookup"]
     smallest, largest = curve[0]["events_per_s"], curve[-1]["events_per_s"]
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

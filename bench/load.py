@@ -289,12 +289,20 @@ class Paced:
     late_ms_max: float
     send_times: dict[str, float]
     seconds: float
+    # Set when the server could not keep up: sending stopped once this far behind.
+    gave_up_late_s: float | None = None
 
 
 async def paced(
-    host: str, port: int, requests: Sequence[tuple[str, bytes]], rate: float, connections: int
+    host: str,
+    port: int,
+    requests: Sequence[tuple[str, bytes]],
+    rate: float,
+    connections: int,
+    max_late_s: float = 3.0,
 ) -> Paced:
-    """Send (event id, raw request) pairs at a fixed rate over keep-alive connections."""
+    """Send (event id, raw request) pairs at a fixed rate over keep-alive connections; stop
+    early when the server falls `max_late_s` behind the schedule (it cannot take the rate)."""
     idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
     opened = []
     for _ in range(connections):
@@ -320,6 +328,7 @@ async def paced(
             ok += 1
         idle.put_nowait(pair)
 
+    gave_up = None
     started = time.perf_counter()
     try:
         for i, (event_id, raw) in enumerate(requests):
@@ -330,6 +339,10 @@ async def paced(
             pair = await idle.get()
             now = time.perf_counter()
             late_max = max(late_max, now - due)
+            if now - due > max_late_s:
+                idle.put_nowait(pair)
+                gave_up = now - due
+                break
             send_times[event_id] = now
             task = asyncio.create_task(exchange(pair, raw))
             pending.add(task)
@@ -339,4 +352,5 @@ async def paced(
     finally:
         for _, writer in opened:
             writer.close()
-    return Paced(len(requests), ok, late_max * 1000, send_times, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return Paced(len(send_times), ok, late_max * 1000, send_times, seconds, gave_up)

@@ -61,7 +61,7 @@ async def test_a_tiny_run_writes_every_key_with_a_sane_value_and_stops_everythin
     assert e2e["accepted"] == e2e["deliveries"] and e2e["failed"] == 0
     assert e2e["duplicates"] + e2e["distinct_events"] == e2e["deliveries"]
     assert e2e["changes_read"] > 0
-    assert results["latency"]["with_change"] == results["latency"]["sent"] == 50
+    assert results["latency"]["with_change"] == results["latency"]["sent"] > 0
     assert results["lookup"]["non2xx"] == 0
     assert [p["customers"] for p in results["cost_curve"]] == [100, 200]
     for point in results["cost_curve"]:
