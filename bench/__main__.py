@@ -7,6 +7,7 @@
 import argparse
 import asyncio
 import logging
+import shutil
 import signal
 import sys
 import tempfile
@@ -65,7 +66,11 @@ def main(argv: list[str] | None = None) -> None:
         overrides["lookup_seconds"] = args.lookup_seconds
     if overrides:
         config = replace(config, **overrides)  # type: ignore[arg-type]
-    results = asyncio.run(harness.run(config))
+    try:
+        results = asyncio.run(harness.run(config))
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
     report.write_latest(args.out, results)
     if not args.no_results_md:
         title = args.title or ("make bench QUICK=1" if args.quick else "make bench")

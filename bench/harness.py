@@ -32,6 +32,7 @@ from services.segmenter.storage.segments import install_templates
 logger = logging.getLogger("bench")
 
 LATENCY_BASE = 5_000_000  # customer numbers of the latency phase: never in the store
+LOW_RATE = 50.0
 CURVE_DOMAIN = "bench-curve.myshopify.com"
 BACKFILL_DOMAIN = "bench-backfill.myshopify.com"
 
@@ -227,14 +228,16 @@ async def measure_e2e(stack: Stack, config: Config, now: datetime) -> dict[str, 
     }
 
 
-async def measure_latency(stack: Stack, config: Config, now: datetime) -> dict[str, Any]:
+async def measure_latency(
+    stack: Stack, config: Config, now: datetime, rate: float, seconds: float, numbers_from: int
+) -> dict[str, Any]:
     """Fresh customers' first orders at a fixed rate; receipt -> change published."""
-    rng = random.Random(config.seed + 1)
-    count = int(config.latency_rate * config.latency_seconds)
+    rng = random.Random(config.seed + numbers_from)
+    count = int(rate * seconds)
     host = f"127.0.0.1:{config.ports.ingest}"
     requests = []
     for i in range(count):
-        delivery = store.new_order_delivery(rng, LATENCY_BASE + i, 0, now)
+        delivery = store.new_order_delivery(rng, numbers_from + i, 0, now)
         raw = load.signed_request(delivery, host, stack.shop_domain, stack.webhook_secret)
         requests.append((delivery.event_id, raw))
     reader = load.ChangeReader(
@@ -243,9 +246,7 @@ async def measure_latency(stack: Stack, config: Config, now: datetime) -> dict[s
     await reader.start()
     try:
         cpu_before = sum(psutil.Process().cpu_times()[:2])
-        result = await load.paced(
-            "127.0.0.1", config.ports.ingest, requests, config.latency_rate, 16
-        )
+        result = await load.paced("127.0.0.1", config.ports.ingest, requests, rate, 16)
         client_cpu = sum(psutil.Process().cpu_times()[:2]) - cpu_before
         wanted = set(result.send_times)
         try:
@@ -265,7 +266,7 @@ async def measure_latency(stack: Stack, config: Config, now: datetime) -> dict[s
             published.append(first.published_ms - first.received_at.timestamp() * 1000)
         seen.append((first.seen_at - result.send_times[event_id]) * 1000)
     return {
-        "rate": config.latency_rate,
+        "rate": rate,
         "sent": result.sent,
         "accepted": result.ok,
         "with_change": len(seen),
@@ -314,7 +315,14 @@ async def stack_phase(config: Config, now: datetime) -> dict[str, Any]:
             await send_products(stack, config, now)
             e2e = await measure_e2e(stack, config, now)
             logger.info("e2e: %s", {k: v for k, v in e2e.items() if k != "lookup_ids"})
-            latency = await measure_latency(stack, config, now)
+            # The low rate first: what the loop itself costs, with no queue behind it.
+            low = await measure_latency(
+                stack, config, now, LOW_RATE, config.latency_seconds / 2, LATENCY_BASE
+            )
+            logger.info("latency at %s/s: %s", LOW_RATE, low)
+            latency = await measure_latency(
+                stack, config, now, config.latency_rate, config.latency_seconds, LATENCY_BASE * 2
+            )
             logger.info("latency: %s", latency)
             lookup = await measure_lookup(stack, config, e2e.pop("lookup_ids"))
             logger.info("lookup: %s", lookup)
@@ -323,6 +331,7 @@ async def stack_phase(config: Config, now: datetime) -> dict[str, Any]:
         return {
             "e2e": e2e,
             "latency": latency,
+            "latency_low_rate": low,
             "lookup": lookup,
             "rss_mb_idle": idle,
             "rss_mb": dict(watch.peak),
@@ -463,6 +472,8 @@ async def run(config: Config) -> dict[str, Any]:
         "ingest_req_per_s": e2e["ingest_req_per_s"],
         "latency_p50_ms": latency["latency_p50_ms"],
         "latency_p99_ms": latency["latency_p99_ms"],
+        "latency_50_per_s_p50_ms": online["latency_low_rate"]["latency_p50_ms"],
+        "latency_50_per_s_p99_ms": online["latency_low_rate"]["latency_p99_ms"],
         "lookup_p50_ms": lookup["lookup_p50_ms"],
         "lookup_p99_ms": lookup["lookup_p99_ms"],
         "backfill_100k_s": backfill[100_000]["seconds"],
@@ -478,6 +489,7 @@ async def run(config: Config) -> dict[str, Any]:
         "cost_curve_ratio": round(largest / smallest, 2) if smallest else None,
         "e2e": e2e,
         "latency": latency,
+        "latency_low_rate": online["latency_low_rate"],
         "lookup": lookup,
         "rules": rules,
         "backfill": {str(k): v for k, v in backfill.items()},

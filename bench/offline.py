@@ -10,7 +10,7 @@ import json
 import random
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -49,34 +49,35 @@ class Seeded:
     seconds: float
 
 
+SEED_CHUNK = 100_000
+
+
 async def seed(
     dsn: str, domain: str, seed: int, numbers: range, now: datetime, first: bool
 ) -> Seeded:
-    """Import these customers' orders through the import pipeline (a GraphQL bulk file)."""
-    with tempfile.TemporaryDirectory(prefix="bench-seed-") as tmp:
-        path = Path(tmp) / "orders.jsonl"
-        orders = 0
-
-        def counted() -> Iterator[store.Customer]:
-            # Streamed: a million customers never sit in memory at once.
-            nonlocal orders
-            for person in store.customers(seed, numbers, now):
-                orders += len(person.orders)
-                yield person
-
-        people = counted()
-        with path.open("w") as out:
-            for line in store.bulk_lines(people, with_products=first):
-                out.write(line + "\n")
-        pool = await create_pool(dsn, min_size=1, max_size=2)
-        try:
-            started = time.perf_counter()
-            report = await import_files(pool, domain, [path], now=now, exported_at=now)
-            seconds = time.perf_counter() - started
+    """Import these customers' orders through the import pipeline (GraphQL bulk files of
+    SEED_CHUNK customers each, so neither memory nor /tmp holds a million at once)."""
+    orders = 0
+    seconds = 0.0
+    pool = await create_pool(dsn, min_size=1, max_size=2)
+    try:
+        for start in range(numbers.start, numbers.stop, SEED_CHUNK):
+            chunk = range(start, min(start + SEED_CHUNK, numbers.stop))
+            with tempfile.TemporaryDirectory(prefix="bench-seed-") as tmp:
+                path = Path(tmp) / "orders.jsonl"
+                with path.open("w") as out:
+                    people = list(store.customers(seed, chunk, now))
+                    orders += sum(len(person.orders) for person in people)
+                    with_products = first and start == numbers.start
+                    for line in store.bulk_lines(people, with_products=with_products):
+                        out.write(line + "\n")
+                started = time.perf_counter()
+                report = await import_files(pool, domain, [path], now=now, exported_at=now)
+                seconds += time.perf_counter() - started
             if report.rejected_count:
                 raise RuntimeError(f"seeding rejected {report.rejected_count} rows")
-        finally:
-            await pool.close()
+    finally:
+        await pool.close()
     return Seeded(len(numbers), orders, seconds)
 
 

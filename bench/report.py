@@ -14,6 +14,8 @@ TABLE = (
     ("ingest_req_per_s", "ingest accepted while the pipeline ran", "req/s", ""),
     ("latency_p50_ms", "receipt -> change published at 500/s, p50", "ms", ""),
     ("latency_p99_ms", "receipt -> change published at 500/s, p99", "ms", "< 100"),
+    ("latency_50_per_s_p50_ms", "receipt -> change published at 50/s, p50", "ms", ""),
+    ("latency_50_per_s_p99_ms", "receipt -> change published at 50/s, p99", "ms", ""),
     ("lookup_p50_ms", "segments lookup, 8 clients, p50", "ms", ""),
     ("lookup_p99_ms", "segments lookup, 8 clients, p99", "ms", "< 5"),
     ("backfill_100k_s", "backfill of one segment, 100k customers", "s", ""),
