@@ -9,7 +9,7 @@ webhook shapes of services/demo/stream.py (API 2025-07), trimmed to the usual fi
 import json
 import random
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -196,7 +196,7 @@ def deliveries(seed: int, people: Iterable[Customer]) -> list[Delivery]:
         for i in range(1, len(events)):
             if rng.random() < OUT_OF_ORDER_RATE:
                 late, early = events[i - 1], events[i]
-                events[i - 1] = _replace_flag(early, out_of_order=True)
+                events[i - 1] = replace(early, out_of_order=True)
                 events[i] = late
         for slot, delivery in zip(slots, events, strict=True):
             timeline.append((slot, len(timeline), delivery))
@@ -205,13 +205,8 @@ def deliveries(seed: int, people: Iterable[Customer]) -> list[Delivery]:
     for _, _, delivery in timeline:
         out.append(delivery)
         if rng.random() < DUPLICATE_RATE:
-            out.append(_replace_flag(delivery, duplicate=True))
+            out.append(replace(delivery, duplicate=True))
     return out
-
-
-def _replace_flag(delivery: Delivery, **flags: bool) -> Delivery:
-    values = {**delivery.__dict__, **flags}
-    return Delivery(**values)
 
 
 def _customer_events(rng: random.Random, person: Customer) -> list[Delivery]:
