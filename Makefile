@@ -31,5 +31,10 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
 
+# `make bench QUICK=1`: under 5 minutes on 2 cores; plain `make bench` stores 1M customers (long).
+# Writes bench/results/latest.json and prepends a dated table to bench/RESULTS.md.
+bench: $(STAMP)
+	$(BIN)/python -m bench $(if $(QUICK),--quick,)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
