@@ -244,11 +244,66 @@ def _replaced(
 
 
 def build(contributions: Mapping[int, Contribution], basis: Basis, now: datetime) -> Aggregates:
-    """The aggregates of these orders' contributions (order id → contribution) from scratch."""
-    aggregates = Aggregates(basis=basis, horizon=now - LONGEST_WINDOW - SLACK)
+    """The aggregates of these orders' contributions (order id → contribution) from scratch.
+
+    The sums of `_replaced` over every order, accumulated in place: one order at a time
+    through `_replaced` would copy the windows' orders per order, quadratic in them.
+    """
+    horizon = now - LONGEST_WINDOW - SLACK
+    counted = before = refunds = cancelled = 0
+    net = known_then = since = later = refunded = Decimal(0)
+    first: datetime | None = None
+    last: datetime | None = None
+    largest: Decimal | None = None
+    products: Counter[str] = Counter()
+    types: Counter[str] = Counter()
+    vendors: Counter[str] = Counter()
+    tokens: Counter[str] = Counter()
+    recent: dict[int, tuple[datetime, Decimal]] = {}
     for order_id, part in contributions.items():
-        aggregates = _replaced(aggregates, order_id, NOTHING, part)
-    return aggregates
+        counted += part.counts
+        net += part.net
+        before += part.before
+        known_then += part.known_then
+        since += part.since
+        later += part.later
+        refunds += part.refunds
+        refunded += part.refunded
+        cancelled += part.cancelled
+        if part.counts:
+            if part.placed_at is not None:
+                first, last = _min(first, part.placed_at), _max(last, part.placed_at)
+                if part.placed_at > horizon:
+                    recent[order_id] = (part.placed_at, part.net)
+            largest = part.net if largest is None else max(largest, part.net)
+        products.update(part.products)
+        types.update(part.types)
+        vendors.update(part.vendors)
+        if part.checkout_token:
+            tokens[part.checkout_token] += 1
+    if counted == 0:
+        first = last = largest = None
+    return Aggregates(
+        basis=basis,
+        horizon=horizon,
+        counted=counted,
+        net=net,
+        before=before,
+        known_then=known_then,
+        since=since,
+        later=later,
+        refunds=refunds,
+        refunded=refunded,
+        cancelled=cancelled,
+        first_at=first,
+        last_at=last,
+        largest=largest,
+        products=_frozen(dict(products)),
+        types=_frozen(dict(types)),
+        vendors=_frozen(dict(vendors)),
+        checkout_tokens=_frozen(dict(tokens)),
+        recent=_frozen(recent),
+    )
 
 
 def covers(aggregates: Aggregates, now: datetime) -> bool:

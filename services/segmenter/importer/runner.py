@@ -18,7 +18,12 @@ from services.common.shops import normalize_domain
 from services.segmenter.importer.csv_customers import read_customers_csv
 from services.segmenter.importer.jsonl import read_jsonl
 from services.segmenter.importer.records import ImportRecord, Rejection, event_for
-from services.segmenter.runtime.pipeline import ShopEvent, StaleOwnershipError, apply_events
+from services.segmenter.runtime.pipeline import (
+    FANOUT_HOLD,
+    ShopEvent,
+    StaleOwnershipError,
+    apply_events,
+)
 from services.segmenter.runtime.scheduler import evaluate_buyers
 from services.segmenter.runtime.segment_cache import RuleBook
 from services.segmenter.storage import queries
@@ -189,6 +194,9 @@ class _Import:
             self.report.events_applied += len(outcome.applied)
             self.report.duplicates += len(outcome.duplicates)
             self.report.segment_changes += len(outcome.changes)
+            if outcome.changed_products or self.changed_products:
+                async with self.pool.acquire() as conn:
+                    await queries.hold_fanout(conn, self.shop_id, datetime.now(UTC) + FANOUT_HOLD)
             self.changed_products.update(outcome.changed_products.get(self.shop_id, []))
             self.batch = []
         self.report.seconds = time.perf_counter() - self.started
@@ -239,6 +247,9 @@ async def import_files(
         raise ValueError("batch_size must be at least 1")
     shop_id = await shop_id_of(pool, shop_domain)
     run = _Import(pool, shop_id, batch_size, now or datetime.now(UTC), exported_at, progress)
+    # Products a stopped import of this shop changed and did not get to evaluate.
+    async with pool.acquire() as conn:
+        run.changed_products.update(await queries.held_fanout(conn, shop_id))
     for path in paths:
         await run.import_file(path)
     # Products that changed after their orders were imported: their buyers are evaluated
@@ -248,5 +259,7 @@ async def import_files(
     report.segment_changes += await evaluate_buyers(
         pool, run.rules, shop_id, sorted(run.changed_products), run.now, "import", batch_size
     )
+    async with pool.acquire() as conn:
+        await queries.release_fanout(conn, shop_id, sorted(run.changed_products))
     report.seconds = time.perf_counter() - run.started
     return report

@@ -5,7 +5,7 @@ The caller owns the transaction; nothing here knows about Kafka.
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -32,6 +32,10 @@ from services.segmenter.domain.state import CustomerState, OrderFact, ProductFac
 from services.segmenter.runtime.segment_cache import RuleBook, evaluate
 from services.segmenter.storage import queries
 from services.segmenter.storage.queries import Change, Key, LockedCustomer
+
+# How long the products an import changed wait for the import to evaluate their buyers before
+# the scheduler does (the import extends it while it runs).
+FANOUT_HOLD = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,9 @@ async def apply_events(
         for shop_id, product_ids in changed.items():
             if bought := await queries.products_with_buyers(conn, shop_id, product_ids):
                 outcome.changed_products[shop_id] = bought
+                # Durable too, so a stopped import loses none of them.
+                held_until = datetime.now(UTC) + FANOUT_HOLD
+                await queries.queue_fanout(conn, shop_id, bought, held_until)
     else:
         for shop_id, product_ids in changed.items():
             await queries.queue_fanout(conn, shop_id, product_ids)
@@ -174,7 +181,7 @@ async def _settle_orders(
 ) -> tuple[dict[Key, Aggregates | None], dict[Key, Contribution]]:
     """The touched orders' new contributions, settled into their owners' aggregates."""
     catalog = await queries.load_catalog(
-        conn, {(key[0], p) for key, order in orders.items() for p in order.product_ids}
+        conn, {(key[0], p) for key, order in orders.items() for p in order.product_ids}, hold=True
     )
     return settle_orders(
         {key: customer.aggregates for key, customer in locked.items()},

@@ -95,20 +95,37 @@ WHERE o.shop_id = u.shop_id AND o.order_id = u.order_id
 # An update, not DO NOTHING, on a product already queued: the row lock makes the scheduler
 # skip it (SKIP LOCKED) until this batch commits, so it never fans out the older catalog.
 QUEUE_FANOUT = """
-INSERT INTO product_fanout (shop_id, product_id)
-SELECT $1, product_id FROM unnest($2::bigint[]) AS p (product_id) ORDER BY product_id
-ON CONFLICT (shop_id, product_id) DO UPDATE SET queued_at = now()
+INSERT INTO product_fanout (shop_id, product_id, held_until)
+SELECT $1, product_id, $3 FROM unnest($2::bigint[]) AS p (product_id) ORDER BY product_id
+ON CONFLICT (shop_id, product_id) DO UPDATE
+SET queued_at = now(), held_until = EXCLUDED.held_until
 """
 TAKE_FANOUT = """
 DELETE FROM product_fanout f
 WHERE f.shop_id = $1 AND f.product_id IN (
-    SELECT product_id FROM product_fanout WHERE shop_id = $1
+    SELECT product_id FROM product_fanout
+    WHERE shop_id = $1 AND (held_until IS NULL OR held_until <= now())
     ORDER BY product_id LIMIT $2
     FOR UPDATE SKIP LOCKED
 )
 RETURNING f.product_id
 """
-FANOUT_SHOPS = "SELECT DISTINCT shop_id FROM product_fanout ORDER BY shop_id"
+FANOUT_SHOPS = """
+SELECT DISTINCT shop_id FROM product_fanout
+WHERE held_until IS NULL OR held_until <= now()
+ORDER BY shop_id
+"""
+HELD_FANOUT = """
+SELECT product_id FROM product_fanout WHERE shop_id = $1 AND held_until IS NOT NULL
+ORDER BY product_id
+"""
+HOLD_FANOUT = (
+    "UPDATE product_fanout SET held_until = $2 WHERE shop_id = $1 AND held_until IS NOT NULL"
+)
+RELEASE_FANOUT = """
+DELETE FROM product_fanout
+WHERE shop_id = $1 AND product_id = ANY($2::bigint[]) AND held_until IS NOT NULL
+"""
 PRODUCTS_WITH_BUYERS = """
 SELECT p.product_id FROM unnest($2::bigint[]) AS p (product_id)
 WHERE EXISTS (
@@ -159,6 +176,24 @@ PRODUCTS = """
 SELECT p.* FROM products p
 JOIN unnest($1::bigint[], $2::bigint[]) AS k (shop_id, product_id)
   ON p.shop_id = k.shop_id AND p.product_id = k.product_id
+"""
+# An order's contribution is computed from the catalog as its batch reads it, and a change
+# of a product's type is fanned out to the buyers whose orders are visible then. A batch
+# writing orders therefore holds its products (a row with no details where the product is
+# not known yet) until it commits: a products/* batch waits for it, so its fan-out sees the
+# order; or it waits for that batch, and reads the new type.
+PRODUCT_PLACEHOLDERS = """
+INSERT INTO products (shop_id, product_id)
+SELECT k.shop_id, k.product_id FROM unnest($1::bigint[], $2::bigint[]) AS k (shop_id, product_id)
+ORDER BY k.shop_id, k.product_id
+ON CONFLICT (shop_id, product_id) DO NOTHING
+"""
+PRODUCTS_FOR_SHARE = """
+SELECT p.* FROM products p
+JOIN unnest($1::bigint[], $2::bigint[]) AS k (shop_id, product_id)
+  ON p.shop_id = k.shop_id AND p.product_id = k.product_id
+ORDER BY p.shop_id, p.product_id
+FOR SHARE OF p
 """
 MEMBERSHIPS_OF_CUSTOMERS = """
 SELECT m.shop_id, m.customer_id, m.segment_id, m.since FROM memberships m
@@ -356,9 +391,32 @@ async def order_customers(conn: asyncpg.Connection, keys: Iterable[Key]) -> dict
     return {(row["shop_id"], row["order_id"]): row["customer_id"] for row in rows}
 
 
-async def queue_fanout(conn: asyncpg.Connection, shop_id: int, product_ids: Sequence[int]) -> None:
-    """Remember that these products changed, so the scheduler makes their buyers due."""
-    await conn.execute(QUEUE_FANOUT, shop_id, list(product_ids))
+async def queue_fanout(
+    conn: asyncpg.Connection,
+    shop_id: int,
+    product_ids: Sequence[int],
+    held_until: datetime | None = None,
+) -> None:
+    """Remember that these products changed, so the scheduler makes their buyers due (not
+    before `held_until`: an import evaluates them itself)."""
+    await conn.execute(QUEUE_FANOUT, shop_id, list(product_ids), held_until)
+
+
+async def held_fanout(conn: asyncpg.Connection, shop_id: int) -> list[int]:
+    """The shop's changed products held for an import (perhaps one that stopped)."""
+    return [row["product_id"] for row in await conn.fetch(HELD_FANOUT, shop_id)]
+
+
+async def hold_fanout(conn: asyncpg.Connection, shop_id: int, held_until: datetime) -> None:
+    """Extend the hold on the shop's products held for an import."""
+    await conn.execute(HOLD_FANOUT, shop_id, held_until)
+
+
+async def release_fanout(
+    conn: asyncpg.Connection, shop_id: int, product_ids: Sequence[int]
+) -> None:
+    """Forget held products whose buyers the import has evaluated."""
+    await conn.execute(RELEASE_FANOUT, shop_id, list(product_ids))
 
 
 async def products_with_buyers(
@@ -520,11 +578,15 @@ def _is_newer(candidate: datetime | None, known: datetime | None) -> bool:
 
 
 async def load_catalog(
-    conn: asyncpg.Connection, keys: Iterable[Key]
+    conn: asyncpg.Connection, keys: Iterable[Key], hold: bool = False
 ) -> dict[int, dict[int, ProductFact]]:
-    """Products by shop, then by product id."""
+    """Products by shop, then by product id; with `hold`, kept from change until the
+    transaction ends (see PRODUCT_PLACEHOLDERS)."""
     catalog: dict[int, dict[int, ProductFact]] = {}
-    for row in await conn.fetch(PRODUCTS, *_columns(set(keys))):
+    columns = _columns(sorted(set(keys)))
+    if hold and columns[0]:
+        await conn.execute(PRODUCT_PLACEHOLDERS, *columns)
+    for row in await conn.fetch(PRODUCTS_FOR_SHARE if hold else PRODUCTS, *columns):
         catalog.setdefault(row["shop_id"], {})[row["product_id"]] = ProductFact(
             row["product_id"], row["product_type"], row["vendor"], row["title"]
         )
