@@ -1,6 +1,7 @@
 """The event envelope: what ingest puts on segflow.events and the segmenter reads back."""
 
 import json
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -56,12 +57,34 @@ def loads_json(raw: bytes | str) -> Any:
     return json.loads(raw, parse_float=Decimal, parse_constant=_refuse_constant)
 
 
+# Deeper than any Shopify payload (about 6 levels), far below where the exact parser runs
+# out of stack (RecursionError near 1,000) in ingest or in the segmenter's decoding.
+MAX_NESTING = 100
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def check_nesting(raw: bytes) -> None:
+    """PayloadError if the JSON text nests arrays and objects deeper than MAX_NESTING."""
+    if raw.count(b"{") + raw.count(b"[") <= MAX_NESTING:
+        return
+    depth = 0
+    for match in _BRACKET.finditer(_STRING.sub(b'""', raw)):
+        if match.group() in (b"{", b"["):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise PayloadError(f"body is nested deeper than {MAX_NESTING} levels")
+        else:
+            depth -= 1
+
+
 def parse_payload_object(raw: bytes) -> dict[str, Any]:
     """Decode a request body that must be a UTF-8 JSON object, or raise PayloadError saying why."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PayloadError("body is not UTF-8") from exc
+    check_nesting(raw)
     try:
         value = loads_json(text)
     except json.JSONDecodeError as exc:

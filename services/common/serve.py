@@ -62,6 +62,22 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether some socket is bound to host:port already (one bound with SO_REUSEPORT too).
+
+    Checked before processes share a port: the kernel would otherwise let them share it with
+    a stale process of another run, which then gets a part of the connections."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As uvicorn binds: connections of an earlier run in TIME_WAIT do not count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def stop_event_on_signals() -> asyncio.Event:
     """An event set by the first SIGINT or SIGTERM (call from inside the running loop)."""
     stop = asyncio.Event()

@@ -19,7 +19,7 @@ import asyncpg
 from services.common.db import migrate
 from services.common.kafka import ensure_topics, wait_for_broker
 from services.common.metrics import MULTIPROCESS_DIR_VARIABLE
-from services.common.serve import stop_event_on_signals
+from services.common.serve import port_in_use, stop_event_on_signals
 from services.common.settings import Settings
 from services.common.shops import ShopCredentials, create_shop
 from services.dev.embedded import EmbeddedBroker, EmbeddedPostgres
@@ -212,8 +212,17 @@ async def run_dev(settings: Settings) -> int:
             DATABASE_URL=infra.database_url,
             KAFKA_BOOTSTRAP_SERVERS=infra.bootstrap_servers,
         )
+        planned = roles(settings, fresh_metrics_dir(settings))
+        taken = [
+            role.shared_port
+            for role in planned
+            if role.shared_port is not None and port_in_use(settings.host, role.shared_port)
+        ]
+        if taken:
+            logger.error("segflow dev could not start: port %s is in use already", taken[0])
+            return 1
         supervisor = Supervisor(
-            roles(settings, fresh_metrics_dir(settings)),
+            planned,
             environment=environment,
             ready_timeout=settings.dev_ready_timeout_seconds,
             stop_timeout=settings.dev_stop_timeout_seconds,

@@ -11,12 +11,14 @@ from typing import Any
 
 import orjson
 
-from services.common.envelope import parse_payload_object
+from services.common.envelope import check_nesting, parse_payload_object
 from services.common.shopify import customer_id_of
 
 
 def payload_customer_id(topic: str, raw: bytes) -> int | None:
     """The customer the body is about (None when none); PayloadError if not a JSON object."""
+    # orjson reads deeper nesting than the exact parser the segmenter decodes with.
+    check_nesting(raw)
     try:
         fast: Any = orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -1,9 +1,9 @@
 """What the segmenter's /readyz says about its consumer and scheduler, written as they run,
 and the small HTTP app each segmenter process serves it on (/healthz, /readyz, /metrics).
 
-The consumer decides readiness: ready only while it runs and is not waiting out a failing
-dependency. The scheduler is reported too (its failures are retried the same way), but a
-scheduler retrying alone does not make the process unready.
+The consumer and the outbox publisher decide readiness: ready only while the consumer runs
+and neither waits out a failing dependency. The scheduler is reported too (its failures are
+retried the same way), but a scheduler retrying alone does not make the process unready.
 """
 
 from collections.abc import Callable
@@ -91,14 +91,21 @@ class SegmenterHealth:
     def __init__(self, clock: Callable[[], datetime] = _utc_now) -> None:
         self.consumer = ConsumerHealth(clock)
         self.scheduler = ComponentHealth(clock)
+        # The outbox publisher beside the consumer: changes that cannot be published are as
+        # stuck as events that cannot be applied.
+        self.publisher = ComponentHealth(clock)
 
     @property
     def ready(self) -> bool:
-        return self.consumer.ok
+        return self.consumer.ok and self.publisher.state != "retrying"
 
     def report(self) -> dict[str, Any]:
-        """Both components, as /readyz shows them."""
-        return {"consumer": self.consumer.report(), "scheduler": self.scheduler.report()}
+        """Every component, as /readyz shows them."""
+        return {
+            "consumer": self.consumer.report(),
+            "scheduler": self.scheduler.report(),
+            "publisher": self.publisher.report(),
+        }
 
 
 def create_health_app(health: SegmenterHealth, registry: CollectorRegistry) -> FastAPI:
@@ -115,7 +122,10 @@ def create_health_app(health: SegmenterHealth, registry: CollectorRegistry) -> F
         ready = health.ready
         body = {
             "status": "ready" if ready else "not_ready",
-            "checks": {"consumer": ready},
+            "checks": {
+                "consumer": health.consumer.ok,
+                "publisher": health.publisher.state != "retrying",
+            },
             **health.report(),
         }
         return JSONResponse(body, status_code=200 if ready else 503)

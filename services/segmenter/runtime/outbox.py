@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaTimeoutError
 
 from services.common.backoff import Backoff
 from services.segmenter.runtime.faults import infrastructure_fault
-from services.segmenter.runtime.health import ConsumerHealth
+from services.segmenter.runtime.health import ComponentHealth
 from services.segmenter.runtime.metrics import SegmenterMetrics
 
 logger = logging.getLogger(__name__)
@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 # later change while another still waits for the broker's ack of the earlier one.
 PUBLISHER_LOCK = "SELECT pg_try_advisory_xact_lock($1::int, $2::int)"
 PUBLISHER_LOCK_KEY = (0x5E7, 1)
+# How soon a publisher that found the lock held looks again.
+LOCK_BUSY_RETRY_SECONDS = 0.05
 # Causes of bulk work, published after live changes (the partial indexes of migration 0003
 # name the same list).
 
@@ -103,17 +105,21 @@ async def publish_pending(
     before_marking: Callable[[], None] | None = None,
     max_rows: int | None = None,
     send_timeout: float | None = None,
+    stop: asyncio.Event | None = None,
+    on_busy: Callable[[], None] | None = None,
 ) -> int:
     """Publish unpublished changes in order (acks=all) and mark them; return how many.
 
-    Stops after `max_rows` (the rest is left to the next call) or when another publisher
-    holds the lock (it publishes them instead). `send_timeout` bounds the wait for each
-    batch's acks.
+    Stops after `max_rows` (the rest is left to the next call), once `stop` is set (between
+    slices: the rest waits in the outbox), or when another publisher holds the lock (then
+    `on_busy` is called). `send_timeout` bounds the wait for each batch's acks.
     """
     total = 0
-    while max_rows is None or total < max_rows:
+    while (max_rows is None or total < max_rows) and not (stop is not None and stop.is_set()):
         async with pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval(PUBLISHER_LOCK, *PUBLISHER_LOCK_KEY):
+                if on_busy is not None:
+                    on_busy()
                 return total
             # A quarter of a batch for bulk changes while live ones wait.
             rows = await conn.fetch(UNPUBLISHED, batch, max(1, batch // 4))
@@ -169,7 +175,7 @@ class OutboxPublisher:
         topic: str,
         metrics: SegmenterMetrics,
         backoff: Backoff,
-        health: ConsumerHealth,
+        health: ComponentHealth,
         send_timeout: float,
         before_marking: Callable[[], None] | None = None,
         after_publish: Callable[[], None] | None = None,
@@ -184,6 +190,7 @@ class OutboxPublisher:
         self._before_marking = before_marking
         self._after_publish = after_publish
         self._wake = asyncio.Event()
+        self._busy = False
 
     def poke(self) -> None:
         """Publish now (or as soon as the round in hand ends): changes were committed."""
@@ -192,6 +199,7 @@ class OutboxPublisher:
     async def run(self, stop: asyncio.Event) -> None:
         """Publish each time poked, until `stop` is set; then one last round."""
         failures = 0
+        self._health.running()
         while True:
             if not stop.is_set():
                 await _first_of(self._wake, stop)
@@ -206,6 +214,7 @@ class OutboxPublisher:
                     self._metrics,
                     before_marking=self._before_marking,
                     send_timeout=self._send_timeout,
+                    on_busy=self._note_busy,
                 )
             except Exception as exc:
                 fault = infrastructure_fault(exc, "database")
@@ -240,6 +249,18 @@ class OutboxPublisher:
                 self._after_publish()
             if last:
                 return
+            if self._busy:
+                # Another publisher held the lock; it may have read the outbox before this
+                # commit, so look again shortly rather than wait for the next commit.
+                self._busy = False
+                try:
+                    await asyncio.wait_for(stop.wait(), LOCK_BUSY_RETRY_SECONDS)
+                except TimeoutError:
+                    pass
+                self._wake.set()
+
+    def _note_busy(self) -> None:
+        self._busy = True
 
 
 async def _first_of(*events: asyncio.Event) -> None:

@@ -101,12 +101,15 @@ class Scheduler:
         self._batch = batch
         self._rules = RuleBook()
 
-    async def run_once(self) -> int:
-        """Evaluate every customer due now, publish the changes; return how many were due."""
+    async def run_once(self, stop: asyncio.Event | None = None) -> int:
+        """Evaluate every customer due now, publish the changes; return how many were due.
+
+        With `stop` set, it returns between batches (the rest is due again next start)."""
         while await fan_out_products(self._pool, self._clock()) > 0:
-            pass
+            if stop is not None and stop.is_set():
+                break
         total = 0
-        while True:
+        while not (stop is not None and stop.is_set()):
             done = await evaluate_due(self._pool, self._rules, self._clock(), self._batch)
             total += done
             if done:
@@ -115,6 +118,7 @@ class Scheduler:
                     self._producer,
                     self._settings.topic_segment_changes,
                     self._metrics,
+                    stop=stop,
                 )
             if done < self._batch:
                 break
@@ -150,10 +154,14 @@ class Scheduler:
     async def run(self, stop: asyncio.Event) -> None:
         """Loop until `stop` is set, waiting `scheduler_interval_seconds` between rounds."""
         while not stop.is_set():
-            await self.run_once()
+            await self.run_once(stop)
             # Changes written outside a batch (segment edits in the API) are published here.
             await publish_pending(
-                self._pool, self._producer, self._settings.topic_segment_changes, self._metrics
+                self._pool,
+                self._producer,
+                self._settings.topic_segment_changes,
+                self._metrics,
+                stop=stop,
             )
             async with self._pool.acquire() as conn:
                 backlog = await conn.fetchval(DUE_BACKLOG, self._clock())

@@ -82,7 +82,14 @@ async def _run(
     try:
         await producer.start()
         worker = SegmenterWorker(
-            settings, pool, consumer, producer, metrics, clock, health=health.consumer
+            settings,
+            pool,
+            consumer,
+            producer,
+            metrics,
+            clock,
+            health=health.consumer,
+            publisher_health=health.publisher,
         )
         consumer.subscribe([settings.topic_events], listener=worker.listener)
         await consumer.start()

@@ -32,7 +32,7 @@ from services.common.shops import normalize_domain
 from services.segmenter.domain.event_decoding import Undecodable, decode_event
 from services.segmenter.domain.reducer import Event, changes_customer
 from services.segmenter.runtime.faults import Dependency, infrastructure_fault
-from services.segmenter.runtime.health import ConsumerHealth
+from services.segmenter.runtime.health import ComponentHealth, ConsumerHealth
 from services.segmenter.runtime.metrics import SegmenterMetrics
 from services.segmenter.runtime.outbox import OutboxPublisher
 from services.segmenter.runtime.pipeline import (
@@ -130,6 +130,7 @@ class SegmenterWorker:
         clock: Callable[[], datetime],
         health: ConsumerHealth | None = None,
         rng: random.Random | None = None,
+        publisher_health: ComponentHealth | None = None,
     ) -> None:
         self._settings = settings
         self._pool = pool
@@ -157,7 +158,7 @@ class SegmenterWorker:
             settings.topic_segment_changes,
             metrics,
             Backoff(settings.retry_initial_seconds, settings.retry_max_seconds, rng),
-            self._health,
+            publisher_health or ComponentHealth(),
             settings.outbox_send_timeout_seconds,
             before_marking=lambda: self._crash_if_told("before_marking_published"),
             after_publish=lambda: self._crash_if_told("after_publish"),

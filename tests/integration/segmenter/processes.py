@@ -124,16 +124,18 @@ class SegmenterProcess:
 
         return await poll(ready, timeout, "the segmenter to be ready")
 
-    async def wait_reported(self, timeout: float, **expected: object) -> dict[str, Any]:
-        """Wait for /readyz to answer 503 with a consumer report that includes `expected`
-        (e.g. dependency="database", sqlstate="57014"); return that report."""
+    async def wait_reported(
+        self, timeout: float, component: str = "consumer", **expected: object
+    ) -> dict[str, Any]:
+        """Wait for /readyz to answer 503 with a report of `component` (consumer, publisher)
+        that includes `expected` (e.g. dependency="database", sqlstate="57014"); return it."""
 
         async def reported() -> dict[str, Any] | None:
             self.assert_alive()
             answer = await self.readyz()
             if answer is None or answer[0] != 503:
                 return None
-            consumer = answer[1].get("consumer")
+            consumer = answer[1].get(component)
             if not isinstance(consumer, dict) or not expected.items() <= consumer.items():
                 return None
             return consumer

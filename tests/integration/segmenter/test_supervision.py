@@ -81,7 +81,7 @@ async def test_a_segmenter_alone_serves_health_and_metrics_but_no_rest_api(
     segmenter = SegmenterProcess(segmenter_env(settings), tmp_path / "segmenter.log").start()
     try:
         body = await segmenter.wait_ready()
-        assert body["checks"] == {"consumer": True}
+        assert body["checks"] == {"consumer": True, "publisher": True}
         assert body["consumer"]["partitions"] == [0, 1, 2]
         async with httpx.AsyncClient(base_url=segmenter.url) as client:
             assert (await client.get("/healthz")).json() == {"status": "ok"}
