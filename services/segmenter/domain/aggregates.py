@@ -113,14 +113,9 @@ def _by_or_unknown(placed: datetime | None, moment: datetime) -> bool:
     return placed is None or placed <= moment
 
 
-def contribution(
-    order: OrderFact, basis: Basis, catalog: Mapping[int, ProductFact]
-) -> Contribution:
-    """The order's contribution to its owner's aggregates."""
-    if not order.seen:
-        return NOTHING
+def _basis_terms(order: OrderFact, basis: Basis) -> dict[str, Any]:
+    """The fields of the order's contribution that depend on the basis's moments."""
     counts, real, placed = order.counts, order.real, order.placed_at
-    net = order.net_total
     known_then = since = later = Decimal(0)
     spent_at = basis.spent_as_of
     if spent_at is not None:
@@ -129,7 +124,23 @@ def contribution(
             known_then = max(Decimal(0), (order.total or Decimal(0)) - by_then)
             since = order.refunded - by_then
         elif counts and placed is not None and placed > spent_at:
-            later = net
+            later = order.net_total
+    count_at = basis.count_as_of
+    return {
+        "before": counts and count_at is not None and _by_or_unknown(placed, count_at),
+        "known_then": known_then,
+        "since": since,
+        "later": later,
+    }
+
+
+def contribution(
+    order: OrderFact, basis: Basis, catalog: Mapping[int, ProductFact]
+) -> Contribution:
+    """The order's contribution to its owner's aggregates."""
+    if not order.seen:
+        return NOTHING
+    counts, real = order.counts, order.real
     types: set[str] = set()
     vendors: set[str] = set()
     if counts:
@@ -140,24 +151,40 @@ def contribution(
             vendor = line.vendor or (product.vendor if product is not None else None)
             if vendor:
                 vendors.add(vendor)
-    count_at = basis.count_as_of
     return Contribution(
         counts=counts,
         real=real,
         cancelled=real and order.cancelled,
-        placed_at=placed,
-        net=net if counts else Decimal(0),
+        placed_at=order.placed_at,
+        net=order.net_total if counts else Decimal(0),
         refunds=len(order.refunds) if real else 0,
         refunded=order.refunded if real else Decimal(0),
-        before=counts and count_at is not None and _by_or_unknown(placed, count_at),
-        known_then=known_then,
-        since=since,
-        later=later,
         products=tuple(str(p) for p in order.product_ids) if counts else (),
         types=tuple(sorted(types)),
         vendors=tuple(sorted(vendors)),
         checkout_token=order.checkout_token,
+        **_basis_terms(order, basis),
     )
+
+
+def rebased(part: Contribution, order: OrderFact, basis: Basis) -> Contribution:
+    """The order's stored contribution taken at another basis (its catalog terms kept)."""
+    if not order.seen:
+        return NOTHING
+    return replace(part, **_basis_terms(order, basis))
+
+
+def moved_from(old: Basis, new: Basis) -> datetime | None:
+    """The earliest moment the basis moved from: only orders placed or refunded after it
+    contribute differently under `new` than under `old`. None when a total appeared or went
+    away, which splits every order anew."""
+    moments: list[datetime] = []
+    for was, now in ((old.count_as_of, new.count_as_of), (old.spent_as_of, new.spent_as_of)):
+        if (was is None) != (now is None):
+            return None
+        if was is not None and now is not None and was != now:
+            moments.append(min(was, now))
+    return min(moments) if moments else None
 
 
 def _recount(
@@ -330,19 +357,28 @@ def settle_orders(
     stored: Mapping[Key, Contribution | None],
     stored_owners: Mapping[Key, int | None],
     catalog: Mapping[int, Mapping[int, ProductFact]],
+    crossing: Mapping[Key, Mapping[int, tuple[OrderFact, Contribution | None]]] | None = None,
 ) -> tuple[dict[Key, Aggregates | None], dict[Key, Contribution]]:
     """Replace changed orders' stored contributions with their new ones in their owners'
     aggregates; return the aggregates by (shop, customer), None where only a rebuild from
-    the stored orders is exact, and the orders' new contributions by (shop, order).
+    the stored orders is exact, and the new contributions by (shop, order).
 
     `bases` are the owners' bases after the changes; `stored` and `stored_owners` say what
-    each order contributed and to whom before them.
+    each order contributed and to whom before them. `crossing` holds, for owners whose basis
+    moved, their other orders placed or refunded after `moved_from` (with what each
+    contributed): those are re-taken at the new basis, the rest contribute as before.
     """
     settled: dict[Key, Aggregates | None] = {}
-    for key, built in aggregates.items():
-        # Shopify's totals taken at another moment split every order anew.
-        settled[key] = built if built is not None and built.basis == bases[key] else None
     parts: dict[Key, Contribution] = {}
+    for key, built in aggregates.items():
+        basis = bases[key]
+        if built is None or built.basis == basis:
+            settled[key] = built
+        elif crossing is not None and key in crossing:
+            settled[key] = _rebased(built, basis, key[0], crossing[key], orders, parts)
+        else:
+            # Shopify's totals taken at another moment split every order anew.
+            settled[key] = None
 
     def swap(customer: Key, order_id: int, old: Contribution, new: Contribution) -> None:
         built = settled.get(customer)
@@ -371,3 +407,28 @@ def settle_orders(
         if owner is not None:
             swap((shop_id, owner), order_id, NOTHING, new)
     return settled, parts
+
+
+def _rebased(
+    built: Aggregates,
+    basis: Basis,
+    shop_id: int,
+    crossing: Mapping[int, tuple[OrderFact, Contribution | None]],
+    orders: Mapping[Key, OrderFact],
+    parts: dict[Key, Contribution],
+) -> Aggregates | None:
+    """The aggregates at a new basis, the crossing orders' contributions re-taken at it
+    (new ones into `parts`); the batch's own orders are left to the batch."""
+    moved: Aggregates | None = replace(built, basis=basis)
+    retaken: dict[Key, Contribution] = {}
+    for order_id, (order, old) in sorted(crossing.items()):
+        if (shop_id, order_id) in orders:
+            continue
+        if old is None or moved is None:
+            return None
+        new = rebased(old, order, basis)
+        moved = replace_contribution(moved, order_id, old, new)
+        retaken[(shop_id, order_id)] = new
+    if moved is not None:
+        parts.update(retaken)
+    return moved

@@ -18,6 +18,7 @@ from services.segmenter.domain.aggregates import (
     build,
     contribution,
     covers,
+    moved_from,
     settle_orders,
 )
 from services.segmenter.domain.derive import facts_from
@@ -163,6 +164,9 @@ async def apply_events(
         conn, locked, states, orders, stored_parts, order_owner
     )
     await queries.save_orders(conn, [(key[0], orders[key], parts[key]) for key in sorted(orders)])
+    await queries.save_contributions(
+        conn, [(key[0], key[1], part) for key, part in sorted(parts.items()) if key not in orders]
+    )
     customers = {
         key: replace(customer, state=states[key], aggregates=aggregates[key])
         for key, customer in locked.items()
@@ -179,17 +183,27 @@ async def _settle_orders(
     stored_parts: Mapping[Key, Contribution | None],
     order_owner: Mapping[Key, int | None],
 ) -> tuple[dict[Key, Aggregates | None], dict[Key, Contribution]]:
-    """The touched orders' new contributions, settled into their owners' aggregates."""
+    """The touched orders' new contributions, settled into their owners' aggregates (with
+    the orders a moved basis splits anew)."""
     catalog = await queries.load_catalog(
         conn, {(key[0], p) for key, order in orders.items() for p in order.product_ids}, hold=True
     )
+    bases = {key: basis_of(state) for key, state in states.items()}
+    moments: dict[Key, datetime] = {}
+    for key, customer in locked.items():
+        built = customer.aggregates
+        if built is not None and built.basis != bases[key]:
+            if (moment := moved_from(built.basis, bases[key])) is not None:
+                moments[key] = moment
+    crossing = await queries.orders_crossing(conn, moments) if moments else {}
     return settle_orders(
         {key: customer.aggregates for key, customer in locked.items()},
-        {key: basis_of(state) for key, state in states.items()},
+        bases,
         orders,
         stored_parts,
         order_owner,
         catalog,
+        {key: crossing.get(key, {}) for key in moments},
     )
 
 

@@ -60,6 +60,18 @@ SELECT o.* FROM orders o
 JOIN unnest($1::bigint[], $2::bigint[]) AS k (shop_id, customer_id)
   ON o.shop_id = k.shop_id AND o.customer_id = k.customer_id
 """
+# The orders a moved basis splits anew: placed, or refunded, after the moment it moved from.
+# Orders store their times as ISO text with an offset, so the casts are unambiguous.
+ORDERS_CROSSING = """
+SELECT o.* FROM orders o
+JOIN unnest($1::bigint[], $2::bigint[], $3::timestamptz[]) AS k (shop_id, customer_id, moment)
+  ON o.shop_id = k.shop_id AND o.customer_id = k.customer_id
+WHERE (o.facts ->> 'placed_at')::timestamptz > k.moment
+   OR EXISTS (
+       SELECT 1 FROM jsonb_each(o.refunds) AS r (id, refund)
+       WHERE (r.refund ->> 1)::timestamptz > k.moment
+   )
+"""
 ENSURE_ORDERS = """
 INSERT INTO orders (shop_id, order_id)
 SELECT * FROM unnest($1::bigint[], $2::bigint[])
@@ -479,6 +491,25 @@ async def orders_of_customers(
         order = order_from_row(row)
         orders.setdefault((row["shop_id"], row["customer_id"]), {})[order.order_id] = order
     return orders
+
+
+async def orders_crossing(
+    conn: asyncpg.Connection, moments: Mapping[Key, datetime]
+) -> dict[Key, dict[int, tuple[OrderFact, Contribution | None]]]:
+    """The customers' orders placed or refunded after each one's moment, with what each
+    contributed (to re-take them at a moved basis without reading every order)."""
+    keys = sorted(moments)
+    rows = await conn.fetch(
+        ORDERS_CROSSING, [k[0] for k in keys], [k[1] for k in keys], [moments[k] for k in keys]
+    )
+    crossing: dict[Key, dict[int, tuple[OrderFact, Contribution | None]]] = {}
+    for row in rows:
+        order = order_from_row(row)
+        crossing.setdefault((row["shop_id"], row["customer_id"]), {})[order.order_id] = (
+            order,
+            contribution_from_json(row["contribution"]),
+        )
+    return crossing
 
 
 async def lock_orders(

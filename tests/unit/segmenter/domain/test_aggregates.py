@@ -17,6 +17,7 @@ from services.segmenter.domain.aggregates import (
     build,
     contribution,
     covers,
+    moved_from,
     replace_contribution,
     settle_orders,
 )
@@ -46,6 +47,26 @@ class Store:
             if shop_id == customer[0] and order.customer_id == customer[1]
         }
 
+    def crossing(
+        self, bases: dict[Key, Basis]
+    ) -> dict[Key, dict[int, tuple[OrderFact, Contribution | None]]]:
+        """What `queries.orders_crossing` reads: for owners whose basis moved, their orders
+        placed or refunded after the moment it moved from."""
+        crossing: dict[Key, dict[int, tuple[OrderFact, Contribution | None]]] = {}
+        for key, built in self.aggregates.items():
+            if built is None or built.basis == bases[key]:
+                continue
+            moment = moved_from(built.basis, bases[key])
+            if moment is None:
+                continue
+            crossing[key] = {
+                order_id: (order, self.parts.get((SHOP, order_id)))
+                for order_id, order in self.owned(key).items()
+                if (order.placed_at is not None and order.placed_at > moment)
+                or any(r.at is not None and r.at > moment for r in order.refunds.values())
+            }
+        return crossing
+
     def apply_batch(self, batch: Batch) -> None:
         """The pipeline's batch, without the database: dedupe, apply, settle, rebuild."""
         fresh = []
@@ -66,13 +87,15 @@ class Store:
             elif changes_customer(event) and event.customer_id is not None:
                 customer = (SHOP, event.customer_id)
                 states[customer] = apply(states[customer], event)
+        bases = {key: basis_of(state) for key, state in states.items()}
         settled, parts = settle_orders(
             self.aggregates,
-            {key: basis_of(state) for key, state in states.items()},
+            bases,
             touched,
             {key: self.parts.get(key) for key in touched},
             {key: owners.get(key) for key in touched},
             {SHOP: CATALOG},
+            self.crossing(bases),
         )
         self.orders.update(touched)
         self.parts.update(parts)
