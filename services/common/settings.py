@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     api_port: int = 8001
     # Each `segflow segmenter` serves /healthz, /readyz and /metrics here (it has no REST API);
     # `segflow dev` gives its members this port plus their index (0, 1, ...).
-    segmenter_health_port: int = 8002
+    segmenter_health_port: int = 8010
     broker_port: int = 9092
     # Bind ingest's port with SO_REUSEPORT, so several `segflow ingest` processes on one
     # machine share it and the kernel spreads connections over them. Off by default: two
