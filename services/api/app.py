@@ -4,7 +4,6 @@ Every route is scoped to the shop of the bearer token; another shop's data is a 
 Shopify ids are strings in JSON (JavaScript cannot hold them); money is a decimal string.
 """
 
-import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -13,15 +12,23 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import asyncpg
-import orjson
 from fastapi import Depends, FastAPI, Query, Request, Response
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from services.api.lookup import OPENAPI as LOOKUP_OPENAPI
+from services.api.lookup import (
+    PATTERN,
+    TEMPLATE,
+    CustomerSegmentsEndpoint,
+    LookupState,
+    path_id,
+)
 from services.common.auth import ShopDep
 from services.common.db import create_pool, database_ready
 from services.common.envelope import PayloadError, loads_json, parse_payload_object
 from services.common.errors import ApiError, bad_request, install_error_handlers
+from services.common.fastpath import FastPathApp
 from services.common.jsontext import encode_json
 from services.common.metrics import mount_metrics, new_registry
 from services.common.settings import Settings
@@ -38,9 +45,7 @@ from services.segmenter.storage.rows import facts_from_row
 Clock = Callable[[], datetime]
 
 CUSTOMER_ROW = "SELECT * FROM customers WHERE shop_id = $1 AND customer_id = $2"
-# One round trip: a known customer gives at least one row (NULLs when in no segment), an
-# unknown one none.
-CUSTOMER_SEGMENTS = """
+SEGMENTS = """
 SELECT s.id, s.handle, s.name, m.since
 FROM customers c
 LEFT JOIN (memberships m JOIN segments s ON s.id = m.segment_id)
@@ -57,7 +62,6 @@ SELECT s.*, (SELECT count(*) FROM memberships m WHERE m.segment_id = s.id) AS si
 FROM segments s WHERE s.shop_id = $1 AND s.id = $2
 """
 # Ids as the API gives them out; `\d` would match every Unicode decimal digit (in re and pydantic).
-_ASCII_ID = re.compile(r"[0-9]{1,19}")
 
 MEMBERS = """
 SELECT customer_id, since FROM memberships
@@ -104,14 +108,11 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _id(value: str, what: str) -> int:
-    """A path id: Shopify and segment ids are decimal integers; anything else is not found.
-
-    ASCII digits only: str.isdigit() also accepts "²" (int() fails on it) and "١" or "１"
-    (int() reads them as 1, another customer's id).
-    """
-    if not _ASCII_ID.fullmatch(value) or int(value) > 2**63 - 1:
+    """A path id (see `lookup.path_id`); anything else is not found."""
+    found = path_id(value)
+    if found is None:
         raise ApiError(404, "not_found", f"no such {what}")
-    return int(value)
+    return found
 
 
 async def _body(request: Request, model: type[BaseModel]) -> Any:
@@ -191,17 +192,21 @@ def create_app(
         )
         app.state.pool = pool
         app.state.shops = ShopDirectory(pool)
+        lookup.state = LookupState(pool, app.state.shops)
         try:
             yield
         finally:
             await pool.close()
 
-    app = FastAPI(
+    lookup = CustomerSegmentsEndpoint()
+    app = FastPathApp(
         title="segflow segmenter API",
         version="0.1.0",
         lifespan=lifespan,
         default_response_class=JSONText,
     )
+    # The segments lookup, most of the traffic, skips FastAPI's stack (see lookup.py).
+    app.add_fast_pattern(PATTERN, TEMPLATE, lookup, LOOKUP_OPENAPI)
     install_error_handlers(app)
     mount_metrics(app, registry)
 
@@ -223,21 +228,6 @@ def create_app(
         ready = all(checks.values())
         body = {"status": "ready" if ready else "not_ready", "checks": checks}
         return JSONText(body, status_code=200 if ready else 503)
-
-    @app.get("/v1/customers/{customer_id}/segments")
-    async def customer_segments(customer_id: str, shop: ShopDep, pool: PoolDep) -> Response:
-        """The segments a customer is in now, each with the time it entered (`since`)."""
-        rows = await pool.fetch(CUSTOMER_SEGMENTS, shop.id, _id(customer_id, "customer"))
-        if not rows:
-            raise ApiError(404, "not_found", "no such customer")
-        segments = [
-            {"id": str(r["id"]), "handle": r["handle"], "name": r["name"], "since": r["since"]}
-            for r in rows
-            if r["id"] is not None
-        ]
-        # Strings and times only (no money), so orjson writes the same text as encode_json.
-        body = orjson.dumps({"customer_id": customer_id, "segments": segments})
-        return Response(body, media_type="application/json")
 
     @app.get("/v1/customers/{customer_id}")
     async def customer(customer_id: str, shop: ShopDep, pool: PoolDep) -> JSONText:

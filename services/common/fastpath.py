@@ -6,18 +6,38 @@ own errors (the JSON error body) and every method on its path. OpenAPI cannot se
 one is registered with the path item that documents it, and that is merged into the schema.
 """
 
+import re
 from typing import Any
 
+import orjson
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+_JSON = (b"content-type", b"application/json")
+
+
+async def send_json(
+    send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> None:
+    """Answer with a JSON body (strings, numbers and times only: no money goes through here)."""
+    content = orjson.dumps(body)
+    raw_headers = [_JSON, (b"content-length", str(len(content)).encode())]
+    if headers:
+        raw_headers += [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
+        ]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": content})
+
 
 class FastPathApp(FastAPI):
-    """FastAPI, plus `add_fast_path(path, endpoint, openapi_path_item)`."""
+    """FastAPI, plus `add_fast_path(path, endpoint, openapi_path_item)` for an exact path and
+    `add_fast_pattern(pattern, template, endpoint, openapi_path_item)` for one with ids in it."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._fast_paths: dict[str, ASGIApp] = {}
+        self._fast_patterns: list[tuple[re.Pattern[str], ASGIApp]] = []
         self._fast_docs: dict[str, dict[str, Any]] = {}
 
     def add_fast_path(
@@ -28,9 +48,25 @@ class FastPathApp(FastAPI):
         self._fast_docs[path] = openapi_path_item
         self.openapi_schema = None
 
+    def add_fast_pattern(
+        self,
+        pattern: re.Pattern[str],
+        template: str,
+        endpoint: ASGIApp,
+        openapi_path_item: dict[str, Any],
+    ) -> None:
+        """Serve HTTP requests whose whole path matches `pattern` with `endpoint` (it reads
+        the groups itself); document it in OpenAPI under `template`."""
+        self._fast_patterns.append((pattern, endpoint))
+        self._fast_docs[template] = openapi_path_item
+        self.openapi_schema = None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            endpoint = self._fast_paths.get(scope["path"])
+            path = scope["path"]
+            endpoint = self._fast_paths.get(path)
+            if endpoint is None:
+                endpoint = next((e for p, e in self._fast_patterns if p.fullmatch(path)), None)
             if endpoint is not None:
                 await endpoint(scope, receive, send)
                 return
@@ -42,3 +78,25 @@ class FastPathApp(FastAPI):
             schema.setdefault("paths", {}).update(self._fast_docs)
             self.openapi_schema = schema
         return self.openapi_schema
+
+
+def openapi_error(description: str) -> dict[str, Any]:
+    """An OpenAPI response whose body is the JSON error body."""
+    return {"description": description, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": "string"},
+            },
+        }
+    },
+}

@@ -10,12 +10,12 @@ error bodies, `Retry-After` and metrics are those of the FastAPI routes (see the
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from services.common.envelope import EnvelopeMeta, PayloadError
 from services.common.errors import ApiError, error_body
+from services.common.fastpath import openapi_error, send_json
 from services.common.signing import verify_webhook
 from services.ingest.payload import payload_customer_id
 from services.ingest.state import IngestState
@@ -37,7 +37,6 @@ _API_VERSION = b"x-shopify-api-version"
 _WANTED = frozenset(
     {_CONTENT_LENGTH, _SHOP, _HMAC, _TOPIC, _WEBHOOK_ID, _EVENT_ID, _TRIGGERED_AT, _API_VERSION}
 )
-_JSON = (b"content-type", b"application/json")
 
 
 class _Disconnected(Exception):
@@ -84,19 +83,6 @@ def _time_header(value: str | None, name: str) -> datetime | None:
         raise ApiError(400, "invalid_header", message, field=name) from exc
 
 
-async def _answer(
-    send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-) -> None:
-    content = orjson.dumps(body)
-    raw_headers = [_JSON, (b"content-length", str(len(content)).encode())]
-    if headers:
-        raw_headers += [
-            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
-        ]
-    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": content})
-
-
 class ShopifyWebhookEndpoint:
     """The ASGI endpoint; `state` (an IngestState) is set by the app's lifespan before serving."""
 
@@ -105,7 +91,7 @@ class ShopifyWebhookEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
-            await _answer(
+            await send_json(
                 send, 405, error_body("method_not_allowed", "Method Not Allowed"), {"Allow": "POST"}
             )
             return
@@ -117,14 +103,14 @@ class ShopifyWebhookEndpoint:
             event_id = await self._accept(state, scope, receive)
         except ApiError as exc:
             requests.labels(ENDPOINT, exc.code).inc()
-            await _answer(
+            await send_json(
                 send, exc.status, error_body(exc.code, exc.message, exc.field), exc.headers
             )
             return
         except _Disconnected:
             return
         requests.labels(ENDPOINT, "accepted").inc()
-        await _answer(send, 200, {"status": "accepted", "event_id": event_id})
+        await send_json(send, 200, {"status": "accepted", "event_id": event_id})
 
     async def _accept(self, state: IngestState, scope: Scope, receive: Receive) -> str:
         """Verify, wrap and publish one delivery; the event id, or ApiError (same order of
@@ -184,26 +170,6 @@ def _header(name: str, required: bool, description: str) -> dict[str, Any]:
     }
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
-
-
-_ERROR: dict[str, Any] = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-                "field": {"type": "string"},
-            },
-        }
-    },
-}
-
 # The OpenAPI path item of the endpoint (FastAPI cannot see it; the app merges it in).
 OPENAPI: dict[str, Any] = {
     "post": {
@@ -241,11 +207,11 @@ OPENAPI: dict[str, Any] = {
                     }
                 },
             },
-            "400": _error("missing_header, invalid_header or invalid_json"),
-            "401": _error("unknown_shop or invalid_signature"),
-            "413": _error("body_too_large"),
+            "400": openapi_error("missing_header, invalid_header or invalid_json"),
+            "401": openapi_error("unknown_shop or invalid_signature"),
+            "413": openapi_error("body_too_large"),
             "503": {
-                **_error("broker_unavailable"),
+                **openapi_error("broker_unavailable"),
                 "headers": {"Retry-After": {"schema": {"type": "integer"}}},
             },
         },

@@ -300,3 +300,37 @@ async def test_path_ids_in_other_digits_are_a_clean_404(
         segment = (await http.get(f"/v1/segments/{segment_id}")).json()
         assert (segment["name"], segment["version"], segment["size"]) == ("V", 1, 3)
         assert (await http.get("/v1/customers/123")).status_code == 200
+
+
+async def test_the_segments_lookup_answers_like_every_other_route(
+    api: str, shop: ShopCredentials, db: asyncpg.Connection
+) -> None:
+    """The lookup is a plain ASGI endpoint (lookup.py): its statuses, error bodies, headers
+    and OpenAPI entry are those of the FastAPI routes."""
+    await store_customers(db, shop.shop_id, {7: "1500.00", 8: "10.00"})
+    async with client(api, shop) as http:
+        await http.post("/v1/segments", json={"handle": "vip", "name": "VIP", "conditions": VIP})
+        member = await http.get("/v1/customers/7/segments")
+        assert member.status_code == 200
+        assert member.headers["content-type"] == "application/json"
+        body = member.json()
+        assert body["customer_id"] == "7"
+        assert [(s["handle"], s["name"]) for s in body["segments"]] == [("vip", "VIP")]
+        assert datetime.fromisoformat(body["segments"][0]["since"]) == NOW
+        assert (await http.get("/v1/customers/8/segments")).json() == {
+            "customer_id": "8",
+            "segments": [],
+        }
+        wrong_method = await http.post("/v1/customers/7/segments", json={})
+        assert wrong_method.status_code == 405
+        assert wrong_method.headers["allow"] == "GET"
+        assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+        spec = (await http.get("/openapi.json")).json()
+    lookup = spec["paths"]["/v1/customers/{customer_id}/segments"]["get"]
+    assert set(lookup["responses"]) == {"200", "401", "404"}
+    async with httpx.AsyncClient(base_url=api) as anonymous:
+        for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer wrong"}):
+            refused = await anonymous.get("/v1/customers/7/segments", headers=headers)
+            assert refused.status_code == 401, headers
+            assert refused.headers["www-authenticate"] == "Bearer"
+            assert refused.json()["error"]["code"] == "unauthorized"
