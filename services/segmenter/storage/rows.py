@@ -1,13 +1,14 @@
 """Rows ↔ state: how CustomerState, OrderFact and CustomerFacts are kept in PostgreSQL."""
 
-import json
+
 from collections.abc import Mapping
 from dataclasses import fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from services.common.envelope import loads_json
+import orjson
+
 from services.segmenter.domain.aggregates import Aggregates, Basis, Contribution
 from services.segmenter.domain.facts import CustomerFacts
 from services.segmenter.domain.state import (
@@ -33,13 +34,21 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+# Datetimes and dataclasses go through `str` too, as they did through json.dumps.
+_DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+_DUMPS_OPTIONS |= orjson.OPT_PASSTHROUGH_DATACLASS
+
+
 def dumps(value: Any) -> str:
     """JSON text for a jsonb parameter; Decimal goes in as a string, never through float."""
-    return json.dumps(value, default=str, separators=(",", ":"))
+    return orjson.dumps(value, default=str, option=_DUMPS_OPTIONS).decode()
 
 
 def _jsonb(value: Any) -> Any:
-    return loads_json(value) if isinstance(value, str | bytes) else value
+    # Rows hold no JSON fractions: `dumps` writes every Decimal as a string and nothing in
+    # the segmenter's memory is a float (payloads decode fractions as Decimal), so the fast
+    # parser is exact here. Payloads themselves still go through loads_json.
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
 def facts_to_row(facts: CustomerFacts) -> dict[str, Any]:
