@@ -62,9 +62,7 @@ def new_key_text(key_id: str) -> str:
 def seal(keyring: Keyring, secret: str, context: str) -> tuple[bytes, str]:
     """(sealed bytes, key id) of `secret`, bound to `context` (e.g. "shop:42:admin_token")."""
     nonce = os.urandom(_NONCE_BYTES)
-    sealed = AESGCM(keyring.keys[keyring.current]).encrypt(
-        nonce, secret.encode(), context.encode()
-    )
+    sealed = AESGCM(keyring.keys[keyring.current]).encrypt(nonce, secret.encode(), context.encode())
     return nonce + sealed, keyring.current
 
 

@@ -1,6 +1,5 @@
 """Rows ↔ state: how CustomerState, OrderFact and CustomerFacts are kept in PostgreSQL."""
 
-
 from collections.abc import Mapping
 from dataclasses import fields
 from datetime import datetime
