@@ -35,6 +35,11 @@ def loads_payload(raw: bytes) -> Any:
     return loads_json(raw)
 
 
+def tag_key(tag: str) -> str:
+    """A customer tag as Shopify compares it: without surrounding space or case."""
+    return tag.strip().casefold()
+
+
 def parse_shopify_id(value: object) -> int | None:
     """Shopify id from an int, a numeric string or a GID ("gid://shopify/Customer/123").
 

@@ -7,7 +7,9 @@ one entry per tag segflow has dealt with for the customer (by lower-cased tag, s
 compares tags without case), in one of these states:
 
 - `adding`: we asked (or are about to ask) Shopify to add it; `added` once Shopify said yes;
-- `removing`: we asked Shopify to remove it; the entry goes once Shopify said yes;
+- `removing`: we asked (or are about to ask) Shopify to remove it; `removed` once Shopify
+  said yes, until the webhook of the removal comes back and the entry goes (until then the
+  segmenter still knows the tag for ours, whatever order the webhooks arrive in);
 - `merchant`: the customer already had the tag when we first wanted it; it is the merchant's,
   so we never claim it and never remove it;
 - `overridden`: we had added it and someone removed it by hand; with the shop's
@@ -22,10 +24,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-State = Literal["adding", "added", "removing", "merchant", "overridden"]
+from services.common.shopify import tag_key
+
+State = Literal["adding", "added", "removing", "removed", "merchant", "overridden"]
 # The entries whose tag segflow put on the customer (or is putting on, or taking off): the
 # segmenter leaves these out of the merchant's tags fact.
-OURS: frozenset[State] = frozenset({"adding", "added", "removing"})
+OURS: frozenset[State] = frozenset({"adding", "added", "removing", "removed"})
 
 
 @dataclass(frozen=True)
@@ -35,11 +39,6 @@ class Entry:
     tag: str
     state: State
     changed_at: datetime
-
-
-def tag_key(tag: str) -> str:
-    """The ledger's key of a tag: Shopify compares customer tags without case."""
-    return tag.strip().casefold()
 
 
 def wanted_tags(actions_of_segments: Iterable[Sequence[Mapping[str, Any]]]) -> dict[str, str]:
@@ -106,7 +105,7 @@ def plan(
             entries[key] = Entry(tag, "adding", now)
         elif entry.state == "adding":
             add.append(entry.tag)
-        elif entry.state == "removing":
+        elif entry.state in ("removing", "removed"):
             add.append(entry.tag)
             entries[key] = Entry(entry.tag, "adding", now)
     for key, entry in sorted(ledger.items()):
@@ -131,7 +130,8 @@ def applied(plan: Plan, ledger: Mapping[str, Entry], now: datetime) -> dict[str,
         key = tag_key(tag)
         done[key] = Entry(merged[key].tag, "added", now)
     for tag in plan.remove:
-        done[tag_key(tag)] = None
+        key = tag_key(tag)
+        done[key] = Entry(merged[key].tag, "removed", now)
     return done
 
 
@@ -157,15 +157,15 @@ def on_echo(
             continue
         if entry.state == "adding":
             entries[key] = Entry(entry.tag, "added", occurred_at)
-        elif entry.state == "overridden":
-            # Put back by hand: the merchant's tag now.
+        elif entry.state in ("overridden", "removed"):
+            # Put back by hand after we or someone took it off: the merchant's tag now.
             entries[key] = Entry(entry.tag, "merchant", occurred_at)
     for tag in removed:
         key = tag_key(tag)
         entry = ledger.get(key)
         if entry is None or occurred_at < entry.changed_at:
             continue
-        if entry.state == "removing":
+        if entry.state in ("removing", "removed"):
             entries[key] = None
         elif entry.state == "added":
             if respect_manual_removals:

@@ -25,7 +25,7 @@ CREATE TABLE tag_ledger (
     tag_key text NOT NULL,
     tag text NOT NULL,
     state text NOT NULL
-        CHECK (state IN ('adding', 'added', 'removing', 'merchant', 'overridden')),
+        CHECK (state IN ('adding', 'added', 'removing', 'removed', 'merchant', 'overridden')),
     changed_at timestamptz NOT NULL,
     PRIMARY KEY (shop_id, customer_id, tag_key)
 );

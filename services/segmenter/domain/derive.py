@@ -4,6 +4,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from services.common.shopify import tag_key
 from services.segmenter.domain.aggregates import (
     Aggregates,
     basis_of,
@@ -155,6 +156,13 @@ def derive_facts(
     return facts_from(state, aggregate_orders(state, catalog, now), now)
 
 
+def merchant_tags(state: CustomerState) -> tuple[str, ...]:
+    """The customer's tags on Shopify, less those segflow's tagger manages."""
+    managed = state.managed_tags
+    present = (tag for tag, stamp in state.tags.items() if stamp.value)
+    return tuple(sorted(tag for tag in present if not managed or tag_key(tag) not in managed))
+
+
 def facts_from(
     state: CustomerState, aggregates: Aggregates, now: datetime
 ) -> tuple[CustomerFacts, datetime | None]:
@@ -218,7 +226,7 @@ def facts_from(
         province_code=state.attribute("province_code"),
         city=state.attribute("city"),
         birthday_month=int(birthday[:2]) if isinstance(birthday, str) else None,
-        tags=tuple(sorted(tag for tag, stamp in state.tags.items() if stamp.value)),
+        tags=merchant_tags(state),
         account_state=state.attribute("account_state"),
         orders_count=orders_count,
         total_spent=total_spent,

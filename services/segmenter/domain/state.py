@@ -180,6 +180,9 @@ class CustomerState:
     last_engaged_at: datetime | None = None
     deleted: bool = False
     orders: Mapping[int, OrderFact] = field(default_factory=_frozen)
+    # Tags (by `tag_key`) the tagger put on the customer: Shopify's webhooks echo them back,
+    # but they are segflow's, not the merchant's, so rules never see them.
+    managed_tags: frozenset[str] = frozenset()
 
     def attribute(self, name: str) -> Any:
         """The current value of a profile attribute, or None if unknown."""

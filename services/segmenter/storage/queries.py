@@ -48,8 +48,14 @@ ON CONFLICT DO NOTHING
 """
 _EMPTY_AGGREGATES = aggregates_to_json(Aggregates())
 # Locks in one global order (shop, customer) so concurrent batches cannot deadlock on them.
+# With the tags the tagger manages for each (tags.py OURS), which are not the merchant's.
 LOCK_CUSTOMERS = """
-SELECT c.* FROM customers c
+SELECT c.*, ARRAY(
+    SELECT l.tag_key FROM tag_ledger l
+    WHERE l.shop_id = c.shop_id AND l.customer_id = c.customer_id
+      AND l.state IN ('adding', 'added', 'removing', 'removed')
+) AS managed_tags
+FROM customers c
 JOIN unnest($1::bigint[], $2::bigint[]) AS k (shop_id, customer_id)
   ON c.shop_id = k.shop_id AND c.customer_id = k.customer_id
 ORDER BY c.shop_id, c.customer_id

@@ -115,6 +115,7 @@ def state_from_row(row: Mapping[str, Any], orders: Mapping[int, OrderFact]) -> C
         last_engaged_at=row["last_engaged_at"],
         deleted=row["deleted"],
         orders=orders,
+        managed_tags=frozenset(row.get("managed_tags") or ()),
     )
 
 
