@@ -106,22 +106,24 @@ def test_the_message_id_is_stable_and_on_the_senders_domain() -> None:
         message_id_for(12, 345, 2, "mail.example.com>\r\nBcc: x@y")
 
 
-@pytest.mark.parametrize(
-    "changes",
-    [
-        {"from_name": "Shop\r\nBcc: victim@example.com"},
-        {"from_name": "Shop\nX-Evil: 1"},
-        {"to_address": "a@example.com\r\nBcc: victim@example.com"},
-        {"to_address": "a@example.com, victim@example.com"},
-        {"to_address": "Eve <a@example.com>"},
-        {"from_address": "hello@mail.example.com\r\nX: y"},
-        {"message_id": "<x@y>\r\nBcc: victim@example.com"},
-        {"rendered": RenderedEmail("Hi\r\nBcc: victim@example.com", URL, URL)},
-    ],
-)
-def test_line_breaks_and_extra_addresses_in_headers_are_refused(changes: dict[str, object]) -> None:
-    with pytest.raises(HeaderInjectionError):
-        _compose(**changes)
+# One test per list rather than one per case: every test item costs the suite a collection.
+INJECTIONS: list[dict[str, object]] = [
+    {"from_name": "Shop\r\nBcc: victim@example.com"},
+    {"from_name": "Shop\nX-Evil: 1"},
+    {"to_address": "a@example.com\r\nBcc: victim@example.com"},
+    {"to_address": "a@example.com, victim@example.com"},
+    {"to_address": "Eve <a@example.com>"},
+    {"from_address": "hello@mail.example.com\r\nX: y"},
+    {"message_id": "<x@y>\r\nBcc: victim@example.com"},
+    {"rendered": RenderedEmail("Hi\r\nBcc: victim@example.com", URL, URL)},
+]
+
+
+def test_line_breaks_and_extra_addresses_in_headers_are_refused() -> None:
+    for changes in INJECTIONS:
+        with pytest.raises(HeaderInjectionError):
+            _compose(**changes)
+            raise AssertionError(f"accepted: {changes}")
 
 
 def test_a_name_with_line_breaks_is_folded_before_it_reaches_the_subject() -> None:
@@ -133,18 +135,16 @@ def test_a_name_with_line_breaks_is_folded_before_it_reaches_the_subject() -> No
     assert parsed["Bcc"] is None
 
 
-@pytest.mark.parametrize(
-    "url",
-    [
+def test_an_unsafe_unsubscribe_url_is_refused() -> None:
+    for url in (
         "https://tagger.example.com/unsubscribe/x>, <https://evil.example/",
         "https://tagger.example.com/unsubscribe/x\r\nBcc: victim@example.com",
         "https://tagger.example.com/unsubscribe/a b",
         "https://tagger.example.com/" + "x" * 1000,
-    ],
-)
-def test_an_unsafe_unsubscribe_url_is_refused(url: str) -> None:
-    with pytest.raises(HeaderInjectionError):
-        list_unsubscribe(url)
+    ):
+        with pytest.raises(HeaderInjectionError):
+            list_unsubscribe(url)
+            raise AssertionError(f"accepted: {url!r}")
 
 
 def test_the_unsubscribe_url_must_be_https_except_on_this_machine() -> None:

@@ -79,9 +79,9 @@ def test_the_signature_covers_both_unsubscribe_headers(signer: DkimSigner) -> No
     assert names.count("list-unsubscribe-post") == 2
 
 
-@pytest.mark.parametrize(
-    ("original", "forged"),
-    [
+def test_changing_a_covered_part_breaks_the_signature(key: DkimKey, signer: DkimSigner) -> None:
+    signed = signer.sign(_raw())
+    for original, forged in [
         (f"List-Unsubscribe: <{URL}>".encode(), b"List-Unsubscribe: <https://evil.example/u>"),
         (
             b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
@@ -90,14 +90,9 @@ def test_the_signature_covers_both_unsubscribe_headers(signer: DkimSigner) -> No
         (b"Subject: Welcome to Shop", b"Subject: Welcome to Sh0p"),
         (b"To: ada@example.org", b"To: eve@example.org"),
         (b"Hi Ada,", b"Hi Eve,"),  # the body
-    ],
-)
-def test_changing_a_covered_part_breaks_the_signature(
-    key: DkimKey, signer: DkimSigner, original: bytes, forged: bytes
-) -> None:
-    signed = signer.sign(_raw())
-    assert original in signed
-    assert not _verify(signed.replace(original, forged, 1), key)
+    ]:
+        assert original in signed
+        assert not _verify(signed.replace(original, forged, 1), key), f"{forged!r} verified"
 
 
 def test_adding_a_second_unsubscribe_header_breaks_the_signature(

@@ -38,24 +38,21 @@ def test_the_same_inputs_give_the_same_token() -> None:
     assert issue_token(OLD, SHOP_ID, CUSTOMER_ID) != issue_token(OLD, SHOP_ID, CUSTOMER_ID + 1)
 
 
-@pytest.mark.parametrize(
-    "change",
-    [
-        lambda t: t.replace(f".{CUSTOMER_ID}.", f".{CUSTOMER_ID + 1}."),  # another customer
-        lambda t: t.replace(f"1.k1.{SHOP_ID}.", f"1.k1.{SHOP_ID + 1}."),  # another shop
-        lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"),  # the signature
-        lambda t: t.replace("1.k1.", "2.k1.", 1),  # the version
-        lambda t: t + "x",
-        lambda t: t[:-2],
-        lambda t: "",
-    ],
-)
-def test_a_changed_token_is_refused(change: object) -> None:
+def test_a_changed_token_is_refused() -> None:
     token = issue_token(OLD, SHOP_ID, CUSTOMER_ID)
-    changed = change(token)  # type: ignore[operator]
-    assert changed != token
-    with pytest.raises(InvalidTokenError):
-        verify_token(OLD, changed)
+    for changed in (
+        token.replace(f".{CUSTOMER_ID}.", f".{CUSTOMER_ID + 1}."),  # another customer
+        token.replace(f"1.k1.{SHOP_ID}.", f"1.k1.{SHOP_ID + 1}."),  # another shop
+        token[:-1] + ("A" if token[-1] != "A" else "B"),  # the signature
+        token.replace("1.k1.", "2.k1.", 1),  # the version
+        token + "x",
+        token[:-2],
+        "",
+    ):
+        assert changed != token
+        with pytest.raises(InvalidTokenError):
+            verify_token(OLD, changed)
+            raise AssertionError(f"accepted: {changed}")
 
 
 def test_a_token_for_another_purpose_is_refused() -> None:
@@ -100,18 +97,15 @@ def test_the_signature_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPa
     assert calls and calls[0][1] == token.rsplit(".", 1)[1].encode()
 
 
-@pytest.mark.parametrize(
-    ("text", "problem"),
-    [
+def test_weak_or_malformed_keys_are_refused() -> None:
+    for text, problem in (
         ("k1:short", "shorter than 32"),
         ("k1" + "a" * 40, "key_id:secret"),
         ("k1:" + "a" * 40 + ",k1:" + "b" * 40, "must differ"),
         ("bad id:" + "a" * 40, "key id"),
-    ],
-)
-def test_weak_or_malformed_keys_are_refused(text: str, problem: str) -> None:
-    with pytest.raises(ValueError, match=problem):
-        KeyRing.parse(text)
+    ):
+        with pytest.raises(ValueError, match=problem):
+            KeyRing.parse(text)
 
 
 def test_the_secret_is_not_in_the_key_ring_repr() -> None:
