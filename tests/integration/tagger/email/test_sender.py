@@ -10,7 +10,7 @@ from email.message import EmailMessage
 
 import dkim as dkimpy
 import pytest
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from services.dev.mailbox import LocalMailbox, MailboxStore
 from services.tagger.email.compose import compose_email, message_bytes, message_id_for
@@ -186,6 +186,70 @@ async def test_a_timeout_after_the_data_may_have_delivered_and_is_not_retried() 
                 smtp.transport.close()
         tasks = [s._handler_coroutine for s in sessions if s._handler_coroutine is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _KeepAuthenticated:
+    """aiosmtpd handler of a server that wants a login (over plain TCP: loopback only)."""
+
+    def __init__(self) -> None:
+        self.logins: list[bytes] = []
+        self.kept = 0
+
+    def authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: object
+    ) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and data == (b"segflow", b"right-password")
+        if isinstance(data, LoginPassword):
+            self.logins.append(data.login)
+        # handled=False: aiosmtpd itself answers 235 or 535.
+        return AuthResult(success=ok, handled=False)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        self.kept += 1
+        return "250 OK"
+
+
+async def test_a_login_is_made_and_a_refused_one_defers_rather_than_fails() -> None:
+    loop = asyncio.get_running_loop()
+    handler = _KeepAuthenticated()
+    sessions: list[SMTP] = []
+
+    def session() -> SMTP:
+        smtp = SMTP(
+            handler,
+            hostname="auth",
+            authenticator=handler.authenticate,
+            auth_require_tls=False,
+            loop=loop,
+        )
+        sessions.append(smtp)
+        return smtp
+
+    server = await loop.create_server(session, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        right = SmtpConfig(
+            "127.0.0.1", port, username="segflow", password="right-password", timeout_seconds=5
+        )
+        wrong = SmtpConfig(
+            "127.0.0.1", port, username="segflow", password="wrong", timeout_seconds=5
+        )
+        accepted = await SmtpSender(right).send(_message(0))
+        refused = await SmtpSender(wrong).send(_message(1))
+    finally:
+        server.close()
+        await server.wait_closed()
+        tasks = [s._handler_coroutine for s in sessions if s._handler_coroutine is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert accepted.outcome is SendOutcome.ACCEPTED and handler.kept == 1
+    # The right login once; the wrong one with each mechanism aiosmtplib tries.
+    assert len(handler.logins) >= 2 and set(handler.logins) == {b"segflow"}
+    # A wrong password says nothing about the message: it waits for the fix, it is not lost.
+    assert refused.outcome is SendOutcome.TEMPORARY and refused.code == 535
+    assert refused.should_retry
+    assert "wrong" not in refused.detail
 
 
 async def test_nothing_personal_is_logged(
