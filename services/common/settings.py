@@ -1,10 +1,20 @@
 """All configuration, from the environment: SEGFLOW_*, DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS."""
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Settings(BaseSettings):
@@ -108,6 +118,37 @@ class Settings(BaseSettings):
     demo_api_token: str | None = None
     demo_flow_secret: str | None = None
 
+    # Email (the tagger's journeys). The SMTP server mail is handed to; `segflow mailbox` and
+    # `segflow dev` run a local one here that keeps every message as an .eml file.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=1025, ge=1, le=65535)
+    # "starttls" upgrades a plain connection (port 587), "tls" connects over TLS (port 465).
+    smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    # Bounds each SMTP step (connect, each command, the message data).
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Where the local mailbox stores messages; unset: `mail` under the data dir.
+    mailbox_dir: Path | None = None
+    # Test hook: "CODE:N" makes `segflow mailbox` refuse its first N messages with CODE (4xx
+    # or 5xx), so a sender's error handling can be tried against a real server.
+    mailbox_refuse: str | None = Field(default=None, pattern=r"^[45][0-9][0-9]:[1-9][0-9]*$")
+    # The From address of journey mail (its display name is the shop's); its domain is the
+    # Message-ID's. The envelope sender (bounces) is email_return_path, else this one.
+    email_from_address: str = "hello@segflow.test"
+    email_return_path: str | None = None
+    # The public base URL of the tagger's unsubscribe endpoint, HTTPS in production; unset in
+    # development: the tagger's local port.
+    unsubscribe_base_url: str | None = None
+    # Optional mailto: address added to List-Unsubscribe beside the HTTPS link.
+    unsubscribe_mailto: str | None = None
+    # Unsubscribe token keys, "key_id:secret" separated by commas; the first signs, all verify.
+    unsubscribe_keys: SecretStr | None = None
+    # DKIM signing of journey mail: all three set, or none (unsigned).
+    dkim_domain: str | None = None
+    dkim_selector: str | None = None
+    dkim_private_key_path: Path | None = None
+
     @model_validator(mode="after")
     def _check_timeouts(self) -> "Settings":
         if self.consumer_rebalance_timeout_ms <= self.consumer_max_poll_interval_ms:
@@ -126,7 +167,46 @@ class Settings(BaseSettings):
             raise ValueError("demo secrets are for development only; unset SEGFLOW_DEMO_*")
         if self.environment == "production" and self.crash_at:
             raise ValueError("SEGFLOW_CRASH_AT is a test hook; unset it in production")
+        if self.environment == "production" and self.mailbox_refuse:
+            raise ValueError("SEGFLOW_MAILBOX_REFUSE is a test hook; unset it in production")
         return self
+
+    @model_validator(mode="after")
+    def _check_email(self) -> "Settings":
+        dkim = (self.dkim_domain, self.dkim_selector, self.dkim_private_key_path)
+        if any(dkim) and not all(dkim):
+            raise ValueError(
+                "DKIM needs SEGFLOW_DKIM_DOMAIN, SEGFLOW_DKIM_SELECTOR and "
+                "SEGFLOW_DKIM_PRIVATE_KEY_PATH together"
+            )
+        if self.smtp_username and self.smtp_tls == "none" and not _is_loopback(self.smtp_host):
+            raise ValueError(
+                "SMTP credentials would cross the network in clear: set SEGFLOW_SMTP_TLS"
+            )
+        if self.environment == "production" and self.unsubscribe_base_url is not None:
+            if not self.unsubscribe_base_url.startswith("https://"):
+                raise ValueError("SEGFLOW_UNSUBSCRIBE_BASE_URL must be https:// in production")
+        return self
+
+    def mailbox_directory(self) -> Path:
+        """Where the local mailbox keeps its .eml files."""
+        return self.mailbox_dir if self.mailbox_dir is not None else self.data_dir / "mail"
+
+    def require_unsubscribe_base_url(self) -> str:
+        """The unsubscribe links' base URL; in development the tagger's local port by default."""
+        if self.unsubscribe_base_url:
+            return self.unsubscribe_base_url.rstrip("/")
+        if self.environment == "production":
+            raise RuntimeError("SEGFLOW_UNSUBSCRIBE_BASE_URL is not set (an https:// URL)")
+        return "http://127.0.0.1:8002"
+
+    def require_unsubscribe_keys(self) -> str:
+        """The unsubscribe token keys ("key_id:secret,..."), or an error naming the variable."""
+        if self.unsubscribe_keys is None or not self.unsubscribe_keys.get_secret_value():
+            raise RuntimeError(
+                "SEGFLOW_UNSUBSCRIBE_KEYS is not set (key_id:secret, secrets of 32+ characters)"
+            )
+        return self.unsubscribe_keys.get_secret_value()
 
     def require_database_url(self) -> str:
         """The database URL, or a clear error naming the variable to set."""

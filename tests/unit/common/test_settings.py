@@ -41,3 +41,29 @@ def test_production_refuses_demo_secrets(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("SEGFLOW_DEMO_API_TOKEN", "sfapi_demo")
     with pytest.raises(ValidationError, match="demo secrets"):
         Settings()
+
+
+def test_email_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SEGFLOW_MAILBOX_DIR", raising=False)
+    settings = Settings()
+    assert (settings.smtp_host, settings.smtp_port) == ("127.0.0.1", 1025)
+    assert settings.mailbox_directory() == settings.data_dir / "mail"
+    assert settings.require_unsubscribe_base_url() == "http://127.0.0.1:8002"
+    with pytest.raises(RuntimeError, match="SEGFLOW_UNSUBSCRIBE_KEYS is not set"):
+        settings.require_unsubscribe_keys()
+
+
+def test_email_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValidationError, match="DKIM needs"):
+        Settings(dkim_domain="segflow.test")
+    with pytest.raises(ValidationError, match="in clear"):
+        Settings(smtp_host="smtp.example.com", smtp_username="u")
+    assert Settings(smtp_host="127.0.0.1", smtp_username="u").smtp_username == "u"
+    with pytest.raises(ValidationError, match="test hook"):
+        Settings(environment="production", mailbox_refuse="451:1")
+    with pytest.raises(ValidationError, match="https"):
+        Settings(environment="production", unsubscribe_base_url="http://shop.example")
+    with pytest.raises(RuntimeError, match="SEGFLOW_UNSUBSCRIBE_BASE_URL is not set"):
+        Settings(environment="production").require_unsubscribe_base_url()
+    monkeypatch.setenv("SEGFLOW_SMTP_PASSWORD", "hunter2-secret")
+    assert "hunter2" not in repr(Settings())
