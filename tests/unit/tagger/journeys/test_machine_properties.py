@@ -152,18 +152,25 @@ def histories(draw: st.DrawFn) -> tuple[Journey, list[SegmentChange], list[Actio
         )
     # Deliveries: every change at least once, some twice or three times, in any order, mixed
     # with scheduler ticks, consent flips and orders.
-    deliveries = [("deliver", i) for i in range(len(changes))]
-    deliveries += draw(st.lists(st.sampled_from(deliveries), max_size=len(changes) * 2).map(list))
-    others = draw(
+    deliveries: list[Action] = [("deliver", i) for i in range(len(changes))]
+    deliveries += draw(st.lists(st.sampled_from(deliveries), max_size=len(changes) * 2))
+    kinds: list[Literal["tick", "consent", "order"]] = [
+        "tick",
+        "tick",
+        "consent",
+        "consent",
+        "order",
+    ]
+    others: list[Action] = draw(
         st.lists(
             st.tuples(
-                st.sampled_from(["tick", "tick", "consent", "consent", "order"]),
+                st.sampled_from(kinds),
                 st.integers(min_value=0, max_value=9),
             ),
             max_size=40,
         )
     )
-    actions: list[Action] = draw(st.permutations([*deliveries, *others]))  # type: ignore[arg-type]
+    actions: list[Action] = draw(st.permutations([*deliveries, *others]))
     return journey, changes, actions
 
 
