@@ -222,7 +222,7 @@ def test_random_interleavings_keep_the_machines_promises(
     assert latest is None or not latest.active
 
 
-@settings(max_examples=80, derandomize=True, deadline=None)
+@settings(max_examples=50, derandomize=True, deadline=None)
 @given(histories(), st.data())
 def test_duplicates_change_nothing(
     history: tuple[Journey, list[SegmentChange], list[Action]], data: st.DataObject
