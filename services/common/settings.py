@@ -3,8 +3,9 @@
 import ipaddress
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -113,6 +114,13 @@ class Settings(BaseSettings):
     # instead, as a bug in the consumer would.
     crash_at: str | None = Field(default=None, pattern=r"^[a-z_]+(:[1-9][0-9]*(:raise)?)?$")
 
+    # Journeys: at most this many marketing emails to one customer, across all journeys, in
+    # any rolling window of this many hours; a step over the cap is deferred, never dropped.
+    journey_cap_emails: int = Field(default=2, ge=1, le=100)
+    journey_cap_window_hours: float = Field(default=24.0, gt=0, le=24 * 31)
+    # The zone for quiet hours when neither the customer's address nor the shop gives one.
+    journey_default_timezone: str = "UTC"
+
     demo_shop_domain: str = "demo.myshopify.com"
     demo_webhook_secret: str | None = None
     demo_api_token: str | None = None
@@ -159,6 +167,15 @@ class Settings(BaseSettings):
         if self.retry_max_seconds < self.retry_initial_seconds:
             raise ValueError("retry_max_seconds must be at least retry_initial_seconds")
         return self
+
+    @field_validator("journey_default_timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {name!r}") from exc
+        return name
 
     @model_validator(mode="after")
     def _refuse_demo_secrets_in_production(self) -> "Settings":

@@ -67,3 +67,18 @@ def test_email_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings(environment="production").require_unsubscribe_base_url()
     monkeypatch.setenv("SEGFLOW_SMTP_PASSWORD", "hunter2-secret")
     assert "hunter2" not in repr(Settings())
+
+
+def test_journey_settings_default_and_refuse_an_unknown_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = Settings()
+    assert (settings.journey_cap_emails, settings.journey_cap_window_hours) == (2, 24.0)
+    assert settings.journey_default_timezone == "UTC"
+    monkeypatch.setenv("SEGFLOW_JOURNEY_DEFAULT_TIMEZONE", "Europe/Nowhere")
+    with pytest.raises(ValidationError, match="unknown IANA time zone 'Europe/Nowhere'"):
+        Settings()
+    monkeypatch.setenv("SEGFLOW_JOURNEY_DEFAULT_TIMEZONE", "America/Toronto")
+    monkeypatch.setenv("SEGFLOW_JOURNEY_CAP_EMAILS", "0")
+    with pytest.raises(ValidationError, match="journey_cap_emails"):
+        Settings()
