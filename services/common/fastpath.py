@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI
+from starlette.datastructures import URL
+from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 _JSON = (b"content-type", b"application/json")
@@ -61,14 +63,23 @@ class FastPathApp(FastAPI):
         self._fast_docs[template] = openapi_path_item
         self.openapi_schema = None
 
+    def _endpoint(self, path: str) -> ASGIApp | None:
+        endpoint = self._fast_paths.get(path)
+        if endpoint is None:
+            endpoint = next((e for p, e in self._fast_patterns if p.fullmatch(path)), None)
+        return endpoint
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = scope["path"]
-            endpoint = self._fast_paths.get(path)
-            if endpoint is None:
-                endpoint = next((e for p, e in self._fast_patterns if p.fullmatch(path)), None)
+            endpoint = self._endpoint(path)
             if endpoint is not None:
                 await endpoint(scope, receive, send)
+                return
+            if path != "/" and path.endswith("/") and self._endpoint(path.rstrip("/")):
+                # As FastAPI's router does for its own routes (redirect_slashes).
+                url = URL(scope=scope).replace(path=path.rstrip("/"))
+                await RedirectResponse(url, status_code=307)(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 

@@ -1,5 +1,7 @@
 """Rows ↔ state: how CustomerState, OrderFact and CustomerFacts are kept in PostgreSQL."""
 
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import fields
 from datetime import datetime
@@ -8,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from services.common.envelope import loads_json
 from services.segmenter.domain.aggregates import Aggregates, Basis, Contribution
 from services.segmenter.domain.facts import CustomerFacts
 from services.segmenter.domain.state import (
@@ -38,16 +41,31 @@ _DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
 _DUMPS_OPTIONS |= orjson.OPT_PASSTHROUGH_DATACLASS
 
 
+# orjson holds integers in 64 bits: it refuses to write larger ones and reads them as floats.
+# A payload may carry one (a line's quantity is any integer); such rows take the exact path.
+_BEYOND_64_BITS = re.compile(r"\d{19}")
+
+
 def dumps(value: Any) -> str:
     """JSON text for a jsonb parameter; Decimal goes in as a string, never through float."""
-    return orjson.dumps(value, default=str, option=_DUMPS_OPTIONS).decode()
+    try:
+        return orjson.dumps(value, default=str, option=_DUMPS_OPTIONS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value, default=str, separators=(",", ":"))
 
 
 def _jsonb(value: Any) -> Any:
     # Rows hold no JSON fractions: `dumps` writes every Decimal as a string and nothing in
     # the segmenter's memory is a float (payloads decode fractions as Decimal), so the fast
-    # parser is exact here. Payloads themselves still go through loads_json.
-    return orjson.loads(value) if isinstance(value, str | bytes) else value
+    # parser is exact here, but for integers of 19 digits or more (some are beyond 64 bits).
+    # Payloads themselves go through loads_json.
+    if isinstance(value, bytes):
+        value = value.decode()
+    if not isinstance(value, str):
+        return value
+    if _BEYOND_64_BITS.search(value):
+        return loads_json(value)
+    return orjson.loads(value)
 
 
 def facts_to_row(facts: CustomerFacts) -> dict[str, Any]:
