@@ -1,4 +1,5 @@
-"""The `segflow` command: dev, ingest, segmenter, api, migrate, topics, demo, shops, import."""
+"""The `segflow` command: dev, ingest, segmenter, api, shopify-standin, migrate, topics, demo,
+shops, import."""
 
 import argparse
 import asyncio
@@ -80,6 +81,16 @@ async def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     settings.require_database_url()
     stop = stop_event_on_signals()
     server = make_server(create_app(settings), settings.host, settings.api_port)
+    return 0 if await serve_until([server], stop) else 1
+
+
+async def _cmd_shopify_standin(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve the Shopify Admin GraphQL stand-in until SIGINT/SIGTERM (exit 0), 1 if it failed."""
+    from services.shopify_standin.app import create_app
+
+    stop = stop_event_on_signals()
+    app = create_app()
+    server = make_server(app, settings.shopify_standin_host, settings.shopify_standin_port)
     return 0 if await serve_until([server], stop) else 1
 
 
@@ -239,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("ingest", help="run the ingest service (needs DATABASE_URL, Kafka)")
     sub.add_parser("segmenter", help="run a segmenter: consumer, scheduler, outbox (same needs)")
     sub.add_parser("api", help="run the REST API (needs DATABASE_URL)")
+    sub.add_parser(
+        "shopify-standin",
+        help="serve the local stand-in for Shopify's Admin GraphQL API (tests, segflow dev)",
+    )
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("topics", help="create the Kafka topics that do not exist yet")
 
@@ -283,6 +298,7 @@ COMMANDS = {
     "ingest": _cmd_ingest,
     "segmenter": _cmd_segmenter,
     "api": _cmd_api,
+    "shopify-standin": _cmd_shopify_standin,
     "migrate": _cmd_migrate,
     "topics": _cmd_topics,
     "demo": _cmd_demo,
