@@ -61,8 +61,7 @@ class WebhookDispatcher:
     _http: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
-        """Open the HTTP client and start the delivery workers."""
-        self._http = httpx.AsyncClient(timeout=self.policy.timeout_seconds)
+        """Start the delivery workers (the HTTP client opens with the first delivery)."""
         self._workers = [
             asyncio.create_task(self._work(), name=f"webhook-delivery-{n}")
             for n in range(self.policy.workers)
@@ -139,7 +138,7 @@ class WebhookDispatcher:
 
     async def _attempt(self, delivery: Delivery) -> None:
         if self._http is None:
-            raise RuntimeError("the dispatcher is not started")
+            self._http = httpx.AsyncClient(timeout=self.policy.timeout_seconds)
         delivery.attempts += 1
         delivery.log["attempts"] = delivery.attempts
         try:
