@@ -328,8 +328,11 @@ async def create_standin_shop(
 class StandinApi:
     """Raw Admin GraphQL and control calls to a stand-in, over one HTTP client."""
 
-    def __init__(self, http: Any, base_url: str, token: str, api_version: str = "2026-04") -> None:
+    def __init__(
+        self, http: Any, base_url: str, token: str, domain: str = "", api_version: str = "2026-04"
+    ) -> None:
         self.http = http
+        self.domain = domain
         self.base_url = base_url
         self.token = token
         self.endpoint = f"{base_url}/admin/api/{api_version}/graphql.json"

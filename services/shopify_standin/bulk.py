@@ -92,9 +92,10 @@ def run_bulk_mutation(
         return _refused("OPERATION_IN_PROGRESS", message)
     operation = BulkOperation(id=state.next_id(), query=mutation, created_at=utc_now())
     shop.bulk_operations[operation.id] = operation
-    fault = shop.take_fault(("bulk_line_errors",))
+    fault = shop.take_fault(("bulk",))
     failing = fault.lines if fault is not None else frozenset()
-    work = _run(ctx, schema, operation, document, upload.body, failing)
+    hold = fault.delay_ms / 1000 if fault is not None else 0.0
+    work = _run(ctx, schema, operation, document, upload.body, failing, hold)
     ctx.runtime.spawn(work, name=f"bulk-{operation.id}")
     return {"bulkOperation": bulk_view(operation), "userErrors": []}
 
@@ -124,7 +125,10 @@ async def _run(
     document: DocumentNode,
     body: bytes,
     failing: frozenset[int],
+    hold: float,
 ) -> None:
+    if hold > 0:
+        await asyncio.sleep(hold)
     operation.status = "RUNNING"
     rows: list[bytes] = []
     try:

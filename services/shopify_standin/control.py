@@ -73,7 +73,7 @@ class CustomersIn(_Strict):
 
 
 class FaultIn(_Strict):
-    kind: Literal["status", "throttle_429", "slow", "bulk_line_errors"]
+    kind: Literal["status", "throttle_429", "slow", "bulk"]
     count: int = Field(default=1, ge=1)
     status: int = Field(default=503, ge=400, le=599)
     retry_after: float = Field(default=1.0, ge=0)

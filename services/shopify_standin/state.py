@@ -19,7 +19,7 @@ DEFAULT_SCOPES = ("read_customers", "write_customers")
 REQUEST_LOG_SIZE = 50_000
 DELIVERY_LOG_SIZE = 20_000
 
-FaultKind = Literal["status", "throttle_429", "slow", "bulk_line_errors"]
+FaultKind = Literal["status", "throttle_429", "slow", "bulk"]
 BulkStatus = Literal["CREATED", "RUNNING", "COMPLETED", "FAILED", "CANCELED"]
 
 
@@ -81,7 +81,8 @@ class BulkOperation:
 @dataclass
 class Fault:
     """The next `count` GraphQL requests of a shop answer `status` (with `Retry-After` for a
-    429), are delayed by `delay_ms`, or (bulk_line_errors) fail those bulk lines."""
+    429) or are delayed by `delay_ms`; a `bulk` fault applies to the shop's next bulk run,
+    which fails the input `lines` listed and waits `delay_ms` in CREATED before it starts."""
 
     kind: FaultKind
     count: int = 1
