@@ -5,9 +5,10 @@ it elsewhere (the local stand-in) with the same code path. The access token is s
 X-Shopify-Access-Token and never logged or shown in the client's repr.
 """
 
+import asyncio
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -63,6 +64,7 @@ class AdminClient:
         rng: random.Random | None = None,
         timeout: float = 10.0,
         http: httpx.AsyncClient | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if not access_token:
             raise ValueError("an access token is required")
@@ -83,6 +85,7 @@ class AdminClient:
             metrics=metrics,
             policy=policy or RetryPolicy(),
             rng=self._rng,
+            sleep=sleep,
         )
 
     def __repr__(self) -> str:
