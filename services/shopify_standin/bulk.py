@@ -6,6 +6,7 @@ result file (one line per input line with its data or errors and `__lineNumber`,
 import asyncio
 import logging
 import secrets
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -27,6 +28,7 @@ from services.shopify_standin.state import BulkOperation, utc_now
 
 if TYPE_CHECKING:
     from services.shopify_standin.context import RequestContext
+    from services.shopify_standin.tag_lines import LineExecutor
 
 logger = logging.getLogger(__name__)
 
@@ -95,20 +97,38 @@ def run_bulk_mutation(
     fault = shop.take_fault(("bulk",))
     failing = fault.lines if fault is not None else frozenset()
     hold = fault.delay_ms / 1000 if fault is not None else 0.0
-    work = _run(ctx, schema, operation, document, upload.body, failing, hold)
+    # Imported here: the fast path uses the resolvers, which import this module.
+    from services.shopify_standin.tag_lines import compile_tag_lines
+
+    lines = Lines(schema, document, compile_tag_lines(document))
+    work = _run(ctx, lines, operation, upload.body, failing, hold)
     ctx.runtime.spawn(work, name=f"bulk-{operation.id}")
     return {"bulkOperation": bulk_view(operation), "userErrors": []}
 
 
-def _line_result(
-    ctx: "RequestContext", schema: GraphQLSchema, document: DocumentNode, line: bytes
+@dataclass(frozen=True)
+class Lines:
+    """How a run executes its lines: the fast executor when the document has its shape."""
+
+    schema: GraphQLSchema
+    document: DocumentNode
+    fast: "LineExecutor | None"
+
+    def result(self, ctx: "RequestContext", line: bytes) -> dict[str, Any]:
+        """The result-file row of one input line (without its line number)."""
+        try:
+            variables = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            return {"errors": [{"message": f"Invalid JSON on this line: {exc}"}]}
+        if not isinstance(variables, dict):
+            return {"errors": [{"message": "Each line must be a JSON object of variables"}]}
+        row = self.fast(ctx, variables) if self.fast is not None else None
+        return row if row is not None else _executed(ctx, self.schema, self.document, variables)
+
+
+def _executed(
+    ctx: "RequestContext", schema: GraphQLSchema, document: DocumentNode, variables: dict[str, Any]
 ) -> dict[str, Any]:
-    try:
-        variables = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        return {"errors": [{"message": f"Invalid JSON on this line: {exc}"}]}
-    if not isinstance(variables, dict):
-        return {"errors": [{"message": "Each line must be a JSON object of variables"}]}
     result = execute(schema, document, context_value=ctx, variable_values=variables)
     if not isinstance(result, ExecutionResult):
         raise TypeError("bulk lines must execute synchronously")
@@ -120,9 +140,8 @@ def _line_result(
 
 async def _run(
     ctx: "RequestContext",
-    schema: GraphQLSchema,
+    lines: Lines,
     operation: BulkOperation,
-    document: DocumentNode,
     body: bytes,
     failing: frozenset[int],
     hold: float,
@@ -138,7 +157,7 @@ async def _run(
             if number in failing:
                 row: dict[str, Any] = {"errors": [LINE_FAILURE]}
             else:
-                row = _line_result(ctx, schema, document, line)
+                row = lines.result(ctx, line)
             row["__lineNumber"] = number
             rows.append(orjson.dumps(row))
             operation.object_count += 1

@@ -11,7 +11,14 @@ from functools import cache
 from typing import Any
 
 import orjson
-from graphql import GraphQLError, GraphQLObjectType, GraphQLResolveInfo, GraphQLSchema
+from graphql import (
+    GraphQLError,
+    GraphQLInterfaceType,
+    GraphQLObjectType,
+    GraphQLResolveInfo,
+    GraphQLSchema,
+    GraphQLUnionType,
+)
 
 from services.shopify_standin import tags as tag_rules
 from services.shopify_standin.bulk import run_bulk_mutation
@@ -193,9 +200,9 @@ def _tag_target(ctx: RequestContext, id: str) -> tuple[Customer | None, list[dic
     return customer, []
 
 
-def _change_tags(info: Info, id: str, tags: list[str], adding: bool) -> Any:
+def change_tags(ctx: RequestContext, id: str, tags: list[str], adding: bool) -> dict[str, Any]:
+    """tagsAdd (adding) or tagsRemove on the context's shop: the payload, echoes queued."""
     _check_input_size(tags)
-    ctx = _ctx(info)
     customer, errors = _tag_target(ctx, id)
     if customer is None:
         return {"node": None, "userErrors": errors}
@@ -225,11 +232,11 @@ def _echo_tags(ctx: RequestContext, customer: Customer, changed: list[str], adde
 
 
 def resolve_tags_add(_root: Any, info: Info, id: str, tags: list[str]) -> Any:
-    return _change_tags(info, id, tags, adding=True)
+    return change_tags(_ctx(info), id, tags, adding=True)
 
 
 def resolve_tags_remove(_root: Any, info: Info, id: str, tags: list[str]) -> Any:
-    return _change_tags(info, id, tags, adding=False)
+    return change_tags(_ctx(info), id, tags, adding=False)
 
 
 def resolve_consent_update(_root: Any, info: Info, input: dict[str, Any]) -> Any:
@@ -370,4 +377,14 @@ def executable_schema() -> GraphQLSchema:
             raise TypeError(f"{type_name} is not an object type")
         for name, resolver in fields.items():
             root.fields[name].resolve = resolver
+    # Every object the resolvers return names its type; reading it is the quick way.
+    for abstract in ("Node", "DisplayableError", "WebhookSubscriptionEndpoint"):
+        found = schema.get_type(abstract)
+        if isinstance(found, GraphQLInterfaceType | GraphQLUnionType):
+            found.resolve_type = _typename
     return schema
+
+
+def _typename(value: Any, _info: Info, _type: Any) -> str | None:
+    name = value.get("__typename") if isinstance(value, dict) else None
+    return name if isinstance(name, str) else None
