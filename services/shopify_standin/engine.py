@@ -4,9 +4,11 @@ and the actual cost, and log it. HTTP stays outside: this returns a status and a
 
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from graphql import (
+    DocumentNode,
     ExecutionResult,
     FieldNode,
     GraphQLError,
@@ -64,6 +66,21 @@ def log_request(shop: Shop, entry: dict[str, Any]) -> None:
     shop.request_log.append({"at": iso(utc_now()), "t": time.monotonic(), **entry})
 
 
+@lru_cache(maxsize=1024)
+def prepared(query: str) -> tuple[DocumentNode | None, tuple[dict[str, Any], ...], str]:
+    """(the parsed document, (), "") when `query` is valid against the schema, else (None,
+    Shopify's errors, "syntax_error" or "invalid"). Clients send the same few documents over
+    and over, and validating one costs more than running it, so the answer is kept."""
+    try:
+        document = parse(query)
+    except GraphQLError as exc:
+        return None, (errors.syntax_error(exc),), "syntax_error"
+    problems = validate(executable_schema(), document)
+    if problems:
+        return None, tuple(errors.validation_error(e) for e in problems), "invalid"
+    return document, (), ""
+
+
 def handle_graphql(ctx: RequestContext, body: Any) -> Answer:
     """Answer one POST to /admin/api/{version}/graphql.json for the context's shop."""
     shop = ctx.shop
@@ -76,15 +93,10 @@ def handle_graphql(ctx: RequestContext, body: Any) -> Answer:
     ):
         return Answer(400, {"errors": {"variables": "Required parameter missing or invalid"}})
     schema = executable_schema()
-    try:
-        document = parse(body["query"])
-    except GraphQLError as exc:
-        log_request(shop, {"operation": None, "outcome": "syntax_error"})
-        return Answer(200, {"errors": [errors.syntax_error(exc)]})
-    problems = validate(schema, document)
-    if problems:
-        log_request(shop, {"operation": None, "outcome": "invalid"})
-        return Answer(200, {"errors": [errors.validation_error(e) for e in problems]})
+    document, refusal, outcome = prepared(body["query"])
+    if document is None:
+        log_request(shop, {"operation": None, "outcome": outcome})
+        return Answer(200, {"errors": list(refusal)})
     operation = get_operation_ast(document, operation_name)
     if operation is None:
         message = (
