@@ -4,6 +4,7 @@ X-Shopify-Access-Token), the staged-upload target, bulk result files, and /_stan
 import asyncio
 import hmac
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -41,7 +42,9 @@ def _xml_error(code: str, message: str) -> Response:
 def _fault_answer(shop: Shop, fault: Fault) -> Answer:
     headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.status == 429 else None
     body = errors.STATUS_BODIES.get(fault.status, {"errors": f"HTTP {fault.status}"})
-    log_request(shop, {"operation": None, "outcome": f"fault_{fault.status}"})
+    level = shop.bucket.level(time.monotonic())
+    entry = {"operation": None, "outcome": f"fault_{fault.status}", "before": level, "after": level}
+    log_request(shop, entry)
     return Answer(fault.status, body, headers)
 
 

@@ -169,7 +169,9 @@ class GraphQLTransport:
             self._count(operation, "throttled")
             return _Retry("throttled", self._throttle_wait(figures, available, backoff, attempt))
         data = body.get("data")
-        if body.get("errors") and not isinstance(data, dict):
+        if body.get("errors"):
+            # Partial data with errors (an input array too long, a bad id) is still a
+            # request that did not do what was asked: never read it as a success.
             self._count(operation, "graphql_error")
             raise ShopifyGraphQLError(operation, body.get("errors"))
         if not isinstance(data, dict):

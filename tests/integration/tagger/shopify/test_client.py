@@ -160,3 +160,12 @@ async def test_a_bad_document_raises_graphql_errors_without_retrying(
     assert raised.value.errors[0]["extensions"]["code"] == "undefinedField"
     log = (await shop.control("GET", f"/shops/{shop.domain}/requests"))["requests"]
     assert [e["outcome"] for e in log] == ["invalid"]
+
+
+async def test_errors_beside_partial_data_are_raised_not_read_as_success(
+    client: AdminClient, shop: StandinApi
+) -> None:
+    with pytest.raises(ShopifyGraphQLError) as raised:
+        await client.tags_add(1, [f"t{n}" for n in range(251)])
+    assert raised.value.errors[0]["extensions"]["code"] == "MAX_INPUT_SIZE_EXCEEDED"
+    assert (await shop.control("GET", f"/shops/{shop.domain}/customers/1"))["tags"] == ["Red"]
