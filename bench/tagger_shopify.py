@@ -171,7 +171,7 @@ async def measure_single(url: str, http: httpx.AsyncClient, config: Config) -> d
 
 
 async def measure_unpaced(url: str, http: httpx.AsyncClient, config: Config) -> dict[str, Any]:
-    domain = "unpaced.myshopify.com"
+    domain = f"unpaced-{config.concurrency}.myshopify.com"
     calls = min(config.unpaced_slice, config.customers)
     token = await _shop(http, url, domain, 1e12, 1e12, calls)
     async with AdminClient(domain, token, VERSION, url) as client:
