@@ -54,7 +54,8 @@ def operation_costs(
     """The requested cost of `operation` (data None) or its actual cost given the data it
     returned. Mutation fields cost 10 each, whatever they select."""
     if operation.operation == OperationType.MUTATION:
-        return MUTATION_COST * sum(1 for _ in _fields(operation.selection_set, None, None))
+        fields = _fields(operation.selection_set, None, None)
+        return MUTATION_COST * sum(1 for node, _ in fields if not node.name.value.startswith("__"))
     root = schema.query_type
     if root is None:
         return 0

@@ -24,7 +24,7 @@ from services.tagger.shopify.models import (
     UserError,
     WebhookSubscription,
 )
-from services.tagger.shopify.pacer import Pacer
+from services.tagger.shopify.pacer import Pacer, PacerRegistry
 
 __all__ = [
     "AccessCheck",
@@ -34,6 +34,7 @@ __all__ = [
     "ConsentResult",
     "EnsureResult",
     "Pacer",
+    "PacerRegistry",
     "ShopifyAuthError",
     "ShopifyBulkError",
     "ShopifyClientMetrics",

@@ -55,5 +55,5 @@ def test_fragments_count_like_the_fields_they_hold() -> None:
 
 def test_each_mutation_field_costs_ten() -> None:
     query = """mutation { a: tagsAdd(id: "x", tags: ["t"]) { node { id } userErrors { message } }
-      b: tagsRemove(id: "x", tags: ["t"]) { node { id } } }"""
+      b: tagsRemove(id: "x", tags: ["t"]) { node { id } } __typename }"""
     assert costs(query) == 20
