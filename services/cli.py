@@ -1,5 +1,5 @@
-"""The `segflow` command: dev, ingest, segmenter, api, mailbox, migrate, topics, demo, shops,
-import."""
+"""The `segflow` command: dev, ingest, segmenter, api, tagger, mailbox, shopify-standin,
+migrate, topics, demo, shops, import."""
 
 import argparse
 import asyncio
@@ -105,6 +105,16 @@ async def _cmd_mailbox(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await mailbox.stop()
     return 0
+
+
+async def _cmd_shopify_standin(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve the Shopify Admin GraphQL stand-in until SIGINT/SIGTERM (exit 0), 1 if it failed."""
+    from services.shopify_standin.app import create_app
+
+    stop = stop_event_on_signals()
+    app = create_app()
+    server = make_server(app, settings.shopify_standin_host, settings.shopify_standin_port)
+    return 0 if await serve_until([server], stop) else 1
 
 
 async def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -267,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
         "mailbox",
         help="run the local SMTP server alone; it keeps every message as an .eml file",
     )
+    sub.add_parser(
+        "shopify-standin",
+        help="serve the local stand-in for Shopify's Admin GraphQL API (tests, segflow dev)",
+    )
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("topics", help="create the Kafka topics that do not exist yet")
 
@@ -312,6 +326,7 @@ COMMANDS = {
     "segmenter": _cmd_segmenter,
     "api": _cmd_api,
     "mailbox": _cmd_mailbox,
+    "shopify-standin": _cmd_shopify_standin,
     "migrate": _cmd_migrate,
     "topics": _cmd_topics,
     "demo": _cmd_demo,

@@ -24,9 +24,13 @@ from services.common.shops import ShopCredentials, create_shop
 from services.dev.embedded import EmbeddedPostgres
 from services.dev.mailbox import LocalMailbox
 from services.dev.stack import create_database, redact_dsn, with_database
+from services.shopify_standin.server import RunningStandin, running_standin
+from services.shopify_standin.webhooks import DeliveryPolicy
 from tests.helpers import (
     BrokerFactory,
     ConsumedRecord,
+    WebhookReceiver,
+    WebhookSink,
     consume,
     free_port,
     server_directory,
@@ -252,3 +256,43 @@ async def mailbox(tmp_path: Path) -> AsyncIterator[LocalMailbox]:
     """A real local SMTP server on a free port, keeping messages under tmp_path; stopped after."""
     async with LocalMailbox("127.0.0.1", 0, tmp_path / "mail", stop_grace_seconds=0.5) as box:
         yield box
+
+
+@pytest.fixture(scope="session")
+async def shopify_standin() -> AsyncIterator[RunningStandin]:
+    """The Shopify Admin API stand-in on a free port, over real HTTP, for the whole session:
+    each test makes shops of its own (see `standin_domain`). Webhook retries are quick so a
+    test sees them within its time."""
+    policy = DeliveryPolicy(attempts=3, retry_initial_seconds=0.05, timeout_seconds=2.0)
+    async with running_standin(policy=policy) as standin:
+        yield standin
+
+
+@pytest.fixture
+def standin_domain() -> str:
+    """A shop domain no other test uses."""
+    return f"t{uuid.uuid4().hex[:12]}.myshopify.com"
+
+
+@pytest.fixture(scope="session")
+async def webhook_sink() -> AsyncIterator[WebhookSink]:
+    """A real HTTP server receiving webhook deliveries for every test of the session."""
+    from services.common.serve import make_server
+
+    sink = WebhookSink()
+    port = free_port()
+    server = make_server(sink, "127.0.0.1", port)  # type: ignore[arg-type]
+    task = await start_server(server)
+    sink.base_url = f"http://127.0.0.1:{port}"
+    yield sink
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture
+def webhook_receiver(webhook_sink: WebhookSink) -> Iterator[WebhookReceiver]:
+    """This test's webhook endpoint on the shared sink; it checks every delivery's signature
+    against the secret the tests' stand-in shops use."""
+    receiver = webhook_sink.receiver("standin-webhook-secret")
+    yield receiver
+    webhook_sink.receivers.pop(receiver.url.removeprefix(webhook_sink.base_url), None)

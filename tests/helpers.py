@@ -2,6 +2,7 @@
 pytest sessions of their own."""
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -197,3 +198,160 @@ def run_pytest(
         timeout=timeout,
         check=False,
     )
+
+
+@dataclass
+class ReceivedWebhook:
+    topic: str
+    headers: dict[str, str]
+    body: bytes
+    verified: bool
+
+    def json(self) -> Any:
+        import orjson
+
+        return orjson.loads(self.body)
+
+
+class WebhookReceiver:
+    """One test's webhook endpoint: records each delivery and whether its
+    X-Shopify-Hmac-Sha256 verifies under `secret`; answers 500 to the next `fail_next` ones."""
+
+    def __init__(self, secret: str, url: str) -> None:
+        self.secret = secret
+        self.url = url
+        self.received: list[ReceivedWebhook] = []
+        self.refused = 0
+        self.fail_next = 0
+
+    def deliver(self, headers: dict[str, str], body: bytes) -> int:
+        """Record one delivery; the status to answer."""
+        from services.common.signing import verify_webhook
+
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            self.refused += 1
+            return 500
+        verified = verify_webhook(body, self.secret, headers.get("x-shopify-hmac-sha256"))
+        topic = headers.get("x-shopify-topic", "")
+        self.received.append(ReceivedWebhook(topic, headers, body, verified))
+        return 200
+
+    def of_topic(self, topic: str) -> list[ReceivedWebhook]:
+        return [w for w in self.received if w.topic == topic]
+
+    async def wait_for(
+        self, topic: str, count: int, timeout: float = 10.0
+    ) -> list[ReceivedWebhook]:
+        """The first `count` deliveries of `topic`, failing if they do not arrive in time."""
+        async with asyncio.timeout(timeout):
+            while len(self.of_topic(topic)) < count:
+                await asyncio.sleep(0.01)
+        return self.of_topic(topic)
+
+
+class WebhookSink:
+    """A real HTTP server (plain ASGI) for webhook deliveries, shared by the tests: each test's
+    receiver has a path of its own; deliveries to an unknown path get 404."""
+
+    def __init__(self) -> None:
+        self.receivers: dict[str, WebhookReceiver] = {}
+        self.base_url = ""
+
+    def receiver(self, secret: str) -> WebhookReceiver:
+        import uuid
+
+        path = f"/webhooks/{uuid.uuid4().hex}"
+        receiver = WebhookReceiver(secret, f"{self.base_url}{path}")
+        self.receivers[path] = receiver
+        return receiver
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        receiver = self.receivers.get(scope["path"])
+        status = receiver.deliver(headers, b"".join(chunks)) if receiver else 404
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def create_standin_shop(
+    base_url: str,
+    domain: str,
+    *,
+    token: str | None = None,
+    secret: str = "standin-webhook-secret",
+    bucket_size: float = 2000,
+    restore_rate: float = 100,
+    customers: list[dict[str, Any]] | None = None,
+    http: Any = None,
+    **options: Any,
+) -> dict[str, str]:
+    """Create a shop on the stand-in (and seed customers); its domain, token and secret."""
+    import httpx
+
+    token = token or f"shpat_{domain.split('.')[0]}"
+    async with contextlib.AsyncExitStack() as stack:
+        if http is None:
+            http = await stack.enter_async_context(httpx.AsyncClient())
+        response = await http.post(
+            f"{base_url}/_standin/shops",
+            json={
+                "domain": domain,
+                "access_token": token,
+                "webhook_secret": secret,
+                "bucket_size": bucket_size,
+                "restore_rate": restore_rate,
+                **options,
+            },
+        )
+        response.raise_for_status()
+        if customers:
+            seeded = await http.post(
+                f"{base_url}/_standin/shops/{domain}/customers", json={"customers": customers}
+            )
+            seeded.raise_for_status()
+    return {"domain": domain, "token": token, "secret": secret}
+
+
+class StandinApi:
+    """Raw Admin GraphQL and control calls to a stand-in, over one HTTP client."""
+
+    def __init__(
+        self, http: Any, base_url: str, token: str, domain: str = "", api_version: str = "2026-04"
+    ) -> None:
+        self.http = http
+        self.domain = domain
+        self.base_url = base_url
+        self.token = token
+        self.endpoint = f"{base_url}/admin/api/{api_version}/graphql.json"
+
+    async def post(
+        self, query: str, variables: dict[str, Any] | None = None, token: str | None = None
+    ) -> Any:
+        """The raw response of one GraphQL request."""
+        return await self.http.post(
+            self.endpoint,
+            json={"query": query, "variables": variables or {}},
+            headers={"X-Shopify-Access-Token": self.token if token is None else token},
+        )
+
+    async def gql(self, query: str, variables: dict[str, Any] | None = None) -> Any:
+        """The JSON body of one GraphQL request."""
+        return (await self.post(query, variables)).json()
+
+    async def control(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self.http.request(method, f"{self.base_url}/_standin{path}", **kwargs)
+        response.raise_for_status()
+        return response.json() if response.content else None

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # `segflow dev` gives its members this port plus their index (0, 1, ...).
     segmenter_health_port: int = 8010
     broker_port: int = 9092
+    # `segflow shopify-standin`: the local stand-in for Shopify's Admin GraphQL API.
+    shopify_standin_host: str = "127.0.0.1"
+    shopify_standin_port: int = Field(default=8003, ge=1, le=65535)
     # Bind ingest's port with SO_REUSEPORT, so several `segflow ingest` processes on one
     # machine share it and the kernel spreads connections over them. Off by default: two
     # processes started by mistake on one port should fail, not silently share it.

@@ -26,3 +26,10 @@ def test_exported_at_needs_a_utc_offset(capsys: pytest.CaptureFixture[str]) -> N
         )
     assert exited.value.code == 2
     assert "has no UTC offset" in capsys.readouterr().err
+
+
+def test_the_shopify_standin_has_a_subcommand() -> None:
+    from services.cli import COMMANDS
+
+    args = build_parser().parse_args(["shopify-standin"])
+    assert args.command == "shopify-standin" and "shopify-standin" in COMMANDS

@@ -14,6 +14,7 @@ def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.topic_partitions == 6
     assert settings.max_body_bytes == 5 * 1024 * 1024
     assert settings.database_url is None
+    assert (settings.shopify_standin_host, settings.shopify_standin_port) == ("127.0.0.1", 8003)
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
