@@ -117,6 +117,32 @@ async def _cmd_shopify_standin(settings: Settings, args: argparse.Namespace) -> 
     return 0 if await serve_until([server], stop) else 1
 
 
+async def _cmd_tagger(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the tagger's consumer and tag reconciler, with its HTTP API on SEGFLOW_TAGGER_PORT;
+    exit 1 when it could not start or a task died, 0 after SIGINT/SIGTERM."""
+    from services.common.metrics import new_registry
+    from services.tagger.app import create_app
+    from services.tagger.metrics import TaggerMetrics
+    from services.tagger.service import TaggerHealth, run_tagger
+    from services.tagger.shopify.metrics import ShopifyClientMetrics
+
+    settings.require_database_url()
+    settings.require_kafka()
+    stop = stop_event_on_signals()
+    registry = new_registry()
+    health = TaggerHealth()
+    metrics = TaggerMetrics.create(registry)
+    client_metrics = ShopifyClientMetrics.create(registry)
+    server = make_server(
+        create_app(settings, health, registry), settings.host, settings.tagger_port
+    )
+
+    async def tagger(stop: asyncio.Event) -> None:
+        await run_tagger(settings, metrics, client_metrics, stop, health)
+
+    return 0 if await serve_until([server], stop, [tagger]) else 1
+
+
 async def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     conn = await asyncpg.connect(settings.require_database_url())
     try:
@@ -168,6 +194,47 @@ async def _cmd_shops_add(settings: Settings, args: argparse.Namespace) -> int:
     if installed:
         _out(f"Installed {installed} built-in segments (edit or remove them over the API).")
     return 0
+
+
+async def _cmd_shops_connect(settings: Settings, args: argparse.Namespace) -> int:
+    from services.common.sealing import SealingError
+    from services.tagger.connections import connect_shop
+    from services.tagger.shopify.errors import ShopifyError
+
+    conn = await asyncpg.connect(settings.require_database_url())
+    try:
+        shop_id = await conn.fetchval("SELECT id FROM shops WHERE domain = $1", args.domain)
+        if shop_id is None:
+            _out(f"no shop {args.domain}; add it first with `segflow shops add {args.domain}`")
+            return 2
+        connected = await connect_shop(
+            conn,
+            settings,
+            shop_id,
+            args.domain,
+            args.admin_token,
+            admin_url=args.admin_url,
+            callback_url=args.callback_url,
+        )
+    except SealingError as exc:
+        _out(str(exc))
+        return 2
+    except ShopifyError as exc:
+        _out(f"Shopify did not accept the token: {exc}")
+        return 1
+    finally:
+        await conn.close()
+    access = connected.access
+    _out(f"connected {args.domain} ({access.shop_name}); the admin token is stored sealed")
+    if access.missing_scopes:
+        _out(f"missing scopes: {', '.join(access.missing_scopes)}")
+    if connected.webhooks is not None:
+        hooks = connected.webhooks
+        _out(f"webhooks: {len(hooks.kept)} kept, {len(hooks.created)} created")
+        for topic, errors in hooks.failed:
+            _out(f"webhook {topic} refused: {'; '.join(e.message for e in errors)}")
+    _out(f"{connected.marked} customers queued for a look at their tags")
+    return 0 if access.ok and not (connected.webhooks and connected.webhooks.failed) else 1
 
 
 async def _cmd_shops_list(settings: Settings, args: argparse.Namespace) -> int:
@@ -281,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         "shopify-standin",
         help="serve the local stand-in for Shopify's Admin GraphQL API (tests, segflow dev)",
     )
+    sub.add_parser("tagger", help="run the tagger: Shopify tags from segment changes (same needs)")
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("topics", help="create the Kafka topics that do not exist yet")
 
@@ -299,6 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--webhook-secret", help="the Shopify app's webhook secret (else generated)")
     add.add_argument("--rotate", action="store_true", help="issue new credentials if it exists")
     shops.add_parser("list", help="list shops")
+    connect = shops.add_parser(
+        "connect", help="store a shop's Admin API token (sealed) and register its webhooks"
+    )
+    connect.add_argument("domain")
+    connect.add_argument("--admin-token", required=True, help="the shop's Admin API access token")
+    connect.add_argument("--callback-url", help="where Shopify sends the webhooks (ingest)")
+    connect.add_argument("--admin-url", help="another Admin API root (the local stand-in)")
 
     imports = sub.add_parser(
         "import",
@@ -332,6 +407,8 @@ COMMANDS = {
     "demo": _cmd_demo,
     ("shops", "add"): _cmd_shops_add,
     ("shops", "list"): _cmd_shops_list,
+    ("shops", "connect"): _cmd_shops_connect,
+    "tagger": _cmd_tagger,
     "import": _cmd_import,
 }
 

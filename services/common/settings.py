@@ -62,6 +62,35 @@ class Settings(BaseSettings):
     dev_ready_timeout_seconds: float = Field(default=90.0, gt=0)
     dev_stop_timeout_seconds: float = Field(default=30.0, gt=0)
 
+    # The tagger (`segflow tagger`): its HTTP port (health, metrics, journeys API), its
+    # consumer group on the changes and events topics, and its tag reconciler.
+    tagger_port: int = 8002
+    tagger_group: str = "segflow-tagger"
+    # How often the reconciler looks at the tag queue when nothing pokes it.
+    tagger_interval_seconds: float = Field(default=1.0, gt=0)
+    # Customers leased per round on the live lane, and how long a lease holds.
+    tagger_batch_size: int = Field(default=100, ge=1)
+    tagger_lease_seconds: float = Field(default=120.0, gt=0)
+    # Bulk work (imports, backfills): from this many customers of one shop in one round it
+    # goes through Shopify's bulk mutation; a round takes up to tagger_bulk_batch_size.
+    tagger_bulk_threshold: int = Field(default=500, ge=1)
+    tagger_bulk_batch_size: int = Field(default=100_000, ge=1)
+    tagger_bulk_lease_seconds: float = Field(default=3600.0, gt=0)
+    # A customer's tag writes are parked after this many failed rounds, then retried at
+    # this interval (never dropped).
+    tagger_max_attempts: int = Field(default=8, ge=1)
+    tagger_parked_retry_seconds: float = Field(default=900.0, gt=0)
+    # The Admin API version segflow speaks to Shopify.
+    shopify_api_version: str = "2026-01"
+    # Attempts per Admin API request (throttled, 429, 5xx, timeouts), with a backoff doubling
+    # from the first delay up to the last (jittered), before the tagger puts the work back.
+    shopify_retry_attempts: int = Field(default=6, ge=1)
+    shopify_retry_initial_seconds: float = Field(default=0.5, gt=0)
+    shopify_retry_max_seconds: float = Field(default=30.0, gt=0)
+    # Keys sealing shops' Admin API tokens at rest: `id:base64url-32-byte-key,...`, the first
+    # seals (services/common/sealing.py). `segflow dev` makes one under the data dir.
+    sealing_keys: SecretStr | None = None
+
     topic_events: str = "segflow.events"
     topic_segment_changes: str = "segflow.segment-changes"
     topic_dead_letter: str = "segflow.dead-letter"
@@ -218,7 +247,7 @@ class Settings(BaseSettings):
             return self.unsubscribe_base_url.rstrip("/")
         if self.environment == "production":
             raise RuntimeError("SEGFLOW_UNSUBSCRIBE_BASE_URL is not set (an https:// URL)")
-        return "http://127.0.0.1:8002"
+        return f"http://{self.host}:{self.tagger_port}"
 
     def require_unsubscribe_keys(self) -> str:
         """The unsubscribe token keys ("key_id:secret,..."), or an error naming the variable."""

@@ -1,0 +1,64 @@
+"""The tagger's Prometheus metrics (label values bounded: no tenant input in them)."""
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+@dataclass(frozen=True)
+class TaggerMetrics:
+    changes: Counter
+    echoes: Counter
+    tag_writes: Counter
+    reconciled: Counter
+    tag_backlog: Gauge
+    parked: Gauge
+    bulk_operations: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> "TaggerMetrics":
+        """Register the tagger metrics in `registry`."""
+        return cls(
+            changes=Counter(
+                "segflow_tagger_changes",
+                "Segment changes consumed, by lane (live, bulk) or unreadable",
+                ["lane"],
+                registry=registry,
+            ),
+            echoes=Counter(
+                "segflow_tagger_echoes",
+                "Ledger entries a tags webhook moved, by the entry's new state (or dropped)",
+                ["state"],
+                registry=registry,
+            ),
+            tag_writes=Counter(
+                "segflow_tagger_tag_operations",
+                "tagsAdd/tagsRemove calls by operation and result "
+                "(ok, user_error, unavailable, auth_error)",
+                ["operation", "result"],
+                registry=registry,
+            ),
+            reconciled=Counter(
+                "segflow_tagger_reconciled",
+                "Customers whose tags were reconciled, by result (done, retry, parked)",
+                ["result"],
+                registry=registry,
+            ),
+            tag_backlog=Gauge(
+                "segflow_tagger_tag_backlog",
+                "Customers waiting for a look at their tags, by lane",
+                ["lane"],
+                registry=registry,
+            ),
+            parked=Gauge(
+                "segflow_tagger_parked_operations",
+                "Customers whose tag writes reached the retry bound (still retried, less often)",
+                registry=registry,
+            ),
+            bulk_operations=Counter(
+                "segflow_tagger_bulk_operations",
+                "Bulk tag mutations by status (completed, failed)",
+                ["status"],
+                registry=registry,
+            ),
+        )

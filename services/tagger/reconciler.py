@@ -1,0 +1,339 @@
+"""Brings customers' managed tags on Shopify in line with their memberships.
+
+It leases customers from `tag_work` (SKIP LOCKED, so replicas share the queue), reads what
+their segments want and what the ledger says, writes the intended ledger entries first (so a
+crash is followed by the same writes again, which Shopify's idempotent tag mutations make
+harmless), then sends at most one tagsAdd and one tagsRemove per customer, and records what
+Shopify accepted. Shops run concurrently: one throttled shop's waits never hold another's.
+
+Failures never drop work: Shopify unavailable (throttled beyond the client's bound, 5xx,
+timeouts) puts the customer back with backoff; after `tagger_max_attempts` it is parked
+(counted, listed by the API) and retried every `tagger_parked_retry_seconds`. Refused input
+(userErrors, an unknown customer) is retried the same way, since a merchant may fix it.
+
+Bulk work (an import, a backfill) waits in its own lane; from `tagger_bulk_threshold`
+customers of one shop it goes through one bulk mutation per direction, whose failed lines
+return to the single path.
+"""
+
+import asyncio
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from services.common.settings import Settings
+from services.segmenter.runtime.faults import infrastructure_fault
+from services.segmenter.runtime.health import ComponentHealth
+from services.tagger import storage
+from services.tagger.connections import ShopClients
+from services.tagger.metrics import TaggerMetrics
+from services.tagger.shopify.client import AdminClient
+from services.tagger.shopify.errors import ShopifyAuthError, ShopifyError, ShopifyUnavailable
+from services.tagger.tags import Entry, Plan, applied, needs_shopify_tags, plan, wanted_tags
+
+logger = logging.getLogger(__name__)
+
+Key = storage.Key
+
+
+@dataclass
+class _Outcome:
+    done: list[storage.Work]
+    retry: list[tuple[storage.Work, str]]
+    entries: dict[Key, dict[str, Entry | None]]
+
+
+class TagReconciler:
+    """The tag reconciler loop; `poke()` makes it look at the queue now."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        clients: ShopClients,
+        metrics: TaggerMetrics,
+        health: ComponentHealth,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._clients = clients
+        self._metrics = metrics
+        self._health = health
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._wake = asyncio.Event()
+
+    def poke(self) -> None:
+        """New work was queued: look now rather than at the next interval."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Reconcile until `stop` is set (the round in hand is finished first)."""
+        self._health.running()
+        failures = 0
+        while not stop.is_set():
+            try:
+                busy = await self.round()
+            except Exception as exc:
+                fault = infrastructure_fault(exc)
+                if fault is None:
+                    raise
+                failures += 1
+                self._health.retrying(fault, failures)
+                busy = False
+            else:
+                if failures:
+                    failures = 0
+                    self._health.running()
+            if busy:
+                continue
+            self._wake.clear()
+            await _wait_either(stop, self._wake, self._settings.tagger_interval_seconds)
+
+    async def round(self) -> bool:
+        """One pass over both lanes; True if it found work (so the next pass comes at once)."""
+        now = self._clock()
+        settings = self._settings
+        async with self._pool.acquire() as conn:
+            live = await storage.take_tag_work(
+                conn,
+                False,
+                now,
+                settings.tagger_batch_size,
+                now + timedelta(seconds=settings.tagger_lease_seconds),
+            )
+            bulk = await storage.take_tag_work(
+                conn,
+                True,
+                now,
+                settings.tagger_bulk_batch_size,
+                now + timedelta(seconds=settings.tagger_bulk_lease_seconds),
+            )
+        by_shop: dict[int, list[storage.Work]] = defaultdict(list)
+        for work in live:
+            by_shop[work.shop_id].append(work)
+        bulk_by_shop: dict[int, list[storage.Work]] = defaultdict(list)
+        for work in bulk:
+            bulk_by_shop[work.shop_id].append(work)
+        jobs = [self._shop(shop_id, works, bulk=False) for shop_id, works in by_shop.items()]
+        jobs += [self._shop(shop_id, works, bulk=True) for shop_id, works in bulk_by_shop.items()]
+        if jobs:
+            await asyncio.gather(*jobs)
+        await self._observe_backlog()
+        return bool(live or bulk)
+
+    async def _shop(self, shop_id: int, works: list[storage.Work], bulk: bool) -> None:
+        client = await self._clients.get(shop_id)
+        if client is None:
+            # Not connected: nothing can be written. Connecting marks every member again.
+            await self._finish(_Outcome(works, [], {}))
+            return
+        try:
+            if bulk and len(works) >= self._settings.tagger_bulk_threshold:
+                outcome = await self._reconcile_bulk(client, works)
+            else:
+                outcome = await self._reconcile(client, works)
+        except ShopifyAuthError as exc:
+            self._clients.forget(shop_id)
+            outcome = _Outcome([], [(work, str(exc)) for work in works], {})
+        await self._finish(outcome)
+
+    async def _plans(
+        self, client: AdminClient, works: Sequence[storage.Work], from_shopify: bool
+    ) -> tuple[dict[Key, Plan], dict[Key, dict[str, Entry]], list[tuple[storage.Work, str]]]:
+        """Each customer's plan, with their ledgers; customers Shopify does not know are set
+        aside to be retried."""
+        now = self._clock()
+        keys = [work.key for work in works]
+        async with self._pool.acquire() as conn:
+            actions = await storage.wanted_actions(conn, keys)
+            ledgers = await storage.ledgers(conn, keys)
+            known = {} if from_shopify else await storage.known_tags(conn, keys)
+        wanted = {key: wanted_tags(actions.get(key, [])) for key in keys}
+        need = [key for key in keys if needs_shopify_tags(wanted[key], ledgers.get(key, {}))]
+        current: Mapping[int, Sequence[str] | None] = {}
+        if need and from_shopify:
+            current = await client.customers_tags([key[1] for key in need])
+        elif need:
+            current = {key[1]: known.get(key, ()) for key in need}
+        plans: dict[Key, Plan] = {}
+        missing: list[tuple[storage.Work, str]] = []
+        for work in works:
+            key = work.key
+            tags = current.get(key[1]) if key in need else None
+            if key in need and tags is None:
+                missing.append((work, "the customer is not on Shopify (yet)"))
+                continue
+            plans[key] = plan(wanted[key], ledgers.get(key, {}), tags, now)
+        intents = {key: dict(p.entries) for key, p in plans.items() if p.entries}
+        if intents:
+            async with self._pool.acquire() as conn:
+                async with conn.transaction():
+                    await storage.write_ledger(conn, intents)
+        merged = {
+            key: {k: v for k, v in {**ledgers.get(key, {}), **p.entries}.items() if v is not None}
+            for key, p in plans.items()
+        }
+        return plans, merged, missing
+
+    async def _reconcile(self, client: AdminClient, works: list[storage.Work]) -> _Outcome:
+        try:
+            plans, ledgers, missing = await self._plans(client, works, from_shopify=True)
+        except ShopifyUnavailable as exc:
+            return _Outcome([], [(work, str(exc)) for work in works], {})
+        outcome = _Outcome([], list(missing), {})
+        pending = [work for work in works if work.key in plans]
+        for index, work in enumerate(pending):
+            key = work.key
+            step = plans[key]
+            sent_add = sent_remove = False
+            errors: list[str] = []
+            try:
+                if step.add:
+                    result = await client.tags_add(key[1], step.add)
+                    self._count("add", result.ok)
+                    errors += [e.message for e in result.user_errors]
+                    sent_add = result.ok
+                if step.remove:
+                    result = await client.tags_remove(key[1], step.remove)
+                    self._count("remove", result.ok)
+                    errors += [e.message for e in result.user_errors]
+                    sent_remove = result.ok
+            except ShopifyUnavailable as exc:
+                self._metrics.tag_writes.labels("any", "unavailable").inc()
+                # The shop is not answering: the rest of its customers wait with this one.
+                outcome.retry += [(w, str(exc)) for w in pending[index:]]
+                self._record(outcome, key, step, ledgers[key], sent_add, sent_remove)
+                break
+            except ShopifyError as exc:
+                outcome.retry.append((work, str(exc)))
+                continue
+            self._record(outcome, key, step, ledgers[key], sent_add, sent_remove)
+            if errors:
+                outcome.retry.append((work, "; ".join(errors)))
+            else:
+                outcome.done.append(work)
+        return outcome
+
+    async def _reconcile_bulk(self, client: AdminClient, works: list[storage.Work]) -> _Outcome:
+        """One bulk mutation per direction for many customers of one shop. Whether a wanted
+        tag is the merchant's comes from the tags Shopify's webhooks told the segmenter, not
+        from one read per customer (which would cost what the bulk path saves)."""
+        plans, ledgers, missing = await self._plans(client, works, from_shopify=False)
+        outcome = _Outcome([], list(missing), {})
+        by_key = {work.key: work for work in works}
+        failed: dict[Key, str] = {}
+        refused: dict[Key, str] = {}
+        for kind in ("add", "remove"):
+            lines = [
+                (key[1], step.add if kind == "add" else step.remove)
+                for key, step in plans.items()
+                if (step.add if kind == "add" else step.remove)
+            ]
+            if not lines:
+                continue
+            try:
+                result = await client.run_bulk_tags(kind, lines)
+            except ShopifyError as exc:
+                for key, step in plans.items():
+                    if step.add if kind == "add" else step.remove:
+                        failed[key] = str(exc)
+                self._metrics.bulk_operations.labels("failed").inc()
+                continue
+            self._metrics.bulk_operations.labels(result.status.lower()).inc()
+            shop_id = works[0].shop_id
+            for failure in result.failures:
+                key = (shop_id, failure.customer_id)
+                message = "; ".join(failure.messages) or "no result line"
+                (failed if failure.retryable else refused)[key] = message
+        for key, step in plans.items():
+            work = by_key[key]
+            if key in failed:
+                # Back to the single path, due now; whatever Shopify did, resending is safe.
+                outcome.retry.append((replace(work, attempts=-1), failed[key]))
+                continue
+            self._record(outcome, key, step, ledgers[key], bool(step.add), bool(step.remove))
+            if key in refused:
+                outcome.retry.append((work, refused[key]))
+            else:
+                outcome.done.append(work)
+        return outcome
+
+    def _record(
+        self,
+        outcome: _Outcome,
+        key: Key,
+        step: Plan,
+        ledger: dict[str, Entry],
+        sent_add: bool,
+        sent_remove: bool,
+    ) -> None:
+        accepted = Plan(step.add if sent_add else (), step.remove if sent_remove else (), {})
+        entries = applied(accepted, ledger, self._clock())
+        if entries:
+            outcome.entries.setdefault(key, {}).update(entries)
+
+    def _count(self, operation: str, ok: bool) -> None:
+        self._metrics.tag_writes.labels(operation, "ok" if ok else "user_error").inc()
+
+    async def _finish(self, outcome: _Outcome) -> None:
+        now = self._clock()
+        settings = self._settings
+        async with self._pool.acquire() as conn:
+            async with conn.transaction():
+                await storage.write_ledger(conn, outcome.entries)
+                await storage.finish_tag_work(conn, outcome.done)
+                for work, error in outcome.retry:
+                    if work.attempts < 0:
+                        await storage.move_to_single_lane(conn, work, error)
+                        self._metrics.reconciled.labels("retry").inc()
+                        continue
+                    attempts = work.attempts + 1
+                    parked = attempts >= settings.tagger_max_attempts
+                    delay = (
+                        settings.tagger_parked_retry_seconds
+                        if parked
+                        else min(
+                            settings.retry_max_seconds,
+                            settings.retry_initial_seconds * 2 ** (attempts - 1),
+                        )
+                        * (0.5 + self._rng.random())
+                    )
+                    await storage.retry_tag_work(
+                        conn, work, now + timedelta(seconds=delay), error, parked
+                    )
+                    self._metrics.reconciled.labels("parked" if parked else "retry").inc()
+        self._metrics.reconciled.labels("done").inc(len(outcome.done))
+        if outcome.retry:
+            logger.info(
+                "tag writes put back for later",
+                extra={"customers": len(outcome.retry), "reason": outcome.retry[0][1][:200]},
+            )
+
+    async def _observe_backlog(self) -> None:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(storage.BACKLOG)
+        parked = 0
+        for lane in ("live", "bulk"):
+            self._metrics.tag_backlog.labels(lane).set(0)
+        for row in rows:
+            self._metrics.tag_backlog.labels("bulk" if row["bulk"] else "live").set(row["due"])
+            parked += row["parked"]
+        self._metrics.parked.set(parked)
+
+
+async def _wait_either(first: asyncio.Event, second: asyncio.Event, timeout: float) -> None:
+    waiters = [asyncio.create_task(first.wait()), asyncio.create_task(second.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)

@@ -1,0 +1,91 @@
+"""The tagger service: its consumer and tag reconciler, with their connections.
+
+`run_tagger` returns only when `stop` is set; it raises when the consumer cannot start (no
+broker within `startup_timeout_seconds`, no database) or a task dies of a bug, so the process
+exits non-zero rather than serving /readyz without a consumer behind it.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from services.common.db import create_pool
+from services.common.kafka import make_consumer, wait_for_broker
+from services.common.settings import Settings
+from services.segmenter.runtime.health import ComponentHealth
+from services.segmenter.runtime.service import _close
+from services.tagger.connections import ShopClients
+from services.tagger.metrics import TaggerMetrics
+from services.tagger.reconciler import TagReconciler
+from services.tagger.shopify.metrics import ShopifyClientMetrics
+from services.tagger.worker import TaggerWorker
+
+logger = logging.getLogger(__name__)
+
+
+class TaggerHealth:
+    """Shared by the tagger's tasks and its /readyz."""
+
+    def __init__(self) -> None:
+        self.consumer = ComponentHealth()
+        self.reconciler = ComponentHealth()
+
+    @property
+    def ready(self) -> bool:
+        return self.consumer.ok and self.reconciler.state != "stopped"
+
+    def report(self) -> dict[str, Any]:
+        return {"consumer": self.consumer.report(), "reconciler": self.reconciler.report()}
+
+
+async def run_tagger(
+    settings: Settings,
+    metrics: TaggerMetrics,
+    client_metrics: ShopifyClientMetrics,
+    stop: asyncio.Event,
+    health: TaggerHealth,
+    *,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> None:
+    """Consume and reconcile until `stop` is set; a task that dies stops the other, re-raised."""
+    bootstrap = settings.require_kafka()
+    await wait_for_broker(bootstrap, timeout=settings.startup_timeout_seconds)
+    pool = await create_pool(
+        settings.require_database_url(), settings.db_pool_min, settings.db_pool_max
+    )
+    consumer = make_consumer(
+        bootstrap,
+        settings.tagger_group,
+        max_poll_interval_ms=settings.consumer_max_poll_interval_ms,
+        session_timeout_ms=settings.consumer_session_timeout_ms,
+        rebalance_timeout_ms=settings.consumer_rebalance_timeout_ms,
+    )
+    clients = ShopClients(settings, pool, client_metrics)
+    try:
+        reconciler = TagReconciler(settings, pool, clients, metrics, health.reconciler, clock)
+        worker = TaggerWorker(
+            settings, pool, consumer, metrics, health.consumer, reconciler.poke, clock
+        )
+        consumer.subscribe([settings.topic_segment_changes, settings.topic_events])
+        await consumer.start()
+        tasks = [
+            asyncio.create_task(worker.run(stop), name="tagger-consumer"),
+            asyncio.create_task(reconciler.run(stop), name="tagger-reconciler"),
+        ]
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            error = task.exception()
+            if error is not None:
+                health.consumer.stopped(f"failed: {error!r}")
+                raise error
+    finally:
+        health.consumer.stopped("stopped")
+        health.reconciler.stopped("stopped")
+        await _close(consumer.stop(), "consumer")
+        await _close(clients.close(), "Shopify clients")
+        await _close(pool.close(), "database pool")
+        logger.info("tagger stopped")

@@ -1,0 +1,223 @@
+"""Named queries over the tagger's tables (migration 0006); every value is a bound parameter."""
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from services.tagger.tags import Entry
+
+Key = tuple[int, int]
+
+# A mark only says "look at this customer again"; its version tells the reconciler whether
+# another change came in while it worked.
+MARK_TAG_WORK = """
+INSERT INTO tag_work (shop_id, customer_id, bulk)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::boolean[])
+ORDER BY 1, 2
+ON CONFLICT (shop_id, customer_id) DO UPDATE
+SET version = tag_work.version + 1,
+    -- Live work is not held back by a bulk mark, nor by the backoff of an earlier failure.
+    bulk = tag_work.bulk AND EXCLUDED.bulk,
+    due_at = LEAST(tag_work.due_at, now()),
+    marked_at = now()
+"""
+# A lease rather than a row lock held across Shopify's answers: a reconciler that dies gives
+# the row back when the lease ends.
+TAKE_TAG_WORK = """
+UPDATE tag_work w SET leased_until = $4
+FROM (
+    SELECT shop_id, customer_id FROM tag_work
+    WHERE bulk = $1 AND due_at <= $2 AND (leased_until IS NULL OR leased_until < $2)
+    ORDER BY due_at, shop_id, customer_id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+) t
+WHERE w.shop_id = t.shop_id AND w.customer_id = t.customer_id
+RETURNING w.shop_id, w.customer_id, w.version, w.attempts
+"""
+FINISH_TAG_WORK = """
+DELETE FROM tag_work w
+USING unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS d (shop_id, customer_id, version)
+WHERE w.shop_id = d.shop_id AND w.customer_id = d.customer_id AND w.version = d.version
+"""
+# Marked again while we worked: due now, the lease given back.
+RELEASE_TAG_WORK = """
+UPDATE tag_work w SET leased_until = NULL
+FROM unnest($1::bigint[], $2::bigint[]) AS d (shop_id, customer_id)
+WHERE w.shop_id = d.shop_id AND w.customer_id = d.customer_id
+"""
+RETRY_TAG_WORK = """
+UPDATE tag_work SET leased_until = NULL, attempts = attempts + 1, due_at = $3,
+    last_error = $4, parked_at = CASE WHEN $5 THEN COALESCE(parked_at, now()) END
+WHERE shop_id = $1 AND customer_id = $2
+"""
+# The actions of the segments each customer is in now.
+WANTED_ACTIONS = """
+SELECT m.shop_id, m.customer_id, s.actions
+FROM memberships m
+JOIN segments s ON s.id = m.segment_id
+JOIN unnest($1::bigint[], $2::bigint[]) AS k (shop_id, customer_id)
+  ON m.shop_id = k.shop_id AND m.customer_id = k.customer_id
+ORDER BY s.handle
+"""
+LEDGER = """
+SELECT l.* FROM tag_ledger l
+JOIN unnest($1::bigint[], $2::bigint[]) AS k (shop_id, customer_id)
+  ON l.shop_id = k.shop_id AND l.customer_id = k.customer_id
+"""
+UPSERT_LEDGER = """
+INSERT INTO tag_ledger (shop_id, customer_id, tag_key, tag, state, changed_at)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+    $6::timestamptz[])
+ON CONFLICT (shop_id, customer_id, tag_key) DO UPDATE
+SET tag = EXCLUDED.tag, state = EXCLUDED.state, changed_at = EXCLUDED.changed_at
+"""
+DELETE_LEDGER = """
+DELETE FROM tag_ledger l
+USING unnest($1::bigint[], $2::bigint[], $3::text[]) AS d (shop_id, customer_id, tag_key)
+WHERE l.shop_id = d.shop_id AND l.customer_id = d.customer_id AND l.tag_key = d.tag_key
+"""
+# Failed lines of a bulk run go to the single path, due now (not counted as an attempt).
+TO_SINGLE_LANE = """
+UPDATE tag_work SET bulk = false, leased_until = NULL, due_at = now(), last_error = $3
+WHERE shop_id = $1 AND customer_id = $2
+"""
+# The tags Shopify's webhooks last told the segmenter (profile.tags: tag -> [present, at]).
+KNOWN_TAGS = """
+SELECT c.shop_id, c.customer_id, c.profile -> 'tags' AS tags FROM customers c
+JOIN unnest($1::bigint[], $2::bigint[]) AS k (shop_id, customer_id)
+  ON c.shop_id = k.shop_id AND c.customer_id = k.customer_id
+"""
+PARKED = """
+SELECT customer_id, attempts, parked_at, last_error, due_at FROM tag_work
+WHERE shop_id = $1 AND parked_at IS NOT NULL ORDER BY parked_at, customer_id LIMIT $2
+"""
+PENDING = """
+SELECT customer_id, bulk, attempts, due_at, marked_at, last_error FROM tag_work
+WHERE shop_id = $1 ORDER BY due_at, customer_id LIMIT $2
+"""
+BACKLOG = """
+SELECT bulk, count(*) AS due, count(*) FILTER (WHERE parked_at IS NOT NULL) AS parked
+FROM tag_work GROUP BY bulk
+"""
+
+
+@dataclass(frozen=True)
+class Work:
+    """One customer taken from the queue: the version it had when taken."""
+
+    shop_id: int
+    customer_id: int
+    version: int
+    attempts: int
+
+    @property
+    def key(self) -> Key:
+        return (self.shop_id, self.customer_id)
+
+
+def _columns(keys: Iterable[Key]) -> tuple[list[int], list[int]]:
+    ordered = sorted(set(keys))
+    return [k[0] for k in ordered], [k[1] for k in ordered]
+
+
+async def mark_tag_work(conn: asyncpg.Connection, marks: Mapping[Key, bool]) -> None:
+    """Queue these customers for a look at their tags (value: whether it is bulk work)."""
+    if not marks:
+        return
+    keys = sorted(marks)
+    await conn.execute(
+        MARK_TAG_WORK, [k[0] for k in keys], [k[1] for k in keys], [marks[k] for k in keys]
+    )
+
+
+async def take_tag_work(
+    conn: asyncpg.Connection, bulk: bool, now: datetime, limit: int, lease_until: datetime
+) -> list[Work]:
+    """Lease up to `limit` due customers of one lane."""
+    rows = await conn.fetch(TAKE_TAG_WORK, bulk, now, limit, lease_until)
+    return [Work(r["shop_id"], r["customer_id"], r["version"], r["attempts"]) for r in rows]
+
+
+async def finish_tag_work(conn: asyncpg.Connection, done: Sequence[Work]) -> None:
+    """Drop the work done; a customer marked again meanwhile stays queued, due now."""
+    if not done:
+        return
+    await conn.execute(
+        FINISH_TAG_WORK,
+        [w.shop_id for w in done],
+        [w.customer_id for w in done],
+        [w.version for w in done],
+    )
+    await conn.execute(RELEASE_TAG_WORK, *_columns(w.key for w in done))
+
+
+async def retry_tag_work(
+    conn: asyncpg.Connection, work: Work, due_at: datetime, error: str, parked: bool
+) -> None:
+    """Put the work back for later, counting the attempt (parked: past the retry bound)."""
+    await conn.execute(RETRY_TAG_WORK, work.shop_id, work.customer_id, due_at, error[:500], parked)
+
+
+async def move_to_single_lane(conn: asyncpg.Connection, work: Work, error: str) -> None:
+    """Send a customer whose bulk line failed through the single path, now."""
+    await conn.execute(TO_SINGLE_LANE, work.shop_id, work.customer_id, error[:500])
+
+
+async def known_tags(conn: asyncpg.Connection, keys: Iterable[Key]) -> dict[Key, list[str]]:
+    """The tags each customer has on Shopify as far as its webhooks said (ours included)."""
+    found: dict[Key, list[str]] = {}
+    for row in await conn.fetch(KNOWN_TAGS, *_columns(keys)):
+        raw = row["tags"]
+        stamps = orjson.loads(raw) if isinstance(raw, str) else (raw or {})
+        found[(row["shop_id"], row["customer_id"])] = [
+            tag for tag, stamp in stamps.items() if stamp and stamp[0]
+        ]
+    return found
+
+
+async def wanted_actions(
+    conn: asyncpg.Connection, keys: Iterable[Key]
+) -> dict[Key, list[list[dict[str, Any]]]]:
+    """The actions of the segments each customer is in (customers in none are absent)."""
+    found: dict[Key, list[list[dict[str, Any]]]] = {}
+    for row in await conn.fetch(WANTED_ACTIONS, *_columns(keys)):
+        actions = row["actions"]
+        if isinstance(actions, str):
+            actions = orjson.loads(actions)
+        found.setdefault((row["shop_id"], row["customer_id"]), []).append(actions or [])
+    return found
+
+
+async def ledgers(conn: asyncpg.Connection, keys: Iterable[Key]) -> dict[Key, dict[str, Entry]]:
+    """The tag ledger of each customer, by tag key."""
+    found: dict[Key, dict[str, Entry]] = {}
+    for row in await conn.fetch(LEDGER, *_columns(keys)):
+        entry = Entry(row["tag"], row["state"], row["changed_at"])
+        found.setdefault((row["shop_id"], row["customer_id"]), {})[row["tag_key"]] = entry
+    return found
+
+
+async def write_ledger(
+    conn: asyncpg.Connection, entries: Mapping[Key, Mapping[str, Entry | None]]
+) -> None:
+    """Write ledger entries (None: delete the entry), one statement each way."""
+    upserts: tuple[list[Any], ...] = ([], [], [], [], [], [])
+    deletes: tuple[list[Any], ...] = ([], [], [])
+    for (shop_id, customer_id), by_key in sorted(entries.items()):
+        for tag_key, entry in sorted(by_key.items()):
+            if entry is None:
+                for column, value in zip(deletes, (shop_id, customer_id, tag_key), strict=True):
+                    column.append(value)
+            else:
+                values = (shop_id, customer_id, tag_key, entry.tag, entry.state, entry.changed_at)
+                for column, value in zip(upserts, values, strict=True):
+                    column.append(value)
+    if upserts[0]:
+        await conn.execute(UPSERT_LEDGER, *upserts)
+    if deletes[0]:
+        await conn.execute(DELETE_LEDGER, *deletes)

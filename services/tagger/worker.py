@@ -1,0 +1,218 @@
+"""The tagger's consumer: segment changes and Shopify's tags webhooks, in bounded batches.
+
+One consumer group reads two topics:
+- segflow.segment-changes: each change marks its customer for a look at their tags
+  (`tag_work`); the reconciler reads the memberships when it takes the mark, so duplicates and
+  out-of-order changes are harmless (tags are a function of the memberships, not of the
+  stream);
+- segflow.events, Shopify's tags webhooks only (`customer.tags_added`/`_removed`, and
+  `customers/update` carrying the whole tags list on API versions before 2025-01): they
+  confirm the ledger or record a manual removal (tags.on_echo), and never start segment work.
+
+Offsets are committed after the database transaction; a failing database or broker retries
+the batch with backoff (dedupe is not needed: marks and echo confirmations are idempotent).
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from services.common.backoff import Backoff
+from services.common.envelope import decode_envelope
+from services.common.settings import Settings
+from services.common.shopify import Customer, CustomerTagsChanged, parse_payload, tag_key
+from services.segmenter.runtime.faults import infrastructure_fault
+from services.segmenter.runtime.health import ComponentHealth
+from services.tagger import storage
+from services.tagger.metrics import TaggerMetrics
+from services.tagger.tags import on_echo
+
+logger = logging.getLogger(__name__)
+
+# Changes of bulk work go to the bulk lane (the outbox's lanes name the same causes).
+BULK_CAUSES = frozenset({"backfill", "import", "segment_deleted"})
+TAG_TOPICS = frozenset({"customer.tags_added", "customer.tags_removed", "customers/update"})
+# Cheap byte tests before an envelope is decoded: most events are orders.
+_TAG_TOPIC_BYTES = tuple(f'"topic":"{t}"'.encode() for t in TAG_TOPICS)
+
+SHOP_IDS = "SELECT domain, id FROM shops WHERE domain = ANY($1::text[])"
+RESPECTS = "SELECT shop_id, respect_manual_removals FROM shop_connections"
+
+
+@dataclass(frozen=True)
+class Echo:
+    """What one tags webhook says about a customer's tags at a moment."""
+
+    shop: str
+    customer_id: int
+    occurred_at: datetime
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    # customers/update: the whole list (added/removed are then derived against the ledger).
+    whole: tuple[str, ...] | None = None
+
+
+def change_mark(value: bytes) -> tuple[str, int, bool] | None:
+    """(shop domain, customer id, bulk) of a segment change, or None if it is not one."""
+    try:
+        change = orjson.loads(value)
+        return str(change["shop"]), int(change["customer_id"]), change["cause"] in BULK_CAUSES
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def tags_echo(value: bytes) -> Echo | None:
+    """The tags webhook in an events-topic record, or None for every other event."""
+    if not any(marker in value for marker in _TAG_TOPIC_BYTES):
+        return None
+    try:
+        envelope = decode_envelope(value)
+        payload = parse_payload(envelope.topic, envelope.payload)
+    except ValueError:
+        return None
+    at = envelope.occurred_at
+    if isinstance(payload, CustomerTagsChanged) and payload.customer_id is not None:
+        tags = tuple(payload.tags or ())
+        moment = payload.occurred_at or at
+        if envelope.topic == "customer.tags_added":
+            return Echo(envelope.shop, payload.customer_id, moment, added=tags)
+        return Echo(envelope.shop, payload.customer_id, moment, removed=tags)
+    if isinstance(payload, Customer) and payload.tags is not None:
+        return Echo(envelope.shop, payload.id, payload.updated_at or at, whole=tuple(payload.tags))
+    return None
+
+
+def _split_whole(echo: Echo, ledger: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """Added and removed tags of a whole-list echo, as far as the ledger cares."""
+    present = {tag_key(t) for t in echo.whole or ()}
+    added = [key for key in ledger if key in present]
+    removed = [key for key in ledger if key not in present]
+    return added, removed
+
+
+class TaggerWorker:
+    """Consumes changes and echoes; offsets committed only after the database commit."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        consumer: AIOKafkaConsumer,
+        metrics: TaggerMetrics,
+        health: ComponentHealth,
+        poke: Callable[[], None],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._consumer = consumer
+        self._metrics = metrics
+        self._health = health
+        self._poke = poke
+        self._clock = clock
+        self._backoff = Backoff(settings.retry_initial_seconds, settings.retry_max_seconds)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set; the batch in hand is finished or let go first."""
+        self._health.running()
+        while not stop.is_set():
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=500)
+            if not any(batch.values()):
+                continue
+            failures = 0
+            while True:
+                try:
+                    await self.process(batch)
+                except Exception as exc:
+                    fault = infrastructure_fault(exc)
+                    if fault is None:
+                        raise
+                    failures += 1
+                    self._health.retrying(fault, failures)
+                    logger.warning("tagger batch failed; retrying", extra={"reason": fault.reason})
+                    try:
+                        await asyncio.wait_for(stop.wait(), self._backoff.delay(failures))
+                        return  # stopping: the uncommitted batch is replayed by the next owner
+                    except TimeoutError:
+                        continue
+                break
+            if failures:
+                self._health.running()
+
+    async def process(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Mark the changes' customers, apply the echoes, then commit the offsets."""
+        marks: list[tuple[str, int, bool]] = []
+        echoes: list[Echo] = []
+        for tp, records in batch.items():
+            for record in records:
+                if record.value is None:
+                    continue
+                if tp.topic == self._settings.topic_segment_changes:
+                    mark = change_mark(record.value)
+                    if mark is None:
+                        self._metrics.changes.labels("unreadable").inc()
+                        continue
+                    marks.append(mark)
+                    self._metrics.changes.labels("bulk" if mark[2] else "live").inc()
+                elif (echo := tags_echo(record.value)) is not None:
+                    echoes.append(echo)
+        if marks or echoes:
+            async with self._pool.acquire() as conn:
+                async with conn.transaction():
+                    await self._apply(conn, marks, echoes)
+        await self._consumer.commit(
+            {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+        )
+        if marks or echoes:
+            self._poke()
+
+    async def _apply(
+        self, conn: asyncpg.Connection, marks: list[tuple[str, int, bool]], echoes: list[Echo]
+    ) -> None:
+        domains = {m[0] for m in marks} | {e.shop for e in echoes}
+        shop_ids = {r["domain"]: r["id"] for r in await conn.fetch(SHOP_IDS, sorted(domains))}
+        work: dict[storage.Key, bool] = {}
+        for domain, customer_id, bulk in marks:
+            if (shop_id := shop_ids.get(domain)) is not None:
+                key = (shop_id, customer_id)
+                work[key] = work.get(key, True) and bulk
+        if echoes:
+            await self._apply_echoes(conn, echoes, shop_ids, work)
+        await storage.mark_tag_work(conn, work)
+
+    async def _apply_echoes(
+        self,
+        conn: asyncpg.Connection,
+        echoes: Iterable[Echo],
+        shop_ids: Mapping[str, int],
+        work: dict[storage.Key, bool],
+    ) -> None:
+        respects = {r["shop_id"]: r["respect_manual_removals"] for r in await conn.fetch(RESPECTS)}
+        known = [(shop_ids[e.shop], e.customer_id, e) for e in echoes if e.shop in shop_ids]
+        ledgers = await storage.ledgers(conn, [(s, c) for s, c, _ in known])
+        for shop_id, customer_id, echo in known:
+            key = (shop_id, customer_id)
+            ledger = ledgers.get(key, {})
+            if not ledger:
+                continue
+            added, removed = (
+                _split_whole(echo, ledger) if echo.whole is not None else (echo.added, echo.removed)
+            )
+            entries, recheck = on_echo(
+                ledger, added, removed, echo.occurred_at, respects.get(shop_id, True)
+            )
+            if entries:
+                await storage.write_ledger(conn, {key: entries})
+                for entry in entries.values():
+                    state = "dropped" if entry is None else entry.state
+                    self._metrics.echoes.labels(state).inc()
+                ledgers[key] = {k: v for k, v in {**ledger, **entries}.items() if v is not None}
+            if recheck:
+                work[key] = False

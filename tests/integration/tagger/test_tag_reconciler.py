@@ -1,0 +1,231 @@
+"""The tag reconciler against the Shopify stand-in over real HTTP, with a real PostgreSQL:
+tags follow memberships, the merchant's are never claimed or removed, failures are retried
+and parked (never dropped), and large changes go through the bulk mutation."""
+
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+
+from services.common.sealing import new_key_text
+from services.common.settings import Settings
+from services.common.shops import create_shop
+from services.segmenter.domain.facts import CustomerFacts
+from services.segmenter.domain.state import CustomerState, Stamp
+from services.segmenter.runtime.health import ComponentHealth
+from services.segmenter.storage.queries import save_customers
+from services.segmenter.storage.segments import SegmentSpec, create_segment, update_segment
+from services.shopify_standin.server import RunningStandin
+from services.tagger import storage
+from services.tagger.connections import ShopClients, connect_shop
+from services.tagger.metrics import TaggerMetrics
+from services.tagger.reconciler import TagReconciler
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+SECRET = "standin-webhook-secret"
+
+
+def vip_rule(threshold: int) -> dict[str, Any]:
+    return {"all": [{"name": "total_spent", "operator": "greater_than", "value": threshold}]}
+
+
+VIP_TAG = [{"name": "add_tag", "params": {"tag": "VIP"}}]
+
+
+@dataclass
+class Tagging:
+    """One test's shop on both sides, and a reconciler for it."""
+
+    db: asyncpg.Connection
+    standin: RunningStandin
+    domain: str
+    shop_id: int
+    settings: Settings
+    reconciler: TagReconciler
+    clients: ShopClients
+    http: httpx.AsyncClient
+
+    async def customers(self, spent: dict[int, str], tags: dict[int, list[str]]) -> None:
+        """Customers on Shopify (with their own tags) and in segflow (with their totals, and
+        the tags Shopify's webhooks told the segmenter)."""
+        seeded = [{"id": c, "tags": tags.get(c, [])} for c in spent]
+        answer = await self.http.post(
+            f"/_standin/shops/{self.domain}/customers", json={"customers": seeded}
+        )
+        assert answer.status_code < 300, answer.text
+        await self.db.execute(
+            "INSERT INTO customers (shop_id, customer_id) SELECT $1, unnest($2::bigint[])",
+            self.shop_id,
+            list(spent),
+        )
+        rows = []
+        for customer_id, total in spent.items():
+            facts = CustomerFacts(self.shop_id, customer_id, total_spent=total)  # type: ignore[arg-type]
+            told = {tag: Stamp(True, NOW) for tag in tags.get(customer_id, [])}
+            state = CustomerState(self.shop_id, customer_id, tags=told)
+            rows.append((state, facts, NOW, None))
+        await save_customers(self.db, rows)
+
+    async def tags_on_shopify(self, customer_id: int) -> list[str]:
+        answer = await self.http.get(f"/_standin/shops/{self.domain}/customers/{customer_id}")
+        assert answer.status_code == 200, answer.text
+        tags: list[str] = answer.json()["tags"]
+        return tags
+
+    async def requests(self) -> list[dict[str, Any]]:
+        answer = await self.http.get(f"/_standin/shops/{self.domain}/requests")
+        entries: list[dict[str, Any]] = answer.json()["requests"]
+        return entries
+
+    async def mark(self, *customers: int, bulk: bool = False) -> None:
+        await storage.mark_tag_work(self.db, {(self.shop_id, c): bulk for c in customers})
+
+    async def settle(self, rounds: int = 5) -> None:
+        """Reconcile until the queue has nothing due (bounded)."""
+        for _ in range(rounds):
+            if not await self.reconciler.round():
+                return
+
+    async def ledger(self, customer_id: int) -> dict[str, str]:
+        rows = await self.db.fetch(
+            "SELECT tag_key, state FROM tag_ledger WHERE shop_id = $1 AND customer_id = $2",
+            self.shop_id,
+            customer_id,
+        )
+        return {r["tag_key"]: r["state"] for r in rows}
+
+
+@pytest.fixture
+async def tagging(
+    db: asyncpg.Connection,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    shopify_standin: RunningStandin,
+    standin_domain: str,
+) -> AsyncIterator[Tagging]:
+    settings = settings.model_copy(
+        update={
+            "sealing_keys": SecretStr(new_key_text("test")),
+            "shopify_retry_attempts": 2,
+            "shopify_retry_initial_seconds": 0.01,
+            "tagger_bulk_threshold": 20,
+            "tagger_max_attempts": 2,
+        }
+    )
+    # The stand-in is shared by the session: every shop has its own token.
+    token = f"shpat_{standin_domain.split('.')[0]}"
+    async with httpx.AsyncClient(base_url=shopify_standin.url) as http:
+        created = await http.post(
+            "/_standin/shops",
+            json={"domain": standin_domain, "access_token": token, "webhook_secret": SECRET},
+        )
+        assert created.status_code == 201, created.text
+        shop = await create_shop(db, standin_domain, webhook_secret=SECRET)
+        await connect_shop(
+            db, settings, shop.shop_id, standin_domain, token, admin_url=shopify_standin.url
+        )
+        clients = ShopClients(settings, pool, rng=random.Random(7))
+        reconciler = TagReconciler(
+            settings,
+            pool,
+            clients,
+            TaggerMetrics.create(CollectorRegistry()),
+            ComponentHealth(),
+            rng=random.Random(7),
+        )
+        yield Tagging(
+            db, shopify_standin, standin_domain, shop.shop_id, settings, reconciler, clients, http
+        )
+        await clients.close()
+
+
+async def vip_segment(t: Tagging, threshold: int = 1000) -> int:
+    spec = SegmentSpec("vip", "VIP", "", vip_rule(threshold), VIP_TAG)
+    async with t.db.transaction():
+        created = await create_segment(t.db, t.shop_id, spec, NOW)
+    assert created is not None
+    return created[0]
+
+
+async def test_entering_tags_leaving_untags_and_the_merchants_tags_stay(tagging: Tagging) -> None:
+    t = tagging
+    await t.customers({1: "1500", 2: "1500", 3: "10"}, {1: ["wholesale"], 2: ["vip"]})
+    segment_id = await vip_segment(t)
+    await t.mark(1, 2, 3)
+    await t.settle()
+    assert sorted(await t.tags_on_shopify(1)) == ["VIP", "wholesale"]
+    # Customer 2 had the tag already (another spelling): it is the merchant's, not claimed.
+    assert await t.tags_on_shopify(2) == ["vip"]
+    assert await t.ledger(1) == {"vip": "added"} and await t.ledger(2) == {"vip": "merchant"}
+    assert await t.tags_on_shopify(3) == []
+    adds = [r for r in await t.requests() if r["operation"] == "tagsAdd"]
+    assert len(adds) == 1
+    # Everyone leaves: our tag goes, the merchant's tags stay.
+    spec = SegmentSpec("vip", "VIP", "", vip_rule(5000), VIP_TAG)
+    async with t.db.transaction():
+        await update_segment(t.db, t.shop_id, segment_id, spec, NOW)
+    await t.mark(1, 2, 3)
+    await t.settle()
+    assert await t.tags_on_shopify(1) == ["wholesale"]
+    assert await t.tags_on_shopify(2) == ["vip"]
+    assert await t.ledger(1) == {"vip": "removed"} and await t.ledger(2) == {}
+    assert await t.db.fetchval("SELECT count(*) FROM tag_work") == 0
+
+
+async def test_a_failing_shopify_is_retried_then_parked_never_dropped(tagging: Tagging) -> None:
+    t = tagging
+    await t.customers({1: "1500"}, {})
+    await vip_segment(t)
+    fault = {"kind": "status", "status": 503, "count": 100}
+    assert (await t.http.post(f"/_standin/shops/{t.domain}/faults", json=fault)).is_success
+    await t.mark(1)
+    await t.reconciler.round()
+    row = await t.db.fetchrow("SELECT * FROM tag_work")
+    assert row["attempts"] == 1 and row["parked_at"] is None and "503" in row["last_error"]
+    await t.db.execute("UPDATE tag_work SET due_at = now() - interval '1 second'")
+    await t.reconciler.round()
+    row = await t.db.fetchrow("SELECT * FROM tag_work")
+    assert row["attempts"] == 2 and row["parked_at"] is not None
+    parked = await t.db.fetch(storage.PARKED, t.shop_id, 10)
+    assert [r["customer_id"] for r in parked] == [1]
+    # Shopify answers again: the parked write goes through once it is due.
+    assert (await t.http.delete(f"/_standin/shops/{t.domain}/faults")).is_success
+    await t.db.execute("UPDATE tag_work SET due_at = now() - interval '1 second'")
+    await t.settle()
+    assert await t.tags_on_shopify(1) == ["VIP"]
+    assert await t.db.fetchval("SELECT count(*) FROM tag_work") == 0
+
+
+async def test_a_5xx_then_success_applies_once(tagging: Tagging) -> None:
+    t = tagging
+    await t.customers({1: "1500"}, {})
+    await vip_segment(t)
+    fault = {"kind": "status", "status": 502, "count": 1}
+    assert (await t.http.post(f"/_standin/shops/{t.domain}/faults", json=fault)).is_success
+    await t.mark(1)
+    await t.settle()
+    assert await t.tags_on_shopify(1) == ["VIP"]
+    outcomes = [r["outcome"] for r in await t.requests() if r["operation"] == "tagsAdd"]
+    assert outcomes.count("ok") == 1, outcomes
+
+
+async def test_a_large_change_goes_through_one_bulk_mutation(tagging: Tagging) -> None:
+    t = tagging
+    customers = dict.fromkeys(range(1, 41), "1500")
+    await t.customers(customers, {5: ["VIP"]})
+    await vip_segment(t)
+    await t.mark(*customers, bulk=True)
+    await t.settle()
+    operations = [r["operation"] for r in await t.requests()]
+    assert "tagsAdd" not in operations
+    assert operations.count("bulkOperationRunMutation") == 1, operations
+    assert [c for c in customers if await t.tags_on_shopify(c) != ["VIP"]] == []
+    assert await t.ledger(5) == {"vip": "merchant"}
+    assert await t.ledger(6) == {"vip": "added"}
