@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-port", type=int, default=8601)
     parser.add_argument("--health-port", type=int, default=8602)
     parser.add_argument("--broker-port", type=int, default=9692)
+    parser.add_argument("--tagger-port", type=int, default=8604)
+    parser.add_argument("--standin-port", type=int, default=8605)
+    parser.add_argument("--smtp-port", type=int, default=8606)
     parser.add_argument("--e2e-customers", type=int, help="customers whose webhooks are replayed")
     parser.add_argument(
         "--curve-sizes", help="stored customers per cost-curve point, e.g. 1000,5000"
@@ -49,7 +52,15 @@ def main(argv: list[str] | None = None) -> None:
     # SIGTERM unwinds like Ctrl-C, so the stack and PostgreSQL this run started are stopped.
     signal.signal(signal.SIGTERM, _interrupt)
 
-    ports = Ports(args.ingest_port, args.api_port, args.broker_port, args.health_port)
+    ports = Ports(
+        args.ingest_port,
+        args.api_port,
+        args.broker_port,
+        args.health_port,
+        args.tagger_port,
+        args.standin_port,
+        args.smtp_port,
+    )
     command = "python -m bench" + (" --quick" if args.quick else "")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-", dir="/tmp"))
     config = harness.Config.preset(args.quick, workdir, ports, command)

@@ -31,6 +31,9 @@ class Ports:
     api: int
     broker: int
     segmenter_health: int
+    tagger: int
+    standin: int
+    smtp: int
 
 
 @dataclass
@@ -161,6 +164,9 @@ def stack_env(ports: Ports, data_dir: Path) -> dict[str, str]:
         SEGFLOW_API_PORT=str(ports.api),
         SEGFLOW_BROKER_PORT=str(ports.broker),
         SEGFLOW_SEGMENTER_HEALTH_PORT=str(ports.segmenter_health),
+        SEGFLOW_TAGGER_PORT=str(ports.tagger),
+        SEGFLOW_SHOPIFY_STANDIN_PORT=str(ports.standin),
+        SEGFLOW_SMTP_PORT=str(ports.smtp),
         SEGFLOW_DATA_DIR=str(data_dir),
         SEGFLOW_DEMO_WEBHOOK_SECRET=WEBHOOK_SECRET,
         SEGFLOW_DEMO_API_TOKEN=API_TOKEN,

@@ -189,6 +189,8 @@ async def settings(database_url: str, kafka_bootstrap: str) -> Settings:
         topic_partitions=3,
         produce_timeout_seconds=2.0,
         segmenter_group=f"segflow-segmenter.{suffix}",
+        tagger_group=f"segflow-tagger.{suffix}",
+        tagger_port=free_port(),
         consumer_session_timeout_ms=2_000,
     )
     await ensure_topics(

@@ -157,6 +157,8 @@ class Settings(BaseSettings):
     demo_webhook_secret: str | None = None
     demo_api_token: str | None = None
     demo_flow_secret: str | None = None
+    # The demo shop's Admin API token on the local Shopify stand-in (else one per start).
+    demo_shopify_token: str | None = None
 
     # Email (the tagger's journeys). The SMTP server mail is handed to; `segflow mailbox` and
     # `segflow dev` run a local one here that keeps every message as an .eml file.
@@ -211,7 +213,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_demo_secrets_in_production(self) -> "Settings":
-        demo_secrets = (self.demo_webhook_secret, self.demo_api_token, self.demo_flow_secret)
+        demo_secrets = (
+            self.demo_webhook_secret,
+            self.demo_api_token,
+            self.demo_flow_secret,
+            self.demo_shopify_token,
+        )
         if self.environment == "production" and any(demo_secrets):
             raise ValueError("demo secrets are for development only; unset SEGFLOW_DEMO_*")
         if self.environment == "production" and self.crash_at:

@@ -1,10 +1,12 @@
 """`segflow dev`: the whole system on one machine, on the embedded pair unless told otherwise.
 
 Every role runs as its own OS process, as in production (`segflow ingest`, `segflow
-segmenter`, `segflow api`), started and stopped by the supervisor.
+segmenter`, `segflow api`, `segflow tagger`), started and stopped by the supervisor. The
+local stand-ins for Shopify's Admin API and for SMTP run inside the supervisor itself.
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -22,7 +24,9 @@ from services.common.metrics import MULTIPROCESS_DIR_VARIABLE
 from services.common.serve import port_in_use, stop_event_on_signals
 from services.common.settings import Settings
 from services.common.shops import ShopCredentials, create_shop
+from services.dev.demo_shopify import DemoShopify, connect_demo_shop, dev_sealing_keys
 from services.dev.embedded import EmbeddedBroker, EmbeddedPostgres
+from services.dev.mailbox import LocalMailbox
 from services.dev.supervisor import ChildExitedError, Role, Supervisor, child_environment
 from services.segmenter.storage.segments import install_templates
 
@@ -132,7 +136,9 @@ def redact_dsn(dsn: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^/]+@", r"\1***@", dsn)
 
 
-def banner(settings: Settings, infra: Infrastructure, demo: ShopCredentials) -> str:
+def banner(
+    settings: Settings, infra: Infrastructure, demo: ShopCredentials, shopify: DemoShopify
+) -> str:
     base = f"http://{settings.host}:{settings.ingest_port}"
     health = f"http://{settings.host}:{settings.segmenter_health_port}"
     members = settings.segmenter_processes
@@ -148,10 +154,17 @@ def banner(settings: Settings, infra: Infrastructure, demo: ShopCredentials) -> 
             f" ({'embedded' if infra.postgres else 'external'})",
             f"  kafka           {infra.bootstrap_servers}"
             f" ({'embedded, memory only' if infra.broker else 'external'})",
+            f"  tagger          http://{settings.host}:{settings.tagger_port}"
+            "   (/readyz, /metrics, /v1/tags/…, /v1/customers/{id}/tags)",
+            f"  Shopify         {shopify.standin_url}   (the local stand-in; a customer's tags:"
+            f" /_standin/shops/{demo.domain}/customers/ID)",
+            f"  mail            smtp://{settings.smtp_host}:{settings.smtp_port}"
+            f"   (every message kept in {settings.mailbox_directory()})",
             f"  demo shop       {demo.domain}",
             f"  webhook secret  {demo.webhook_secret}",
             f"  API token       {demo.api_token}",
             f"  Flow secret     {demo.flow_secret}",
+            f"  admin token     {shopify.admin_token}   (the demo shop's, on the stand-in)",
             "",
         ]
     )
@@ -186,6 +199,7 @@ def roles(settings: Settings, metrics_dir: Path) -> list[Role]:
             ready_url=lambda index: f"http://{host}:{segmenter_port(index)}/readyz",
         ),
         Role("api", ready_url=lambda index: f"http://{host}:{settings.api_port}/readyz"),
+        Role("tagger", ready_url=lambda index: f"http://{host}:{settings.tagger_port}/readyz"),
     ]
 
 
@@ -200,17 +214,30 @@ def fresh_metrics_dir(settings: Settings) -> Path:
 async def run_dev(settings: Settings) -> int:
     """Start the infrastructure and every role as a child process, run until SIGINT/SIGTERM
     or until something dies, then stop it all in order; return an exit code."""
+    from pydantic import SecretStr
+
+    from services.shopify_standin.server import running_standin
+
     stop = stop_event_on_signals()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    sealing_keys = dev_sealing_keys(settings)
+    settings = settings.model_copy(update={"sealing_keys": SecretStr(sealing_keys)})
     infra = await start_infrastructure(settings)
     supervisor: Supervisor | None = None
     watcher = asyncio.create_task(watch_broker(infra, stop))
+    local = contextlib.AsyncExitStack()
     try:
         demo = await prepare(settings, infra)
+        mailbox = LocalMailbox(settings.smtp_host, settings.smtp_port, settings.mailbox_directory())
+        await local.enter_async_context(mailbox)
+        standin = await local.enter_async_context(
+            running_standin(settings.shopify_standin_host, settings.shopify_standin_port)
+        )
         environment = child_environment(
             os.environ,
             DATABASE_URL=infra.database_url,
             KAFKA_BOOTSTRAP_SERVERS=infra.bootstrap_servers,
+            SEGFLOW_SEALING_KEYS=sealing_keys,
         )
         planned = roles(settings, fresh_metrics_dir(settings))
         taken = [
@@ -236,8 +263,9 @@ async def run_dev(settings: Settings) -> int:
             logger.error("segflow dev could not start: %s", exc)
             return 1
         if started:
+            shopify = await connect_demo_shop(settings, infra.database_url, demo, standin.url)
             # The banner says "running" once every process of every role is ready.
-            sys.stdout.write(banner(settings, infra, demo))
+            sys.stdout.write(banner(settings, infra, demo, shopify))
             sys.stdout.flush()
             if await supervisor.watch(stop) is not None:
                 return 1
@@ -245,6 +273,7 @@ async def run_dev(settings: Settings) -> int:
     finally:
         if supervisor is not None:
             await supervisor.stop()
+        await local.aclose()
         watcher.cancel()
         await asyncio.to_thread(infra.stop)
         logger.info("segflow stopped")

@@ -147,9 +147,8 @@ class TagReconciler:
 
     async def _plans(
         self, client: AdminClient, works: Sequence[storage.Work], from_shopify: bool
-    ) -> tuple[dict[Key, Plan], dict[Key, dict[str, Entry]], list[tuple[storage.Work, str]]]:
-        """Each customer's plan, with their ledgers; customers Shopify does not know are set
-        aside to be retried."""
+    ) -> tuple[dict[Key, Plan], dict[Key, dict[str, Entry]]]:
+        """Each customer's plan, with their ledgers (the intended entries written first)."""
         now = self._clock()
         keys = [work.key for work in works]
         async with self._pool.acquire() as conn:
@@ -164,13 +163,11 @@ class TagReconciler:
         elif need:
             current = {key[1]: known.get(key, ()) for key in need}
         plans: dict[Key, Plan] = {}
-        missing: list[tuple[storage.Work, str]] = []
         for work in works:
             key = work.key
-            tags = current.get(key[1]) if key in need else None
-            if key in need and tags is None:
-                missing.append((work, "the customer is not on Shopify (yet)"))
-                continue
+            # A customer Shopify does not show (yet) has no tags of the merchant's to keep;
+            # if it does not exist at all, the write's userError puts the work back.
+            tags = (current.get(key[1]) or ()) if key in need else None
             plans[key] = plan(wanted[key], ledgers.get(key, {}), tags, now)
         intents = {key: dict(p.entries) for key, p in plans.items() if p.entries}
         if intents:
@@ -181,14 +178,14 @@ class TagReconciler:
             key: {k: v for k, v in {**ledgers.get(key, {}), **p.entries}.items() if v is not None}
             for key, p in plans.items()
         }
-        return plans, merged, missing
+        return plans, merged
 
     async def _reconcile(self, client: AdminClient, works: list[storage.Work]) -> _Outcome:
         try:
-            plans, ledgers, missing = await self._plans(client, works, from_shopify=True)
+            plans, ledgers = await self._plans(client, works, from_shopify=True)
         except ShopifyUnavailable as exc:
             return _Outcome([], [(work, str(exc)) for work in works], {})
-        outcome = _Outcome([], list(missing), {})
+        outcome = _Outcome([], [], {})
         pending = [work for work in works if work.key in plans]
         for index, work in enumerate(pending):
             key = work.key
@@ -226,8 +223,8 @@ class TagReconciler:
         """One bulk mutation per direction for many customers of one shop. Whether a wanted
         tag is the merchant's comes from the tags Shopify's webhooks told the segmenter, not
         from one read per customer (which would cost what the bulk path saves)."""
-        plans, ledgers, missing = await self._plans(client, works, from_shopify=False)
-        outcome = _Outcome([], list(missing), {})
+        plans, ledgers = await self._plans(client, works, from_shopify=False)
+        outcome = _Outcome([], [], {})
         by_key = {work.key: work for work in works}
         failed: dict[Key, str] = {}
         refused: dict[Key, str] = {}

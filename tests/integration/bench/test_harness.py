@@ -36,7 +36,7 @@ def _running_under(directory: Path) -> list[psutil.Process]:
 async def test_a_tiny_run_writes_every_key_with_a_sane_value_and_stops_everything(
     server_tmp_path: Path,
 ) -> None:
-    ports = Ports(free_port(), free_port(), free_port(), free_port())
+    ports = Ports(*(free_port() for _ in range(7)))
     config = replace(
         harness.Config.preset(True, server_tmp_path / "work", ports, "test"),
         e2e_customers=60,

@@ -48,6 +48,9 @@ def dev_env(**overrides: str) -> dict[str, str]:
         SEGFLOW_API_PORT=str(free_port()),
         SEGFLOW_SEGMENTER_HEALTH_PORT=str(free_port_pair()),
         SEGFLOW_BROKER_PORT=str(free_port()),
+        SEGFLOW_TAGGER_PORT=str(free_port()),
+        SEGFLOW_SHOPIFY_STANDIN_PORT=str(free_port()),
+        SEGFLOW_SMTP_PORT=str(free_port()),
         SEGFLOW_DEMO_WEBHOOK_SECRET="dev-test-secret",
         SEGFLOW_LOG_LEVEL="INFO",
     )

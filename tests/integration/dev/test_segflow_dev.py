@@ -1,11 +1,15 @@
 """`segflow dev` from an empty directory: starts the embedded pair, goes ready, stops, restarts."""
 
+import asyncio
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import httpx
 
 from services.common.db import load_migrations
+from services.common.signing import sign_webhook
 from tests.integration.dev.devstack import dev_env, processes_using, running_dev
 
 
@@ -41,6 +45,7 @@ async def test_dev_starts_from_empty_dir_goes_ready_and_reuses_its_data(
             segmenter_ready = await client.get("/readyz")
         assert segmenter_ready.status_code == 200, segmenter_ready.text
         assert segmenter_ready.json()["consumer"]["state"] == "running"
+        await an_order_of_1500_tags_the_customer_vip_on_the_standin(stack.url("ingest"), banner)
         conn = await asyncpg.connect(banner["database"])
         try:
             await conn.execute(
@@ -63,3 +68,40 @@ async def test_dev_starts_from_empty_dir_goes_ready_and_reuses_its_data(
         assert domains == {"demo.myshopify.com", "kept.myshopify.com"}
         assert migrations == len(load_migrations())
     assert processes_using(data_dir) == []
+
+
+async def an_order_of_1500_tags_the_customer_vip_on_the_standin(
+    ingest: str, banner: dict[str, str]
+) -> None:
+    """Through every process: ingest, a segmenter, the tagger, the stand-in (and its echo
+    webhooks back to ingest)."""
+    now = datetime.now(UTC).isoformat()
+    customer = {"id": 7001, "email": "ada@example.com", "created_at": now, "updated_at": now}
+    order = {
+        "id": 9001,
+        "created_at": now,
+        "updated_at": now,
+        "total_price": "1500.00",
+        "customer": customer,
+        "line_items": [{"id": 1, "product_id": 1, "quantity": 1, "price": "1500.00"}],
+    }
+    body = json.dumps(order).encode()
+    headers = {
+        "X-Shopify-Topic": "orders/create",
+        "X-Shopify-Shop-Domain": banner["demo shop"],
+        "X-Shopify-Hmac-Sha256": sign_webhook(body, banner["webhook secret"]),
+        "X-Shopify-Event-Id": "dev-test-order",
+        "X-Shopify-API-Version": "2026-01",
+    }
+    async with httpx.AsyncClient(base_url=ingest) as client:
+        accepted = await client.post("/webhooks/shopify", content=body, headers=headers)
+    assert accepted.status_code == 200, accepted.text
+    shopify = banner["Shopify"]
+    path = f"/_standin/shops/{banner['demo shop']}/customers/7001"
+    async with httpx.AsyncClient(base_url=shopify) as client:
+        async with asyncio.timeout(30):
+            while True:
+                found = await client.get(path)
+                if found.status_code == 200 and "VIP" in found.json()["tags"]:
+                    break
+                await asyncio.sleep(0.1)
