@@ -7,6 +7,7 @@ copy of this session's migrated template) and its own topics.
 
 import asyncio
 import gc
+import inspect
 import os
 import time
 import uuid
@@ -207,13 +208,15 @@ async def shop(db: asyncpg.Connection) -> ShopCredentials:
 
 
 @pytest.fixture(autouse=True)
-async def _fail_on_loop_errors() -> AsyncIterator[None]:
+async def _fail_on_loop_errors(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     """A test fails if the event loop saw an exception nobody handled, including one that
     surfaces only when its task is garbage-collected ("Task exception was never retrieved").
 
     The collection runs while this test's handler is still installed: a task's finaliser
     reports to whatever handler the loop has at that moment. It also turns clients never
     closed into ResourceWarnings (errors, see pyproject) here rather than at interpreter exit.
+    A synchronous test starts no task, so it is spared the collection (it costs more than
+    most unit tests).
     """
     loop = asyncio.get_running_loop()
     seen: list[dict[str, Any]] = []
@@ -223,7 +226,8 @@ async def _fail_on_loop_errors() -> AsyncIterator[None]:
         yield
         # Callbacks the test left scheduled run first, so their tasks finish and are freed.
         await asyncio.sleep(0)
-        gc.collect()
+        if inspect.iscoroutinefunction(getattr(request, "function", None)):
+            gc.collect()
     finally:
         loop.set_exception_handler(previous)
     problems = [f"{c.get('message')}: {c.get('exception')!r}" for c in seen]
