@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     # (and holding up a rebalance) for as long as the database does.
     segmenter_statement_timeout_seconds: float = Field(default=60.0, gt=0)
     segmenter_lock_timeout_seconds: float = Field(default=20.0, gt=0)
+    # How long the broker may hold a consumer's fetch that finds nothing (services/common/
+    # kafka.py). 10 ms keeps a caught-up consumer's latency low; the embedded broker's fetches
+    # slow down as its memory log grows, and past about 10k batches per partition they come
+    # back empty at 10 ms: raise it (100) for long runs on it (README, "The embedded broker").
+    consumer_fetch_max_wait_ms: int = Field(default=10, ge=1, le=10_000)
     # How long an offset commit may wait for the broker before the batch is retried.
     offset_commit_timeout_seconds: float = Field(default=10.0, gt=0)
     # How long the worker's outbox publisher waits for the acks of one batch of changes (up

@@ -61,6 +61,7 @@ async def run_tagger(
         max_poll_interval_ms=settings.consumer_max_poll_interval_ms,
         session_timeout_ms=settings.consumer_session_timeout_ms,
         rebalance_timeout_ms=settings.consumer_rebalance_timeout_ms,
+        fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
     )
     clients = ShopClients(settings, pool, client_metrics)
     try:

@@ -78,6 +78,7 @@ async def _run(
         max_poll_interval_ms=settings.consumer_max_poll_interval_ms,
         session_timeout_ms=settings.consumer_session_timeout_ms,
         rebalance_timeout_ms=settings.consumer_rebalance_timeout_ms,
+        fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
     )
     try:
         await producer.start()
