@@ -19,7 +19,7 @@ import psutil
 from tests.helpers import free_port
 
 SEGFLOW = str(Path(sys.executable).with_name("segflow"))
-ROLES = ("ingest", "segmenter", "api")
+ROLES = ("ingest", "segmenter", "api", "tagger")
 
 
 def free_port_pair() -> int:

@@ -78,12 +78,20 @@ async def test_each_role_runs_as_its_own_processes_and_members_share_the_work(
             "ingest": 2,
             "segmenter": 2,
             "api": 1,
+            "tagger": 1,
         }
         pids = {proc.pid for found in roles.values() for proc in found}
-        assert len(pids) == 5 and stack.process.pid not in pids
+        assert len(pids) == 6 and stack.process.pid not in pids
         # Each child's output is passed on, each line prefixed with the child's name.
         prefixes = {line.split(" | ")[0] for line in stack.stderr().splitlines() if " | " in line}
-        assert {"ingest.1", "ingest.2", "segmenter.1", "segmenter.2", "api.1"} <= prefixes
+        assert {
+            "ingest.1",
+            "ingest.2",
+            "segmenter.1",
+            "segmenter.2",
+            "api.1",
+            "tagger.1",
+        } <= prefixes
         for proc in roles["ingest"]:
             assert _listens_on(proc, stack.port("ingest")), proc.cmdline()
 
@@ -201,7 +209,7 @@ async def test_sigterm_stops_the_roles_in_order_and_loses_no_accepted_webhook(
         for e in stack.log_entries()
         if "child" in e and "stopped with exit status" in e["message"]
     ]
-    assert stopped == ["ingest", "ingest", "segmenter", "segmenter", "api"], stopped
+    assert stopped == ["ingest", "ingest", "segmenter", "segmenter", "api", "tagger"], stopped
     assert all(
         e.get("exit_code") == 0 for e in stack.log_entries() if "stopped with exit" in e["message"]
     )
