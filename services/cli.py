@@ -170,6 +170,7 @@ async def _cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _cmd_shops_add(settings: Settings, args: argparse.Namespace) -> int:
     from services.segmenter.storage.segments import install_templates
+    from services.tagger.journeys_store import install_journeys
 
     conn = await asyncpg.connect(settings.require_database_url())
     try:
@@ -178,6 +179,7 @@ async def _cmd_shops_add(settings: Settings, args: argparse.Namespace) -> int:
                 conn, args.domain, webhook_secret=args.webhook_secret, replace=args.rotate
             )
             installed = await install_templates(conn, creds.shop_id, datetime.now(UTC))
+            journeys = await install_journeys(conn, creds.shop_id, datetime.now(UTC))
     except ShopExistsError:
         _out(f"shop {args.domain} exists already; use --rotate to issue new credentials")
         return 1
@@ -193,6 +195,8 @@ async def _cmd_shops_add(settings: Settings, args: argparse.Namespace) -> int:
     _out("These are shown once; segflow keeps only hashes of the API token and Flow secret.")
     if installed:
         _out(f"Installed {installed} built-in segments (edit or remove them over the API).")
+    if journeys:
+        _out(f"Installed {journeys} built-in email journeys (edit or remove them over the API).")
     return 0
 
 

@@ -29,6 +29,7 @@ from services.dev.embedded import EmbeddedBroker, EmbeddedPostgres
 from services.dev.mailbox import LocalMailbox
 from services.dev.supervisor import ChildExitedError, Role, Supervisor, child_environment
 from services.segmenter.storage.segments import install_templates
+from services.tagger.journeys_store import install_journeys
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ async def prepare(settings: Settings, infra: Infrastructure) -> ShopCredentials:
                 replace=True,
             )
             await install_templates(conn, demo.shop_id, datetime.now(UTC))
+            await install_journeys(conn, demo.shop_id, datetime.now(UTC))
         return demo
     finally:
         await conn.close()

@@ -25,12 +25,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from services.common.backoff import Backoff
-from services.common.envelope import decode_envelope
+from services.common.envelope import as_utc, decode_envelope
 from services.common.settings import Settings
 from services.common.shopify import Customer, CustomerTagsChanged, parse_payload, tag_key
 from services.segmenter.runtime.faults import infrastructure_fault
 from services.segmenter.runtime.health import ComponentHealth
-from services.tagger import storage
+from services.tagger import journeys_store, storage
+from services.tagger.journeys.enrolment import SegmentChange
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.tags import on_echo
 
@@ -64,6 +65,26 @@ def change_mark(value: bytes) -> tuple[str, int, bool] | None:
     try:
         change = orjson.loads(value)
         return str(change["shop"]), int(change["customer_id"]), change["cause"] in BULK_CAUSES
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def segment_change(value: bytes) -> tuple[str, SegmentChange] | None:
+    """(shop domain, the change as journeys read it) of a segment change, or None."""
+    try:
+        change = orjson.loads(value)
+        changed_at = datetime.fromisoformat(change["changed_at"])
+        if changed_at.utcoffset() is None:
+            return None
+        return str(change["shop"]), SegmentChange(
+            change_id=str(change["change_id"]),
+            seq=int(change["seq"]),
+            customer_id=int(change["customer_id"]),
+            segment_handle=str(change["segment"]["handle"]),
+            change="exited" if change["change"] == "exited" else "entered",
+            cause=str(change["cause"]),
+            changed_at=as_utc(changed_at),
+        )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
 
@@ -149,6 +170,7 @@ class TaggerWorker:
     async def process(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
         """Mark the changes' customers, apply the echoes, then commit the offsets."""
         marks: list[tuple[str, int, bool]] = []
+        changes: list[tuple[str, SegmentChange]] = []
         echoes: list[Echo] = []
         for tp, records in batch.items():
             for record in records:
@@ -160,13 +182,15 @@ class TaggerWorker:
                         self._metrics.changes.labels("unreadable").inc()
                         continue
                     marks.append(mark)
+                    if (parsed := segment_change(record.value)) is not None:
+                        changes.append(parsed)
                     self._metrics.changes.labels("bulk" if mark[2] else "live").inc()
                 elif (echo := tags_echo(record.value)) is not None:
                     echoes.append(echo)
         if marks or echoes:
             async with self._pool.acquire() as conn:
                 async with conn.transaction():
-                    await self._apply(conn, marks, echoes)
+                    await self._apply(conn, marks, echoes, changes)
         await self._consumer.commit(
             {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
         )
@@ -174,7 +198,11 @@ class TaggerWorker:
             self._poke()
 
     async def _apply(
-        self, conn: asyncpg.Connection, marks: list[tuple[str, int, bool]], echoes: list[Echo]
+        self,
+        conn: asyncpg.Connection,
+        marks: list[tuple[str, int, bool]],
+        echoes: list[Echo],
+        changes: list[tuple[str, SegmentChange]],
     ) -> None:
         domains = {m[0] for m in marks} | {e.shop for e in echoes}
         shop_ids = {r["domain"]: r["id"] for r in await conn.fetch(SHOP_IDS, sorted(domains))}
@@ -186,6 +214,22 @@ class TaggerWorker:
         if echoes:
             await self._apply_echoes(conn, echoes, shop_ids, work)
         await storage.mark_tag_work(conn, work)
+        await self._enrol(conn, changes, shop_ids)
+
+    async def _enrol(
+        self,
+        conn: asyncpg.Connection,
+        changes: Iterable[tuple[str, SegmentChange]],
+        shop_ids: Mapping[str, int],
+    ) -> None:
+        """Journeys' entries and exits from the changes, in the batch's transaction."""
+        by_shop: dict[int, list[SegmentChange]] = {}
+        for domain, change in changes:
+            if (shop_id := shop_ids.get(domain)) is not None:
+                by_shop.setdefault(shop_id, []).append(change)
+        now = self._clock()
+        for shop_id, shop_changes in by_shop.items():
+            await journeys_store.apply_segment_changes(conn, shop_id, shop_changes, now)
 
     async def _apply_echoes(
         self,
