@@ -122,6 +122,7 @@ async def _cmd_tagger(settings: Settings, args: argparse.Namespace) -> int:
     exit 1 when it could not start or a task died, 0 after SIGINT/SIGTERM."""
     from services.common.metrics import new_registry
     from services.tagger.app import create_app
+    from services.tagger.email.metrics import EmailMetrics
     from services.tagger.metrics import TaggerMetrics
     from services.tagger.service import TaggerHealth, run_tagger
     from services.tagger.shopify.metrics import ShopifyClientMetrics
@@ -133,12 +134,15 @@ async def _cmd_tagger(settings: Settings, args: argparse.Namespace) -> int:
     health = TaggerHealth()
     metrics = TaggerMetrics.create(registry)
     client_metrics = ShopifyClientMetrics.create(registry)
+    email_metrics = EmailMetrics.create(registry)
     server = make_server(
         create_app(settings, health, registry), settings.host, settings.tagger_port
     )
 
     async def tagger(stop: asyncio.Event) -> None:
-        await run_tagger(settings, metrics, client_metrics, stop, health)
+        await run_tagger(
+            settings, metrics, client_metrics, stop, health, email_metrics=email_metrics
+        )
 
     return 0 if await serve_until([server], stop, [tagger]) else 1
 

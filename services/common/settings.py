@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     journey_cap_window_hours: float = Field(default=24.0, gt=0, le=24 * 31)
     # The zone for quiet hours when neither the customer's address nor the shop gives one.
     journey_default_timezone: str = "UTC"
+    # The coupon code the shipped offer emails show (welcome day 7, VIP offers, win-back);
+    # unset: those steps cannot be composed and are recorded failed, never sent half-filled.
+    journey_coupon_code: str | None = Field(default=None, max_length=64)
 
     demo_shop_domain: str = "demo.myshopify.com"
     demo_webhook_secret: str | None = None
