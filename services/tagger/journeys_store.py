@@ -24,7 +24,7 @@ from services.tagger.journeys.enrolment import (
     SegmentChange,
 )
 from services.tagger.journeys.holdout import Group
-from services.tagger.journeys.machine import on_segment_change
+from services.tagger.journeys.machine import on_segment_change, on_unsubscribe
 from services.tagger.journeys.model import Journey, JourneyIn, journey_definition
 from services.tagger.journeys.reasons import ExitReason
 from services.tagger.journeys.shipped import shipped_journeys
@@ -308,3 +308,32 @@ async def record_conversion(
 ) -> None:
     """Count an order for an enrolment's lift, once however often it is replayed."""
     await conn.execute(INSERT_CONVERSION, enrolment_id, order_id, placed_at, revenue)
+
+
+LOCK_CUSTOMER = "SELECT 1 FROM customers WHERE shop_id = $1 AND customer_id = $2 FOR UPDATE"
+
+INSERT_OVERRIDE = """
+INSERT INTO consent_overrides (shop_id, customer_id, unsubscribed_at, sync_due_at)
+VALUES ($1, $2, $3, $3)
+ON CONFLICT (shop_id, customer_id) DO NOTHING
+"""
+
+
+async def unsubscribe(
+    conn: asyncpg.Connection, shop_id: int, customer_id: int, now: datetime
+) -> int:
+    """Record a one-click unsubscribe (queued for Shopify) and end the customer's enrolments
+    whose journeys exit on it; return how many ended. Idempotent: a second click changes
+    nothing more. Call in a transaction."""
+    # The customer row is locked so a send being decided either saw this or waits for it.
+    await conn.fetchval(LOCK_CUSTOMER, shop_id, customer_id)
+    await conn.execute(INSERT_OVERRIDE, shop_id, customer_id, now)
+    ended = 0
+    for row in await conn.fetch(ACTIVE_OF_CUSTOMER, shop_id, customer_id):
+        stored = enrolment_from_row(row)
+        journey = await journey_for(conn, stored)
+        decision = on_unsubscribe(journey, stored.enrolment, now)
+        if isinstance(decision, Exit):
+            await update_enrolment(conn, stored.id, decision.enrolment)
+            ended += 1
+    return ended

@@ -21,6 +21,7 @@ from services.dev.mailbox import MailboxStore
 from services.segmenter.runtime.health import ComponentHealth
 from services.segmenter.runtime.service import _close
 from services.tagger.connections import ShopClients
+from services.tagger.consent_sync import ConsentWriteback
 from services.tagger.email.dkim import DkimSigner
 from services.tagger.email.metrics import EmailMetrics
 from services.tagger.email.sender import SmtpConfig, SmtpSender
@@ -40,6 +41,7 @@ class TaggerHealth:
         self.consumer = ComponentHealth()
         self.reconciler = ComponentHealth()
         self.journeys = ComponentHealth()
+        self.consent = ComponentHealth()
 
     @property
     def ready(self) -> bool:
@@ -50,6 +52,7 @@ class TaggerHealth:
             "consumer": self.consumer.report(),
             "reconciler": self.reconciler.report(),
             "journeys": self.journeys.report(),
+            "consent_writeback": self.consent.report(),
         }
 
 
@@ -113,6 +116,10 @@ async def run_tagger(
         tasks = [
             asyncio.create_task(worker.run(stop), name="tagger-consumer"),
             asyncio.create_task(reconciler.run(stop), name="tagger-reconciler"),
+            asyncio.create_task(
+                ConsentWriteback(settings, pool, clients, health.consent, clock).run(stop),
+                name="tagger-consent-writeback",
+            ),
         ]
         scheduler = journey_scheduler(settings, pool, health.journeys, clock, email_metrics)
         if scheduler is not None:
@@ -129,6 +136,7 @@ async def run_tagger(
         health.consumer.stopped("stopped")
         health.reconciler.stopped("stopped")
         health.journeys.stopped("stopped")
+        health.consent.stopped("stopped")
         await _close(consumer.stop(), "consumer")
         await _close(clients.close(), "Shopify clients")
         await _close(pool.close(), "database pool")
