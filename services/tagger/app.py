@@ -20,6 +20,7 @@ from services.common.metrics import mount_metrics
 from services.common.settings import Settings
 from services.common.shops import ShopDirectory
 from services.tagger import storage
+from services.tagger.journeys_api import journeys_router
 from services.tagger.service import TaggerHealth
 from services.tagger.unsubscribe_api import unsubscribe_router
 
@@ -53,6 +54,7 @@ def create_app(settings: Settings, health: TaggerHealth, registry: CollectorRegi
     mount_metrics(app, registry)
 
     app.include_router(unsubscribe_router(settings))
+    app.include_router(journeys_router())
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

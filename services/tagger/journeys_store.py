@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 
@@ -21,11 +22,22 @@ from services.tagger.journeys.enrolment import (
     EnrolmentStatus,
     Enter,
     Exit,
+    OrderPlaced,
     SegmentChange,
 )
 from services.tagger.journeys.holdout import Group
-from services.tagger.journeys.machine import on_segment_change, on_unsubscribe
-from services.tagger.journeys.model import Journey, JourneyIn, journey_definition
+from services.tagger.journeys.machine import (
+    enrolment_for_order,
+    on_order,
+    on_segment_change,
+    on_unsubscribe,
+)
+from services.tagger.journeys.model import (
+    Journey,
+    JourneyIn,
+    journey_definition,
+    needs_new_version,
+)
 from services.tagger.journeys.reasons import ExitReason
 from services.tagger.journeys.shipped import shipped_journeys
 
@@ -337,3 +349,135 @@ async def unsubscribe(
             await update_enrolment(conn, stored.id, decision.enrolment)
             ended += 1
     return ended
+
+
+async def apply_order(
+    conn: asyncpg.Connection, shop_id: int, order: OrderPlaced, now: datetime
+) -> int:
+    """Count an order for the customer's enrolments (one per journey: the latest entered
+    before it) and end those whose goal it is; return how many conversions it made. Safe to
+    replay: a conversion is keyed by (enrolment, order)."""
+    rows = await conn.fetch(ENROLMENTS_OF_CUSTOMER, shop_id, order.customer_id)
+    by_journey: dict[int, list[StoredEnrolment]] = {}
+    for row in rows:
+        stored = enrolment_from_row(row)
+        by_journey.setdefault(stored.enrolment.journey_id, []).append(stored)
+    counted = 0
+    for stored_list in by_journey.values():
+        ids = {id(s.enrolment): s for s in stored_list}
+        chosen = enrolment_for_order([s.enrolment for s in stored_list], order.placed_at)
+        if chosen is None:
+            continue
+        stored = ids[id(chosen)]
+        journey = await journey_for(conn, stored)
+        outcome = on_order(journey, chosen, order, now)
+        if outcome.conversion is not None:
+            await record_conversion(
+                conn, stored.id, order.order_id, order.placed_at, outcome.conversion.revenue
+            )
+            counted += 1
+        if outcome.exit is not None:
+            await update_enrolment(conn, stored.id, outcome.exit.enrolment)
+    return counted
+
+
+JOURNEYS_OF_SHOP = """
+SELECT j.id, j.handle, j.name, j.enabled, j.current_version, j.created_at, j.updated_at,
+       v.definition::text AS definition
+FROM journeys j JOIN journey_versions v ON v.journey_id = j.id AND v.version = j.current_version
+WHERE j.shop_id = $1 AND ($2::bigint IS NULL OR j.id = $2)
+ORDER BY j.id
+"""
+JOURNEY_FOR_UPDATE = """
+SELECT id, current_version FROM journeys WHERE shop_id = $1 AND id = $2 FOR UPDATE
+"""
+HANDLE_TAKEN = "SELECT 1 FROM journeys WHERE shop_id = $1 AND handle = $2 AND id <> $3"
+UPDATE_JOURNEY = """
+UPDATE journeys
+SET handle = $2, name = $3, enabled = $4, trigger_segment = $5, current_version = $6,
+    updated_at = $7
+WHERE id = $1
+"""
+DELETE_JOURNEY = "DELETE FROM journeys WHERE shop_id = $1 AND id = $2"
+
+STATS = """
+WITH per AS (
+    SELECT e.grp, e.state,
+        (SELECT count(*) FROM journey_sends s
+         WHERE s.enrolment_id = e.id AND s.state IN ('sent', 'suppressed')) AS sent,
+        (SELECT count(*) FROM journey_sends s
+         WHERE s.enrolment_id = e.id AND s.deferrals > 0) AS deferred,
+        (SELECT coalesce(sum(c.revenue), 0) FROM journey_conversions c
+         WHERE c.enrolment_id = e.id) AS revenue,
+        EXISTS (SELECT 1 FROM journey_conversions c WHERE c.enrolment_id = e.id) AS converted
+    FROM journey_enrolments e
+    WHERE e.journey_id = $1
+)
+SELECT grp, count(*) AS entered, coalesce(sum(sent), 0) AS sent,
+       coalesce(sum(deferred), 0) AS deferred,
+       count(*) FILTER (WHERE state = 'exited') AS exited,
+       count(*) FILTER (WHERE converted) AS converted,
+       coalesce(sum(revenue), 0) AS revenue,
+       coalesce(sum(revenue * revenue), 0) AS revenue_squares
+FROM per GROUP BY grp
+"""
+
+CUSTOMER_ENROLMENTS = """
+SELECT e.id, j.id AS journey_id, j.handle, e.journey_version, e.grp, e.state, e.entered_at,
+       e.step_index, e.next_due_at, e.exited_at, e.exit_reason,
+       (SELECT count(*) FROM journey_sends s
+        WHERE s.enrolment_id = e.id AND s.state = 'sent') AS steps_sent
+FROM journey_enrolments e JOIN journeys j ON j.id = e.journey_id
+WHERE e.shop_id = $1 AND e.customer_id = $2
+ORDER BY e.entered_at, e.id
+"""
+
+
+class HandleTakenError(ValueError):
+    """Another journey of the shop has this handle."""
+
+
+async def update_journey(
+    conn: asyncpg.Connection, shop_id: int, journey_id: int, edited: JourneyIn, now: datetime
+) -> int | None:
+    """Save an edit: a new version when it changes the path (model.needs_new_version), else
+    only the journey's own fields. The journey's current version after it; None when the shop
+    has no such journey. HandleTakenError when the handle belongs to another journey."""
+    row = await conn.fetchrow(JOURNEY_FOR_UPDATE, shop_id, journey_id)
+    if row is None:
+        return None
+    if await conn.fetchval(HANDLE_TAKEN, shop_id, edited.handle, journey_id) is not None:
+        raise HandleTakenError(edited.handle)
+    version: int = row["current_version"]
+    current = await load_journey(conn, shop_id, journey_id, version, edited.enabled)
+    candidate = edited.to_journey(journey_id=journey_id, shop_id=shop_id, version=version)
+    if needs_new_version(current, candidate):
+        version += 1
+        candidate = replace(candidate, version=version)
+        await conn.execute(
+            INSERT_VERSION, journey_id, version, dumps(journey_definition(candidate)), now
+        )
+    await conn.execute(
+        UPDATE_JOURNEY,
+        journey_id,
+        edited.handle,
+        edited.name,
+        edited.enabled,
+        edited.trigger.segment,
+        version,
+        now,
+    )
+    return version
+
+
+async def delete_journey(conn: asyncpg.Connection, shop_id: int, journey_id: int) -> bool:
+    """Remove a journey with its versions, enrolments and records; False if not the shop's."""
+    status = await conn.execute(DELETE_JOURNEY, shop_id, journey_id)
+    return bool(status.endswith(" 1"))
+
+
+def stored_definition(row: asyncpg.Record) -> dict[str, Any]:
+    """The current definition as the API shows it, with the journey's own current fields."""
+    definition: dict[str, Any] = loads_json(row["definition"])
+    definition.update(handle=row["handle"], name=row["name"], enabled=row["enabled"])
+    return definition

@@ -27,11 +27,17 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from services.common.backoff import Backoff
 from services.common.envelope import as_utc, decode_envelope
 from services.common.settings import Settings
-from services.common.shopify import Customer, CustomerTagsChanged, parse_payload, tag_key
+from services.common.shopify import (
+    Customer,
+    CustomerTagsChanged,
+    Order,
+    parse_payload,
+    tag_key,
+)
 from services.segmenter.runtime.faults import infrastructure_fault
 from services.segmenter.runtime.health import ComponentHealth
 from services.tagger import journeys_store, storage
-from services.tagger.journeys.enrolment import SegmentChange
+from services.tagger.journeys.enrolment import OrderPlaced, SegmentChange
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.tags import on_echo
 
@@ -40,8 +46,11 @@ logger = logging.getLogger(__name__)
 # Changes of bulk work go to the bulk lane (the outbox's lanes name the same causes).
 BULK_CAUSES = frozenset({"backfill", "import", "segment_deleted"})
 TAG_TOPICS = frozenset({"customer.tags_added", "customer.tags_removed", "customers/update"})
+# Orders count for journeys' conversions and goal exits.
+ORDER_TOPIC = "orders/create"
 # Cheap byte tests before an envelope is decoded: most events are orders.
 _TAG_TOPIC_BYTES = tuple(f'"topic":"{t}"'.encode() for t in TAG_TOPICS)
+_ORDER_TOPIC_BYTES = f'"topic":"{ORDER_TOPIC}"'.encode()
 
 SHOP_IDS = "SELECT domain, id FROM shops WHERE domain = ANY($1::text[])"
 RESPECTS = "SELECT shop_id, respect_manual_removals FROM shop_connections"
@@ -87,6 +96,28 @@ def segment_change(value: bytes) -> tuple[str, SegmentChange] | None:
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
+
+
+def order_placed(value: bytes) -> tuple[str, OrderPlaced] | None:
+    """(shop domain, the order as journeys read it) of an orders/create event, or None."""
+    if _ORDER_TOPIC_BYTES not in value:
+        return None
+    try:
+        envelope = decode_envelope(value)
+        order = parse_payload(envelope.topic, envelope.payload)
+    except ValueError:
+        return None
+    if envelope.topic != ORDER_TOPIC or not isinstance(order, Order):
+        return None
+    if order.customer is None or order.total_price is None:
+        return None
+    placed_at = order.created_at or envelope.occurred_at
+    return envelope.shop, OrderPlaced(
+        order_id=order.id,
+        customer_id=order.customer.id,
+        placed_at=as_utc(placed_at),
+        total=order.total_price,
+    )
 
 
 def tags_echo(value: bytes) -> Echo | None:
@@ -171,6 +202,7 @@ class TaggerWorker:
         """Mark the changes' customers, apply the echoes, then commit the offsets."""
         marks: list[tuple[str, int, bool]] = []
         changes: list[tuple[str, SegmentChange]] = []
+        orders: list[tuple[str, OrderPlaced]] = []
         echoes: list[Echo] = []
         for tp, records in batch.items():
             for record in records:
@@ -187,10 +219,12 @@ class TaggerWorker:
                     self._metrics.changes.labels("bulk" if mark[2] else "live").inc()
                 elif (echo := tags_echo(record.value)) is not None:
                     echoes.append(echo)
-        if marks or echoes:
+                elif (order := order_placed(record.value)) is not None:
+                    orders.append(order)
+        if marks or echoes or orders:
             async with self._pool.acquire() as conn:
                 async with conn.transaction():
-                    await self._apply(conn, marks, echoes, changes)
+                    await self._apply(conn, marks, echoes, changes, orders)
         await self._consumer.commit(
             {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
         )
@@ -203,8 +237,9 @@ class TaggerWorker:
         marks: list[tuple[str, int, bool]],
         echoes: list[Echo],
         changes: list[tuple[str, SegmentChange]],
+        orders: list[tuple[str, OrderPlaced]],
     ) -> None:
-        domains = {m[0] for m in marks} | {e.shop for e in echoes}
+        domains = {m[0] for m in marks} | {e.shop for e in echoes} | {o[0] for o in orders}
         shop_ids = {r["domain"]: r["id"] for r in await conn.fetch(SHOP_IDS, sorted(domains))}
         work: dict[storage.Key, bool] = {}
         for domain, customer_id, bulk in marks:
@@ -215,6 +250,10 @@ class TaggerWorker:
             await self._apply_echoes(conn, echoes, shop_ids, work)
         await storage.mark_tag_work(conn, work)
         await self._enrol(conn, changes, shop_ids)
+        now = self._clock()
+        for domain, order in orders:
+            if (shop_id := shop_ids.get(domain)) is not None:
+                await journeys_store.apply_order(conn, shop_id, order, now)
 
     async def _enrol(
         self,

@@ -1,25 +1,30 @@
 """A shop with the shipped segments and journeys, customers in PostgreSQL, a real local SMTP
 mailbox, and a journey scheduler on a clock the test moves."""
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import asyncpg
 import pytest
+from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from services.common.serve import make_server
 from services.common.settings import Settings
 from services.common.shops import ShopCredentials
 from services.dev.mailbox import LocalMailbox
 from services.segmenter.runtime.health import ComponentHealth
 from services.segmenter.storage.segments import install_templates
+from services.tagger.app import create_app
 from services.tagger.email.sender import MessageLookup, SmtpConfig, SmtpSender
 from services.tagger.journeys.enrolment import SegmentChange
 from services.tagger.journeys.holdout import Group, assign_group
 from services.tagger.journeys_store import apply_segment_changes, install_journeys
 from services.tagger.scheduler import JourneyScheduler, Sender
+from services.tagger.service import TaggerHealth
+from tests.helpers import start_server
 
 # 12:00 UTC: outside the shipped quiet hours (21:00-09:00) in the default zone (UTC).
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
@@ -188,3 +193,14 @@ async def journeys(
 
 
 HOUR = timedelta(hours=1)
+
+
+@pytest.fixture
+async def tagger_url(journeys: Journeys) -> AsyncIterator[str]:
+    """The tagger's app (unsubscribe, journeys API) over real HTTP on a free port."""
+    app = create_app(journeys.settings, TaggerHealth(), CollectorRegistry())
+    server = make_server(app, "127.0.0.1", journeys.settings.tagger_port)
+    task = await start_server(server)
+    yield f"http://127.0.0.1:{journeys.settings.tagger_port}"
+    server.should_exit = True
+    await task

@@ -12,6 +12,7 @@ import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry
 
+from services.common.envelope import EnvelopeMeta, encode_envelope
 from services.common.settings import Settings
 from services.common.shops import ShopCredentials
 from services.segmenter.runtime.health import ComponentHealth
@@ -140,3 +141,50 @@ async def test_changes_enrol_and_exit_in_the_consumer_batch(
     await tagger.process(batch(topic, [change_value(domain, 1, 103, "new-customer", "entered")]))
     count = await db.fetchval("SELECT count(*) FROM journey_enrolments WHERE customer_id = 1")
     assert count == 1
+
+
+def order_value(shop: str, order_id: int, customer_id: int, total: str, at: datetime) -> bytes:
+    payload = {
+        "id": order_id,
+        "customer": {"id": customer_id},
+        "created_at": at.isoformat(),
+        "total_price": total,
+    }
+    meta = EnvelopeMeta(
+        event_id=f"order-{order_id}",
+        shop=shop,
+        topic="orders/create",
+        source="shopify",
+        customer_id=str(customer_id),
+        occurred_at=at,
+        received_at=at,
+    )
+    return encode_envelope(meta, orjson.dumps(payload))
+
+
+async def test_orders_in_the_events_topic_count_conversions_and_end_the_goal(
+    settings: Settings, pool: asyncpg.Pool, db: asyncpg.Connection, shop: ShopCredentials
+) -> None:
+    await install_journeys(db, shop.shop_id, NOW)
+    tagger = worker(settings, pool)
+    entries = [change_value(shop.domain, c, c, "new-customer", "entered") for c in (1, 2)]
+    await tagger.process(batch(settings.topic_segment_changes, entries))
+    orders = [
+        order_value(shop.domain, 901, 1, "80.00", NOW + timedelta(hours=2)),
+        order_value(shop.domain, 901, 1, "80.00", NOW + timedelta(hours=2)),  # redelivered
+        order_value(shop.domain, 902, 2, "20.00", NOW + timedelta(days=9)),  # after the window
+    ]
+    await tagger.process(batch(settings.topic_events, orders))
+    conversions = await db.fetch(
+        "SELECT e.customer_id, c.order_id, c.revenue FROM journey_conversions c"
+        " JOIN journey_enrolments e ON e.id = c.enrolment_id"
+    )
+    assert [(r["customer_id"], r["order_id"], r["revenue"]) for r in conversions] == [
+        (1, 901, Decimal("80.00"))
+    ]
+    states = {
+        r["customer_id"]: (r["state"], r["exit_reason"])
+        for r in await db.fetch("SELECT customer_id, state, exit_reason FROM journey_enrolments")
+    }
+    # Both orders were placed after entry: the welcome series' goal exit, window or not.
+    assert states == {1: ("exited", "order_placed"), 2: ("exited", "order_placed")}

@@ -5,37 +5,20 @@ page changes nothing; a forged token is a 404."""
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
-import pytest
-from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from services.common.sealing import new_key_text
-from services.common.serve import make_server
 from services.segmenter.runtime.health import ComponentHealth
 from services.shopify_standin.server import RunningStandin
-from services.tagger.app import create_app
 from services.tagger.connections import ShopClients, connect_shop
 from services.tagger.consent_sync import ConsentWriteback
 from services.tagger.journeys.holdout import Group
-from services.tagger.service import TaggerHealth
-from tests.helpers import start_server
 from tests.integration.tagger.journeys.support import HOUR, NOW, Journeys
 
 SECRET = "standin-webhook-secret"
-
-
-@pytest.fixture
-async def tagger_url(journeys: Journeys) -> AsyncIterator[str]:
-    app = create_app(journeys.settings, TaggerHealth(), CollectorRegistry())
-    server = make_server(app, "127.0.0.1", journeys.settings.tagger_port)
-    task = await start_server(server)
-    yield f"http://127.0.0.1:{journeys.settings.tagger_port}"
-    server.should_exit = True
-    await task
 
 
 async def test_one_click_unsubscribes_here_and_on_shopify(
