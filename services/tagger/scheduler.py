@@ -13,6 +13,8 @@ mid-send: it is resolved with resolve_interrupted_send, without sending.
 
 import asyncio
 import logging
+import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -201,9 +203,12 @@ class JourneyScheduler:
             settings.journey_cap_emails, timedelta(hours=settings.journey_cap_window_hours)
         )
         self._backoff = Backoff(settings.retry_initial_seconds, settings.retry_max_seconds)
-        # Long enough for every SMTP step to time out once (connect, MAIL, RCPT, DATA) and
-        # then some: a record still `sending` after that belongs to a process that died.
-        self._lease = timedelta(seconds=settings.smtp_timeout_seconds * 4 + 60)
+        # Longer than every SMTP step timing out once (the settings check it): a record still
+        # `sending` after that belongs to a process that died.
+        self._lease = timedelta(seconds=settings.journey_send_lease_seconds)
+        point, _, count = (settings.crash_at or "").partition(":")
+        self._crash_point = point or None
+        self._crash_after = int(count.partition(":")[0] or 1)
         self._wake = asyncio.Event()
 
     def poke(self) -> None:
@@ -254,6 +259,7 @@ class JourneyScheduler:
                         outgoing.append(email)
         for email in outgoing:
             result = await self._sender.send(email.message)
+            self._crash_if_told("after_smtp")
             await self._finish(email, result)
         return bool(resolved or retries or due)
 
@@ -496,6 +502,17 @@ class JourneyScheduler:
             await conn.execute(FINISH_SEND, email.send_id, state, sent_at, error, retry_at, more)
         if self._metrics is not None:
             self._metrics.count_result(email.journey, email.step_index + 1, result)
+
+    def _crash_if_told(self, point: str) -> None:
+        """The crash test hook (SEGFLOW_CRASH_AT=after_smtp:N): die as kill -9 would, after
+        SMTP answered and before the answer is recorded, at the N-th send."""
+        if point != self._crash_point:
+            return
+        self._crash_after -= 1
+        if self._crash_after > 0:
+            return
+        logger.warning("crashing at %s as SEGFLOW_CRASH_AT asks", point)
+        os.kill(os.getpid(), signal.SIGKILL)
 
     def _count(self, journey: str, step_index: int, outcome: Any) -> None:
         if self._metrics is not None:

@@ -204,3 +204,11 @@ async def tagger_url(journeys: Journeys) -> AsyncIterator[str]:
     yield f"http://127.0.0.1:{journeys.settings.tagger_port}"
     server.should_exit = True
     await task
+
+
+def midday_zone(now: datetime) -> str:
+    """A fixed-offset zone in which `now` is around noon: tests on the real clock are then
+    outside the shipped quiet hours (21:00-09:00) whenever they run."""
+    offset = 12 - now.astimezone(UTC).hour  # -11 .. 12
+    # The Etc zones' signs are POSIX's: Etc/GMT-9 is nine hours ahead of UTC.
+    return f"Etc/GMT{-offset:+d}" if offset else "Etc/GMT"
