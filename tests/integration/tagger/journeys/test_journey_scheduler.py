@@ -161,3 +161,28 @@ async def test_a_temporary_smtp_refusal_is_retried_and_sent_once(journeys: Journ
     await journeys.at(NOW + 2 * HOUR, scheduler)
     assert len(journeys.mailbox.messages()) == 1
     assert [(s[0], s[1]) for s in await journeys.sends(customer)] == [(0, "sent")]
+
+
+async def test_the_cap_across_journeys_defers_and_never_drops(journeys: Journeys) -> None:
+    journeys.settings = journeys.settings.model_copy(update={"journey_cap_emails": 1})
+    welcome = set(await journeys.ids_in("welcome", Group.TREATED, 50))
+    vip = set(await journeys.ids_in("vip-care", Group.TREATED, 50))
+    customer = min(welcome & vip)
+    await journeys.customer(customer, segments=("new-customer", "vip"))
+    await journeys.change(customer, "vip")
+    await journeys.change(customer, "new-customer")
+    scheduler = journeys.scheduler()
+
+    await journeys.at(NOW, scheduler)  # the VIP offer goes at entry
+    await journeys.at(NOW + HOUR, scheduler)  # the welcome is due, but one a day is the cap
+    assert len(journeys.mailbox.messages()) == 1
+    held = await journeys.enrolment(customer, "welcome")
+    assert held["step_index"] == 0 and held["next_due_at"] == NOW + timedelta(days=1)
+    [(step, state, deferrals, _)] = [
+        s for s in await journeys.sends(customer) if s[1] == "deferred"
+    ]
+    assert (step, state, deferrals) == (0, "deferred", 1)
+
+    await journeys.at(NOW + timedelta(days=1), scheduler)
+    assert len(journeys.mailbox.messages()) == 2
+    assert (await journeys.enrolment(customer, "welcome"))["step_index"] == 1
