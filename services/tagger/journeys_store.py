@@ -481,3 +481,23 @@ def stored_definition(row: asyncpg.Record) -> dict[str, Any]:
     definition: dict[str, Any] = loads_json(row["definition"])
     definition.update(handle=row["handle"], name=row["name"], enabled=row["enabled"])
     return definition
+
+
+ERASE_ENROLMENTS = "DELETE FROM journey_enrolments WHERE shop_id = $1 AND customer_id = $2"
+ERASE_SEEN = """
+DELETE FROM journey_seen s USING journeys j
+WHERE s.journey_id = j.id AND j.shop_id = $1 AND s.customer_id = $2
+"""
+ERASE_OVERRIDE = "DELETE FROM consent_overrides WHERE shop_id = $1 AND customer_id = $2"
+
+
+async def redact_customer(conn: asyncpg.Connection, shop_id: int, customer_id: int) -> int:
+    """customers/redact: every enrolment ends (machine.on_redact) by being erased, with its
+    sends and conversions, the seen seqs and the unsubscribe record; return the enrolments
+    erased. The customer is gone from Shopify too, so nothing is left to mail or to write
+    back. Call in a transaction."""
+    await conn.fetchval(LOCK_CUSTOMER, shop_id, customer_id)
+    status = await conn.execute(ERASE_ENROLMENTS, shop_id, customer_id)
+    await conn.execute(ERASE_SEEN, shop_id, customer_id)
+    await conn.execute(ERASE_OVERRIDE, shop_id, customer_id)
+    return int(status.split()[-1])

@@ -4,13 +4,17 @@ One consumer group reads two topics:
 - segflow.segment-changes: each change marks its customer for a look at their tags
   (`tag_work`); the reconciler reads the memberships when it takes the mark, so duplicates and
   out-of-order changes are harmless (tags are a function of the memberships, not of the
-  stream);
-- segflow.events, Shopify's tags webhooks only (`customer.tags_added`/`_removed`, and
-  `customers/update` carrying the whole tags list on API versions before 2025-01): they
-  confirm the ledger or record a manual removal (tags.on_echo), and never start segment work.
+  stream). Each change also enrols or exits the customer in the journeys of its segment
+  (journeys_store.apply_segment_changes; the stored seq makes replays harmless);
+- segflow.events: Shopify's tags webhooks (`customer.tags_added`/`_removed`, and
+  `customers/update` carrying the whole tags list on API versions before 2025-01) confirm the
+  ledger or record a manual removal (tags.on_echo), and never start segment work;
+  orders/create counts journey conversions and goal exits, customers/redact erases the
+  customer's journey data.
 
 Offsets are committed after the database transaction; a failing database or broker retries
-the batch with backoff (dedupe is not needed: marks and echo confirmations are idempotent).
+the batch with backoff (dedupe is not needed: marks, echo confirmations, enrolments (by seq)
+and conversions (by order) are idempotent).
 """
 
 import asyncio
@@ -29,6 +33,7 @@ from services.common.envelope import as_utc, decode_envelope
 from services.common.settings import Settings
 from services.common.shopify import (
     Customer,
+    CustomerRedact,
     CustomerTagsChanged,
     Order,
     parse_payload,
@@ -51,6 +56,7 @@ ORDER_TOPIC = "orders/create"
 # Cheap byte tests before an envelope is decoded: most events are orders.
 _TAG_TOPIC_BYTES = tuple(f'"topic":"{t}"'.encode() for t in TAG_TOPICS)
 _ORDER_TOPIC_BYTES = f'"topic":"{ORDER_TOPIC}"'.encode()
+_REDACT_TOPIC_BYTES = b'"topic":"customers/redact"'
 
 SHOP_IDS = "SELECT domain, id FROM shops WHERE domain = ANY($1::text[])"
 RESPECTS = "SELECT shop_id, respect_manual_removals FROM shop_connections"
@@ -118,6 +124,20 @@ def order_placed(value: bytes) -> tuple[str, OrderPlaced] | None:
         placed_at=as_utc(placed_at),
         total=order.total_price,
     )
+
+
+def redacted_customer(value: bytes) -> tuple[str, int] | None:
+    """(shop domain, customer id) of a customers/redact event, or None."""
+    if _REDACT_TOPIC_BYTES not in value:
+        return None
+    try:
+        envelope = decode_envelope(value)
+        request = parse_payload(envelope.topic, envelope.payload)
+    except ValueError:
+        return None
+    if not isinstance(request, CustomerRedact) or request.customer is None:
+        return None
+    return envelope.shop, request.customer.id
 
 
 def tags_echo(value: bytes) -> Echo | None:
@@ -203,6 +223,7 @@ class TaggerWorker:
         marks: list[tuple[str, int, bool]] = []
         changes: list[tuple[str, SegmentChange]] = []
         orders: list[tuple[str, OrderPlaced]] = []
+        redactions: list[tuple[str, int]] = []
         echoes: list[Echo] = []
         for tp, records in batch.items():
             for record in records:
@@ -221,10 +242,12 @@ class TaggerWorker:
                     echoes.append(echo)
                 elif (order := order_placed(record.value)) is not None:
                     orders.append(order)
-        if marks or echoes or orders:
+                elif (redacted := redacted_customer(record.value)) is not None:
+                    redactions.append(redacted)
+        if marks or echoes or orders or redactions:
             async with self._pool.acquire() as conn:
                 async with conn.transaction():
-                    await self._apply(conn, marks, echoes, changes, orders)
+                    await self._apply(conn, marks, echoes, changes, orders, redactions)
         await self._consumer.commit(
             {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
         )
@@ -238,8 +261,10 @@ class TaggerWorker:
         echoes: list[Echo],
         changes: list[tuple[str, SegmentChange]],
         orders: list[tuple[str, OrderPlaced]],
+        redactions: list[tuple[str, int]],
     ) -> None:
-        domains = {m[0] for m in marks} | {e.shop for e in echoes} | {o[0] for o in orders}
+        domains = {m[0] for m in marks} | {e.shop for e in echoes}
+        domains |= {o[0] for o in orders} | {r[0] for r in redactions}
         shop_ids = {r["domain"]: r["id"] for r in await conn.fetch(SHOP_IDS, sorted(domains))}
         work: dict[storage.Key, bool] = {}
         for domain, customer_id, bulk in marks:
@@ -254,6 +279,10 @@ class TaggerWorker:
         for domain, order in orders:
             if (shop_id := shop_ids.get(domain)) is not None:
                 await journeys_store.apply_order(conn, shop_id, order, now)
+        # Last, so a redacted customer's changes and orders in the same batch leave nothing.
+        for domain, customer_id in redactions:
+            if (shop_id := shop_ids.get(domain)) is not None:
+                await journeys_store.redact_customer(conn, shop_id, customer_id)
 
     async def _enrol(
         self,

@@ -188,3 +188,33 @@ async def test_orders_in_the_events_topic_count_conversions_and_end_the_goal(
     }
     # Both orders were placed after entry: the welcome series' goal exit, window or not.
     assert states == {1: ("exited", "order_placed"), 2: ("exited", "order_placed")}
+
+
+async def test_customers_redact_erases_the_customers_journey_data(
+    settings: Settings, pool: asyncpg.Pool, db: asyncpg.Connection, shop: ShopCredentials
+) -> None:
+    await install_journeys(db, shop.shop_id, NOW)
+    tagger = worker(settings, pool)
+    entries = [change_value(shop.domain, c, c, "new-customer", "entered") for c in (1, 2)]
+    await tagger.process(batch(settings.topic_segment_changes, entries))
+    await tagger.process(
+        batch(settings.topic_events, [order_value(shop.domain, 901, 1, "80.00", NOW)])
+    )
+    assert await db.fetchval("SELECT count(*) FROM journey_conversions") == 1
+    meta = EnvelopeMeta(
+        event_id="redact-1",
+        shop=shop.domain,
+        topic="customers/redact",
+        source="shopify",
+        customer_id="1",
+        occurred_at=NOW,
+        received_at=NOW,
+    )
+    payload = {"shop_id": 1, "customer": {"id": 1}, "orders_to_redact": [901]}
+    await tagger.process(
+        batch(settings.topic_events, [encode_envelope(meta, orjson.dumps(payload))])
+    )
+    left = await db.fetch("SELECT customer_id FROM journey_enrolments")
+    assert [r["customer_id"] for r in left] == [2]
+    assert await db.fetchval("SELECT count(*) FROM journey_conversions") == 0
+    assert await db.fetchval("SELECT count(*) FROM journey_seen WHERE customer_id = 1") == 0
