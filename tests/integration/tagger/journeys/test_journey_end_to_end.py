@@ -1,7 +1,7 @@
 """Order webhooks through ingest, Kafka, the segmenter and the tagger (its consumer and send
 scheduler, on the real clock) to journey email in the local mailbox: a subscribed customer
 who becomes a VIP gets the VIP offer; one without marketing consent gets nothing; a holdout
-entrant gets nothing and is recorded suppressed."""
+entrant gets nothing, is recorded suppressed and counted in the journey's stats."""
 
 import asyncio
 import json
@@ -129,6 +129,7 @@ async def test_an_order_webhook_ends_as_the_vip_email_in_the_mailbox(
     ingest_url: str,
     segmenter: None,
     tagger: TaggerHealth,
+    tagger_url: str,
     shop: ShopCredentials,
     db: asyncpg.Connection,
 ) -> None:
@@ -168,3 +169,10 @@ async def test_an_order_webhook_ends_as_the_vip_email_in_the_mailbox(
         " WHERE j.handle = 'welcome' AND e.next_due_at > now() + interval '50 minutes'"
     )
     assert welcome == 3
+
+    # The stats count the holdout entrant, whose offer was suppressed, against the treated.
+    auth = {"Authorization": f"Bearer {shop.api_token}"}
+    async with httpx.AsyncClient(base_url=tagger_url, headers=auth) as http:
+        report = (await http.get(f"/v1/journeys/{vip}/stats")).json()
+    assert (report["treated"]["entered"], report["treated"]["sent"]) == (2, 1)
+    assert (report["holdout"]["entered"], report["holdout"]["sent"]) == (1, 1)
