@@ -122,12 +122,12 @@ RETURNING id
 FINISH_SEND = """
 UPDATE journey_sends
 SET state = $2, sent_at = $3, error = $4, retry_at = $5, lease_until = NULL,
-    deferrals = deferrals + $6
+    deferrals = deferrals + $6, smtp_attempts = smtp_attempts + 1
 WHERE id = $1 AND state = 'sending'
 """
 
 TAKE_RETRIES = """
-SELECT s.id AS send_id, s.step_index AS send_step, s.deferrals, e.id, e.shop_id, e.journey_id,
+SELECT s.id AS send_id, s.step_index AS send_step, s.smtp_attempts, e.id, e.shop_id, e.journey_id,
        e.journey_version, e.customer_id, e.grp, e.state, e.entered_at, e.entry_seq,
        e.step_index, e.last_step_at, e.next_due_at, e.exited_at, e.exit_reason
 FROM journey_sends s JOIN journey_enrolments e ON e.id = s.enrolment_id
@@ -169,7 +169,8 @@ class Outgoing:
     send_id: int
     journey: str
     step_index: int
-    deferrals: int
+    # Earlier handovers of this email to SMTP (each answered "try later").
+    smtp_attempts: int
     message: EmailMessage
 
 
@@ -376,7 +377,7 @@ class JourneyScheduler:
         now: datetime,
         *,
         send_id: int | None = None,
-        deferrals: int = 0,
+        smtp_attempts: int = 0,
     ) -> Outgoing | None:
         """Compose the step's email and commit its `sending` record (with the caller's
         transaction); a step that cannot be composed is recorded `failed`, not sent."""
@@ -402,7 +403,7 @@ class JourneyScheduler:
                 return None  # recorded before: never sent twice
         else:
             await conn.execute(RETRY_SENDING, send_id, lease)
-        return Outgoing(send_id, journey.handle, step_index, deferrals, message)
+        return Outgoing(send_id, journey.handle, step_index, smtp_attempts, message)
 
     def _compose(
         self,
@@ -463,7 +464,7 @@ class JourneyScheduler:
             domain,
             now,
             send_id=row["send_id"],
-            deferrals=row["deferrals"],
+            smtp_attempts=row["smtp_attempts"],
         )
 
     async def _record(
@@ -490,8 +491,8 @@ class JourneyScheduler:
         more = 0
         if result.outcome is SendOutcome.ACCEPTED:
             state, sent_at, error = "sent", now, None
-        elif result.should_retry and email.deferrals + 1 < MAX_SMTP_ATTEMPTS:
-            delay = self._backoff.delay(email.deferrals + 1)
+        elif result.should_retry and email.smtp_attempts + 1 < MAX_SMTP_ATTEMPTS:
+            delay = self._backoff.delay(email.smtp_attempts + 1)
             state, sent_at, error = "deferred", None, result.detail
             retry_at, more = now + timedelta(seconds=delay), 1
         elif result.maybe_delivered:

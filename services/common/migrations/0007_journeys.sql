@@ -72,6 +72,8 @@ CREATE TABLE journey_sends (
     ),
     -- How often the step was held back by quiet hours, the cap or a temporary SMTP failure.
     deferrals integer NOT NULL DEFAULT 0,
+    -- How often the email was handed to SMTP (retries of "try later" answers are bounded).
+    smtp_attempts integer NOT NULL DEFAULT 0,
     -- A temporary SMTP failure: retried from then (state `deferred`).
     retry_at timestamptz,
     -- Another replica may resolve a `sending` row only after this.

@@ -11,6 +11,7 @@ import pytest
 from services.tagger.email.compose import message_id_for
 from services.tagger.email.sender import SendResult
 from services.tagger.journeys.holdout import Group
+from services.tagger.scheduler import MAX_SMTP_ATTEMPTS
 from tests.integration.tagger.journeys.support import HOUR, NOW, Journeys
 
 
@@ -186,3 +187,18 @@ async def test_the_cap_across_journeys_defers_and_never_drops(journeys: Journeys
     await journeys.at(NOW + timedelta(days=1), scheduler)
     assert len(journeys.mailbox.messages()) == 2
     assert (await journeys.enrolment(customer, "welcome"))["step_index"] == 1
+
+
+async def test_a_step_always_answered_try_later_is_given_up_not_sent(journeys: Journeys) -> None:
+    (customer,) = await journeys.ids_in("welcome", Group.TREATED, 1)
+    await journeys.customer(customer)
+    await journeys.change(customer, "new-customer")
+    journeys.mailbox.refuse_next(MAX_SMTP_ATTEMPTS, 451)
+    scheduler = journeys.scheduler()
+    for hour in range(1, MAX_SMTP_ATTEMPTS + 2):
+        await journeys.at(NOW + hour * HOUR, scheduler)
+    assert journeys.mailbox.messages() == []
+    [(step, state, _, _)] = [s for s in await journeys.sends(customer) if s[0] == 0]
+    assert (step, state) == (0, "failed")
+    attempts = await journeys.db.fetchval("SELECT smtp_attempts FROM journey_sends LIMIT 1")
+    assert attempts == MAX_SMTP_ATTEMPTS
