@@ -122,6 +122,7 @@ async def _cmd_tagger(settings: Settings, args: argparse.Namespace) -> int:
     exit 1 when it could not start or a task died, 0 after SIGINT/SIGTERM."""
     from services.common.metrics import new_registry
     from services.tagger.app import create_app
+    from services.tagger.email.metrics import EmailMetrics
     from services.tagger.metrics import TaggerMetrics
     from services.tagger.service import TaggerHealth, run_tagger
     from services.tagger.shopify.metrics import ShopifyClientMetrics
@@ -133,12 +134,15 @@ async def _cmd_tagger(settings: Settings, args: argparse.Namespace) -> int:
     health = TaggerHealth()
     metrics = TaggerMetrics.create(registry)
     client_metrics = ShopifyClientMetrics.create(registry)
+    email_metrics = EmailMetrics.create(registry)
     server = make_server(
         create_app(settings, health, registry), settings.host, settings.tagger_port
     )
 
     async def tagger(stop: asyncio.Event) -> None:
-        await run_tagger(settings, metrics, client_metrics, stop, health)
+        await run_tagger(
+            settings, metrics, client_metrics, stop, health, email_metrics=email_metrics
+        )
 
     return 0 if await serve_until([server], stop, [tagger]) else 1
 
@@ -170,6 +174,7 @@ async def _cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _cmd_shops_add(settings: Settings, args: argparse.Namespace) -> int:
     from services.segmenter.storage.segments import install_templates
+    from services.tagger.journeys_store import install_journeys
 
     conn = await asyncpg.connect(settings.require_database_url())
     try:
@@ -178,6 +183,7 @@ async def _cmd_shops_add(settings: Settings, args: argparse.Namespace) -> int:
                 conn, args.domain, webhook_secret=args.webhook_secret, replace=args.rotate
             )
             installed = await install_templates(conn, creds.shop_id, datetime.now(UTC))
+            journeys = await install_journeys(conn, creds.shop_id, datetime.now(UTC))
     except ShopExistsError:
         _out(f"shop {args.domain} exists already; use --rotate to issue new credentials")
         return 1
@@ -193,6 +199,8 @@ async def _cmd_shops_add(settings: Settings, args: argparse.Namespace) -> int:
     _out("These are shown once; segflow keeps only hashes of the API token and Flow secret.")
     if installed:
         _out(f"Installed {installed} built-in segments (edit or remove them over the API).")
+    if journeys:
+        _out(f"Installed {journeys} built-in email journeys (edit or remove them over the API).")
     return 0
 
 

@@ -157,6 +157,13 @@ class Settings(BaseSettings):
     journey_cap_window_hours: float = Field(default=24.0, gt=0, le=24 * 31)
     # The zone for quiet hours when neither the customer's address nor the shop gives one.
     journey_default_timezone: str = "UTC"
+    # The coupon code the shipped offer emails show (welcome day 7, VIP offers, win-back);
+    # unset: those steps cannot be composed and are recorded failed, never sent half-filled.
+    journey_coupon_code: str | None = Field(default=None, max_length=64)
+    # A journey email's `sending` record is this process's for so long; after it, another
+    # replica takes it for one that died mid-send and settles it without sending. Must exceed
+    # four SMTP timeouts (connect, MAIL, RCPT, DATA), so a live send is never taken.
+    journey_send_lease_seconds: float = Field(default=180.0, gt=0)
 
     demo_shop_domain: str = "demo.myshopify.com"
     demo_webhook_secret: str | None = None
@@ -195,6 +202,15 @@ class Settings(BaseSettings):
     dkim_domain: str | None = None
     dkim_selector: str | None = None
     dkim_private_key_path: Path | None = None
+
+    @model_validator(mode="after")
+    def _check_send_lease(self) -> "Settings":
+        if self.journey_send_lease_seconds <= 4 * self.smtp_timeout_seconds:
+            raise ValueError(
+                "journey_send_lease_seconds must exceed 4 x smtp_timeout_seconds: a send "
+                "still talking to SMTP must not be taken for a dead one"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_timeouts(self) -> "Settings":

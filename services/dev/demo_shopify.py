@@ -35,6 +35,18 @@ def dev_sealing_keys(settings: Settings) -> str:
     return path.read_text().strip()
 
 
+def dev_unsubscribe_keys(settings: Settings) -> str:
+    """SEGFLOW_UNSUBSCRIBE_KEYS for this data dir: the environment's, else a key kept in the
+    data dir (made on first start), so unsubscribe links in mail of an earlier run still work."""
+    if settings.unsubscribe_keys is not None:
+        return settings.unsubscribe_keys.get_secret_value()
+    path: Path = settings.data_dir / "unsubscribe.key"
+    if not path.exists():
+        path.write_text(f"dev:{secrets.token_urlsafe(32)}\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 async def connect_demo_shop(
     settings: Settings, database_url: str, demo: ShopCredentials, standin_url: str
 ) -> DemoShopify:

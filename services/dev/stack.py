@@ -24,11 +24,17 @@ from services.common.metrics import MULTIPROCESS_DIR_VARIABLE
 from services.common.serve import port_in_use, stop_event_on_signals
 from services.common.settings import Settings
 from services.common.shops import ShopCredentials, create_shop
-from services.dev.demo_shopify import DemoShopify, connect_demo_shop, dev_sealing_keys
+from services.dev.demo_shopify import (
+    DemoShopify,
+    connect_demo_shop,
+    dev_sealing_keys,
+    dev_unsubscribe_keys,
+)
 from services.dev.embedded import EmbeddedBroker, EmbeddedPostgres
 from services.dev.mailbox import LocalMailbox
 from services.dev.supervisor import ChildExitedError, Role, Supervisor, child_environment
 from services.segmenter.storage.segments import install_templates
+from services.tagger.journeys_store import install_journeys
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +132,7 @@ async def prepare(settings: Settings, infra: Infrastructure) -> ShopCredentials:
                 replace=True,
             )
             await install_templates(conn, demo.shop_id, datetime.now(UTC))
+            await install_journeys(conn, demo.shop_id, datetime.now(UTC))
         return demo
     finally:
         await conn.close()
@@ -221,7 +228,14 @@ async def run_dev(settings: Settings) -> int:
     stop = stop_event_on_signals()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     sealing_keys = dev_sealing_keys(settings)
-    settings = settings.model_copy(update={"sealing_keys": SecretStr(sealing_keys)})
+    # Journey email carries one-click links: the tagger sends none without their keys.
+    unsubscribe_keys = dev_unsubscribe_keys(settings)
+    settings = settings.model_copy(
+        update={
+            "sealing_keys": SecretStr(sealing_keys),
+            "unsubscribe_keys": SecretStr(unsubscribe_keys),
+        }
+    )
     infra = await start_infrastructure(settings)
     supervisor: Supervisor | None = None
     watcher = asyncio.create_task(watch_broker(infra, stop))
@@ -238,6 +252,7 @@ async def run_dev(settings: Settings) -> int:
             DATABASE_URL=infra.database_url,
             KAFKA_BOOTSTRAP_SERVERS=infra.bootstrap_servers,
             SEGFLOW_SEALING_KEYS=sealing_keys,
+            SEGFLOW_UNSUBSCRIBE_KEYS=unsubscribe_keys,
         )
         planned = roles(settings, fresh_metrics_dir(settings))
         taken = [

@@ -20,7 +20,9 @@ from services.common.metrics import mount_metrics
 from services.common.settings import Settings
 from services.common.shops import ShopDirectory
 from services.tagger import storage
+from services.tagger.journeys_api import journeys_router
 from services.tagger.service import TaggerHealth
+from services.tagger.unsubscribe_api import unsubscribe_router
 
 LEDGER_OF_CUSTOMER = """
 SELECT tag, state, changed_at FROM tag_ledger
@@ -50,6 +52,9 @@ def create_app(settings: Settings, health: TaggerHealth, registry: CollectorRegi
     app = FastAPI(title="segflow tagger", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     mount_metrics(app, registry)
+
+    app.include_router(unsubscribe_router(settings))
+    app.include_router(journeys_router())
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

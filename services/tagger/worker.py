@@ -4,13 +4,17 @@ One consumer group reads two topics:
 - segflow.segment-changes: each change marks its customer for a look at their tags
   (`tag_work`); the reconciler reads the memberships when it takes the mark, so duplicates and
   out-of-order changes are harmless (tags are a function of the memberships, not of the
-  stream);
-- segflow.events, Shopify's tags webhooks only (`customer.tags_added`/`_removed`, and
-  `customers/update` carrying the whole tags list on API versions before 2025-01): they
-  confirm the ledger or record a manual removal (tags.on_echo), and never start segment work.
+  stream). Each change also enrols or exits the customer in the journeys of its segment
+  (journeys_store.apply_segment_changes; the stored seq makes replays harmless);
+- segflow.events: Shopify's tags webhooks (`customer.tags_added`/`_removed`, and
+  `customers/update` carrying the whole tags list on API versions before 2025-01) confirm the
+  ledger or record a manual removal (tags.on_echo), and never start segment work;
+  orders/create counts journey conversions and goal exits, customers/redact erases the
+  customer's journey data.
 
 Offsets are committed after the database transaction; a failing database or broker retries
-the batch with backoff (dedupe is not needed: marks and echo confirmations are idempotent).
+the batch with backoff (dedupe is not needed: marks, echo confirmations, enrolments (by seq)
+and conversions (by order) are idempotent).
 """
 
 import asyncio
@@ -25,12 +29,20 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from services.common.backoff import Backoff
-from services.common.envelope import decode_envelope
+from services.common.envelope import as_utc, decode_envelope
 from services.common.settings import Settings
-from services.common.shopify import Customer, CustomerTagsChanged, parse_payload, tag_key
+from services.common.shopify import (
+    Customer,
+    CustomerRedact,
+    CustomerTagsChanged,
+    Order,
+    parse_payload,
+    tag_key,
+)
 from services.segmenter.runtime.faults import infrastructure_fault
 from services.segmenter.runtime.health import ComponentHealth
-from services.tagger import storage
+from services.tagger import journeys_store, storage
+from services.tagger.journeys.enrolment import OrderPlaced, SegmentChange
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.tags import on_echo
 
@@ -39,8 +51,12 @@ logger = logging.getLogger(__name__)
 # Changes of bulk work go to the bulk lane (the outbox's lanes name the same causes).
 BULK_CAUSES = frozenset({"backfill", "import", "segment_deleted"})
 TAG_TOPICS = frozenset({"customer.tags_added", "customer.tags_removed", "customers/update"})
+# Orders count for journeys' conversions and goal exits.
+ORDER_TOPIC = "orders/create"
 # Cheap byte tests before an envelope is decoded: most events are orders.
 _TAG_TOPIC_BYTES = tuple(f'"topic":"{t}"'.encode() for t in TAG_TOPICS)
+_ORDER_TOPIC_BYTES = f'"topic":"{ORDER_TOPIC}"'.encode()
+_REDACT_TOPIC_BYTES = b'"topic":"customers/redact"'
 
 SHOP_IDS = "SELECT domain, id FROM shops WHERE domain = ANY($1::text[])"
 RESPECTS = "SELECT shop_id, respect_manual_removals FROM shop_connections"
@@ -66,6 +82,62 @@ def change_mark(value: bytes) -> tuple[str, int, bool] | None:
         return str(change["shop"]), int(change["customer_id"]), change["cause"] in BULK_CAUSES
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
+
+
+def segment_change(value: bytes) -> tuple[str, SegmentChange] | None:
+    """(shop domain, the change as journeys read it) of a segment change, or None."""
+    try:
+        change = orjson.loads(value)
+        changed_at = datetime.fromisoformat(change["changed_at"])
+        if changed_at.utcoffset() is None:
+            return None
+        return str(change["shop"]), SegmentChange(
+            change_id=str(change["change_id"]),
+            seq=int(change["seq"]),
+            customer_id=int(change["customer_id"]),
+            segment_handle=str(change["segment"]["handle"]),
+            change="exited" if change["change"] == "exited" else "entered",
+            cause=str(change["cause"]),
+            changed_at=as_utc(changed_at),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def order_placed(value: bytes) -> tuple[str, OrderPlaced] | None:
+    """(shop domain, the order as journeys read it) of an orders/create event, or None."""
+    if _ORDER_TOPIC_BYTES not in value:
+        return None
+    try:
+        envelope = decode_envelope(value)
+        order = parse_payload(envelope.topic, envelope.payload)
+    except ValueError:
+        return None
+    if envelope.topic != ORDER_TOPIC or not isinstance(order, Order):
+        return None
+    if order.customer is None or order.total_price is None:
+        return None
+    placed_at = order.created_at or envelope.occurred_at
+    return envelope.shop, OrderPlaced(
+        order_id=order.id,
+        customer_id=order.customer.id,
+        placed_at=as_utc(placed_at),
+        total=order.total_price,
+    )
+
+
+def redacted_customer(value: bytes) -> tuple[str, int] | None:
+    """(shop domain, customer id) of a customers/redact event, or None."""
+    if _REDACT_TOPIC_BYTES not in value:
+        return None
+    try:
+        envelope = decode_envelope(value)
+        request = parse_payload(envelope.topic, envelope.payload)
+    except ValueError:
+        return None
+    if not isinstance(request, CustomerRedact) or request.customer is None:
+        return None
+    return envelope.shop, request.customer.id
 
 
 def tags_echo(value: bytes) -> Echo | None:
@@ -149,6 +221,9 @@ class TaggerWorker:
     async def process(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
         """Mark the changes' customers, apply the echoes, then commit the offsets."""
         marks: list[tuple[str, int, bool]] = []
+        changes: list[tuple[str, SegmentChange]] = []
+        orders: list[tuple[str, OrderPlaced]] = []
+        redactions: list[tuple[str, int]] = []
         echoes: list[Echo] = []
         for tp, records in batch.items():
             for record in records:
@@ -160,13 +235,19 @@ class TaggerWorker:
                         self._metrics.changes.labels("unreadable").inc()
                         continue
                     marks.append(mark)
+                    if (parsed := segment_change(record.value)) is not None:
+                        changes.append(parsed)
                     self._metrics.changes.labels("bulk" if mark[2] else "live").inc()
                 elif (echo := tags_echo(record.value)) is not None:
                     echoes.append(echo)
-        if marks or echoes:
+                elif (order := order_placed(record.value)) is not None:
+                    orders.append(order)
+                elif (redacted := redacted_customer(record.value)) is not None:
+                    redactions.append(redacted)
+        if marks or echoes or orders or redactions:
             async with self._pool.acquire() as conn:
                 async with conn.transaction():
-                    await self._apply(conn, marks, echoes)
+                    await self._apply(conn, marks, echoes, changes, orders, redactions)
         await self._consumer.commit(
             {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
         )
@@ -174,9 +255,16 @@ class TaggerWorker:
             self._poke()
 
     async def _apply(
-        self, conn: asyncpg.Connection, marks: list[tuple[str, int, bool]], echoes: list[Echo]
+        self,
+        conn: asyncpg.Connection,
+        marks: list[tuple[str, int, bool]],
+        echoes: list[Echo],
+        changes: list[tuple[str, SegmentChange]],
+        orders: list[tuple[str, OrderPlaced]],
+        redactions: list[tuple[str, int]],
     ) -> None:
         domains = {m[0] for m in marks} | {e.shop for e in echoes}
+        domains |= {o[0] for o in orders} | {r[0] for r in redactions}
         shop_ids = {r["domain"]: r["id"] for r in await conn.fetch(SHOP_IDS, sorted(domains))}
         work: dict[storage.Key, bool] = {}
         for domain, customer_id, bulk in marks:
@@ -186,6 +274,30 @@ class TaggerWorker:
         if echoes:
             await self._apply_echoes(conn, echoes, shop_ids, work)
         await storage.mark_tag_work(conn, work)
+        await self._enrol(conn, changes, shop_ids)
+        now = self._clock()
+        for domain, order in orders:
+            if (shop_id := shop_ids.get(domain)) is not None:
+                await journeys_store.apply_order(conn, shop_id, order, now)
+        # Last, so a redacted customer's changes and orders in the same batch leave nothing.
+        for domain, customer_id in redactions:
+            if (shop_id := shop_ids.get(domain)) is not None:
+                await journeys_store.redact_customer(conn, shop_id, customer_id)
+
+    async def _enrol(
+        self,
+        conn: asyncpg.Connection,
+        changes: Iterable[tuple[str, SegmentChange]],
+        shop_ids: Mapping[str, int],
+    ) -> None:
+        """Journeys' entries and exits from the changes, in the batch's transaction."""
+        by_shop: dict[int, list[SegmentChange]] = {}
+        for domain, change in changes:
+            if (shop_id := shop_ids.get(domain)) is not None:
+                by_shop.setdefault(shop_id, []).append(change)
+        now = self._clock()
+        for shop_id, shop_changes in by_shop.items():
+            await journeys_store.apply_segment_changes(conn, shop_id, shop_changes, now)
 
     async def _apply_echoes(
         self,

@@ -1,0 +1,155 @@
+"""The journeys API on the tagger's app (bearer token of the shop; another shop's journey or
+customer is a 404): journeys CRUD with JourneyIn bodies, a customer's enrolments, and a
+journey's lift report over its stored enrolments, sends and conversions."""
+
+import dataclasses
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+from fastapi import APIRouter, Request, Response
+
+from services.api.lookup import path_id
+from services.common.auth import ShopDep
+from services.common.errors import ApiError
+from services.tagger import journeys_store as store
+from services.tagger.journeys.holdout import Group
+from services.tagger.journeys.model import JourneyIn
+from services.tagger.journeys.stats import GroupCounts, lift_report
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _journey_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "version": row["current_version"],
+        "created_at": _iso(row["created_at"]),
+        "updated_at": _iso(row["updated_at"]),
+        **store.stored_definition(row),
+    }
+
+
+def _plain(value: Any) -> Any:
+    """A report's dataclasses as JSON: money as strings (exact), floats as they are."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def _id(value: str, what: str) -> int:
+    found = path_id(value)
+    if found is None:
+        raise ApiError(404, "not_found", f"no such {what}")
+    return found
+
+
+def journeys_router() -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    async def one(pool: asyncpg.Pool, shop_id: int, journey_id: int) -> asyncpg.Record:
+        rows = await pool.fetch(store.JOURNEYS_OF_SHOP, shop_id, journey_id)
+        if not rows:
+            raise ApiError(404, "not_found", "no such journey")
+        row: asyncpg.Record = rows[0]
+        return row
+
+    @router.get("/journeys")
+    async def list_journeys(request: Request, shop: ShopDep) -> dict[str, Any]:
+        """The shop's journeys, each with its current definition."""
+        rows = await request.app.state.pool.fetch(store.JOURNEYS_OF_SHOP, shop.id, None)
+        return {"journeys": [_journey_json(r) for r in rows]}
+
+    @router.post("/journeys", status_code=201)
+    async def create(request: Request, shop: ShopDep, body: JourneyIn) -> dict[str, Any]:
+        """A new journey (version 1); 409 when the handle is taken."""
+        pool = request.app.state.pool
+        async with pool.acquire() as conn, conn.transaction():
+            journey_id = await store.create_journey(conn, shop.id, body, datetime.now(UTC))
+        if journey_id is None:
+            raise ApiError(409, "conflict", "a journey with this handle exists", field="handle")
+        return _journey_json(await one(pool, shop.id, journey_id))
+
+    @router.get("/journeys/{journey_id}")
+    async def read(request: Request, shop: ShopDep, journey_id: str) -> dict[str, Any]:
+        return _journey_json(await one(request.app.state.pool, shop.id, _id(journey_id, "journey")))
+
+    @router.put("/journeys/{journey_id}")
+    async def replace(
+        request: Request, shop: ShopDep, journey_id: str, body: JourneyIn
+    ) -> dict[str, Any]:
+        """Save an edit; a path-shaping one makes a new version (enrolments keep theirs)."""
+        found = _id(journey_id, "journey")
+        pool = request.app.state.pool
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                version = await store.update_journey(conn, shop.id, found, body, datetime.now(UTC))
+        except store.HandleTakenError:
+            raise ApiError(
+                409, "conflict", "another journey has this handle", field="handle"
+            ) from None
+        if version is None:
+            raise ApiError(404, "not_found", "no such journey")
+        return _journey_json(await one(pool, shop.id, found))
+
+    @router.delete("/journeys/{journey_id}", status_code=204)
+    async def delete(request: Request, shop: ShopDep, journey_id: str) -> Response:
+        found = _id(journey_id, "journey")
+        async with request.app.state.pool.acquire() as conn:
+            if not await store.delete_journey(conn, shop.id, found):
+                raise ApiError(404, "not_found", "no such journey")
+        return Response(status_code=204)
+
+    @router.get("/journeys/{journey_id}/stats")
+    async def stats(request: Request, shop: ShopDep, journey_id: str) -> dict[str, Any]:
+        """Treated against holdout, intent-to-treat (stats.lift_report)."""
+        pool = request.app.state.pool
+        found = _id(journey_id, "journey")
+        await one(pool, shop.id, found)
+        counts = {Group.TREATED: GroupCounts(0), Group.HOLDOUT: GroupCounts(0)}
+        for row in await pool.fetch(store.STATS, found):
+            counts[Group(row["grp"])] = GroupCounts(
+                # sum() of counts is numeric in PostgreSQL: back to int.
+                entered=int(row["entered"]),
+                sent=int(row["sent"]),
+                deferred=int(row["deferred"]),
+                exited=int(row["exited"]),
+                converted=int(row["converted"]),
+                revenue=Decimal(row["revenue"]),
+                revenue_squares=Decimal(row["revenue_squares"]),
+            )
+        report = lift_report(counts[Group.TREATED], counts[Group.HOLDOUT])
+        return {"journey_id": str(found), **_plain(report)}
+
+    @router.get("/customers/{customer_id}/enrolments")
+    async def enrolments(request: Request, shop: ShopDep, customer_id: str) -> dict[str, Any]:
+        """The customer's enrolments: journey, state, steps sent and the next one due."""
+        found = _id(customer_id, "customer")
+        rows = await request.app.state.pool.fetch(store.CUSTOMER_ENROLMENTS, shop.id, found)
+        return {
+            "customer_id": str(found),
+            "enrolments": [
+                {
+                    "id": str(r["id"]),
+                    "journey_id": str(r["journey_id"]),
+                    "journey": r["handle"],
+                    "version": r["journey_version"],
+                    "group": r["grp"],
+                    "state": r["state"],
+                    "entered_at": _iso(r["entered_at"]),
+                    "steps_sent": r["steps_sent"],
+                    "next_step": r["step_index"] if r["state"] == "active" else None,
+                    "next_due_at": _iso(r["next_due_at"]),
+                    "exited_at": _iso(r["exited_at"]),
+                    "exit_reason": r["exit_reason"],
+                }
+                for r in rows
+            ],
+        }
+
+    return router

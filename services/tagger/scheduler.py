@@ -1,0 +1,530 @@
+"""The journey send scheduler: decides due enrolments' next steps and hands their email to SMTP,
+at most once per step.
+
+A round takes due enrolments with FOR UPDATE SKIP LOCKED (replicas share the queue), builds
+each customer's context from the database (facts, consent with our one-click unsubscribes,
+membership of the trigger segment, local zone, recent sends), asks the step machine, and
+writes its decision in the same transaction. A Send is written as a `sending` record with its
+fixed Message-ID and committed before SMTP is spoken to (sender.py's design note); after SMTP
+the record becomes `sent`, `failed`, `unknown` (maybe delivered: never re-sent) or `deferred`
+with a retry time (surely not delivered). A `sending` record whose lease ran out died
+mid-send: it is resolved with resolve_interrupted_send, without sending.
+"""
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from typing import Any, Protocol
+
+import asyncpg
+
+from services.common.backoff import Backoff
+from services.common.settings import Settings
+from services.segmenter.domain.facts import CustomerFacts
+from services.segmenter.runtime.faults import infrastructure_fault
+from services.segmenter.runtime.health import ComponentHealth
+from services.segmenter.storage.rows import facts_from_row
+from services.tagger.email.compose import address_domain, compose_email, message_id_for
+from services.tagger.email.metrics import EmailMetrics
+from services.tagger.email.sender import (
+    MessageLookup,
+    SendOutcome,
+    SendResult,
+    resolve_interrupted_send,
+)
+from services.tagger.email.templates import EmailContext, EmailTemplates, TemplateError
+from services.tagger.email.unsubscribe import KeyRing, issue_token, unsubscribe_url
+from services.tagger.journeys.enrolment import (
+    CustomerContext,
+    Defer,
+    Done,
+    Exit,
+    Send,
+    Skip,
+    StepDecision,
+    Suppress,
+)
+from services.tagger.journeys.machine import next_step
+from services.tagger.journeys.model import Journey, Step
+from services.tagger.journeys.timing import SendCap, customer_zone
+from services.tagger.journeys_store import (
+    StoredEnrolment,
+    enrolment_from_row,
+    journey_for,
+    update_enrolment,
+)
+
+logger = logging.getLogger(__name__)
+
+# The shipped journeys' step templates (journey JSON) and the template files they render.
+SHIPPED_TEMPLATE_FILES = {
+    "welcome.hello": "welcome/1",
+    "welcome.product-intro": "welcome/2",
+    "welcome.first-order-coupon": "welcome/3",
+    "welcome.guide": "welcome/4",
+    "vip-care.exclusive-offer": "vip-care/offer",
+    "vip-care.birthday-offer": "vip-care/birthday",
+    "win-back.we-miss-you": "win-back/1",
+    "win-back.return-offer": "win-back/2",
+    "win-back.new-arrivals": "win-back/3",
+    "win-back.survey": "win-back/4",
+}
+# A step whose SMTP server kept answering "try later" this often is given up (failed).
+MAX_SMTP_ATTEMPTS = 8
+
+TAKE_DUE = """
+SELECT id, shop_id, journey_id, journey_version, customer_id, grp, state, entered_at,
+       entry_seq, step_index, last_step_at, next_due_at, exited_at, exit_reason
+FROM journey_enrolments
+WHERE state = 'active' AND next_due_at <= $1
+ORDER BY next_due_at
+LIMIT $2
+FOR UPDATE SKIP LOCKED
+"""
+
+# The customer row is locked (shared) so a one-click unsubscribe, which locks it for update,
+# is either seen by this decision or waits for its commit.
+CUSTOMER = "SELECT * FROM customers WHERE shop_id = $1 AND customer_id = $2 FOR SHARE"
+UNSUBSCRIBED = "SELECT 1 FROM consent_overrides WHERE shop_id = $1 AND customer_id = $2"
+SHOP_DOMAIN = "SELECT domain FROM shops WHERE id = $1"
+IN_SEGMENT = """
+SELECT EXISTS (
+    SELECT 1 FROM memberships m JOIN segments s ON s.id = m.segment_id
+    WHERE s.shop_id = $1 AND s.handle = $2 AND m.customer_id = $3
+)
+"""
+RECENT_SENDS = """
+SELECT coalesce(s.sent_at, s.decided_at) AS at
+FROM journey_sends s JOIN journey_enrolments e ON e.id = s.enrolment_id
+WHERE e.shop_id = $1 AND e.customer_id = $2 AND s.state IN ('sending', 'sent', 'unknown')
+  AND coalesce(s.sent_at, s.decided_at) > $3
+"""
+
+# A decided step's record. An existing row is overwritten only while it is `deferred` (a
+# step held back, or an SMTP retry): a step once sending, sent or settled is never redone.
+RECORD_STEP = """
+INSERT INTO journey_sends (
+    enrolment_id, step_index, message_id, state, deferrals, lease_until, decided_at, error
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (enrolment_id, step_index) DO UPDATE
+SET state = excluded.state, deferrals = journey_sends.deferrals + excluded.deferrals,
+    lease_until = excluded.lease_until, decided_at = excluded.decided_at,
+    error = excluded.error, retry_at = NULL
+WHERE journey_sends.state = 'deferred'
+RETURNING id
+"""
+
+FINISH_SEND = """
+UPDATE journey_sends
+SET state = $2, sent_at = $3, error = $4, retry_at = $5, lease_until = NULL,
+    deferrals = deferrals + $6, smtp_attempts = smtp_attempts + 1
+WHERE id = $1 AND state = 'sending'
+"""
+
+TAKE_RETRIES = """
+SELECT s.id AS send_id, s.step_index AS send_step, s.smtp_attempts, e.id, e.shop_id, e.journey_id,
+       e.journey_version, e.customer_id, e.grp, e.state, e.entered_at, e.entry_seq,
+       e.step_index, e.last_step_at, e.next_due_at, e.exited_at, e.exit_reason
+FROM journey_sends s JOIN journey_enrolments e ON e.id = s.enrolment_id
+WHERE s.state = 'deferred' AND s.retry_at <= $1
+ORDER BY s.retry_at
+LIMIT $2
+FOR UPDATE OF s SKIP LOCKED
+"""
+
+RETRY_SENDING = """
+UPDATE journey_sends SET state = 'sending', lease_until = $2, retry_at = NULL WHERE id = $1
+"""
+RETRY_SKIPPED = """
+UPDATE journey_sends SET state = 'skipped', retry_at = NULL, error = $2 WHERE id = $1
+"""
+
+TAKE_INTERRUPTED = """
+SELECT id, message_id FROM journey_sends
+WHERE state = 'sending' AND lease_until < $1
+ORDER BY lease_until
+LIMIT $2
+FOR UPDATE SKIP LOCKED
+"""
+RESOLVE_INTERRUPTED = """
+UPDATE journey_sends SET state = $2, lease_until = NULL, sent_at = $3, error = $4 WHERE id = $1
+"""
+
+
+class Sender(Protocol):
+    async def send(self, message: EmailMessage) -> SendResult:
+        """Hand one composed message to SMTP."""
+        ...
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An email whose `sending` record is committed, waiting for SMTP."""
+
+    send_id: int
+    journey: str
+    step_index: int
+    # Earlier handovers of this email to SMTP (each answered "try later").
+    smtp_attempts: int
+    message: EmailMessage
+
+
+class JourneyScheduler:
+    """The send loop beside the tag reconciler; `poke()` makes it look at the queue now."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        sender: Sender,
+        health: ComponentHealth,
+        *,
+        lookup: MessageLookup | None = None,
+        metrics: EmailMetrics | None = None,
+        templates: EmailTemplates | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._sender = sender
+        self._health = health
+        self._lookup = lookup
+        self._metrics = metrics
+        self._templates = templates or EmailTemplates()
+        self._clock = clock
+        self._keys = KeyRing.parse(settings.require_unsubscribe_keys())
+        self._base_url = settings.require_unsubscribe_base_url()
+        self._domain = address_domain(settings.email_from_address)
+        self._cap = SendCap(
+            settings.journey_cap_emails, timedelta(hours=settings.journey_cap_window_hours)
+        )
+        self._backoff = Backoff(settings.retry_initial_seconds, settings.retry_max_seconds)
+        # Longer than every SMTP step timing out once (the settings check it): a record still
+        # `sending` after that belongs to a process that died.
+        self._lease = timedelta(seconds=settings.journey_send_lease_seconds)
+        point, _, count = (settings.crash_at or "").partition(":")
+        self._crash_point = point or None
+        self._crash_after = int(count.partition(":")[0] or 1)
+        self._wake = asyncio.Event()
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Schedule until `stop` is set (the round in hand is finished first)."""
+        self._health.running()
+        failures = 0
+        while not stop.is_set():
+            try:
+                busy = await self.round()
+            except Exception as exc:
+                fault = infrastructure_fault(exc)
+                if fault is None:
+                    raise
+                failures += 1
+                self._health.retrying(fault, failures)
+                busy = False
+            else:
+                if failures:
+                    failures = 0
+                    self._health.running()
+            if busy:
+                continue
+            self._wake.clear()
+            await _wait_either(stop, self._wake, self._settings.tagger_interval_seconds)
+
+    async def round(self) -> bool:
+        """Resolve interrupted sends, retry due SMTP retries, decide due enrolments and send;
+        True if there was anything to do."""
+        now = self._clock()
+        batch = self._settings.tagger_batch_size
+        resolved = await self.resolve_interrupted(now)
+        outgoing: list[Outgoing] = []
+        async with self._pool.acquire() as conn:
+            async with conn.transaction():
+                retries = await conn.fetch(TAKE_RETRIES, now, batch)
+                for row in retries:
+                    if (email := await self._retry(conn, row, now)) is not None:
+                        outgoing.append(email)
+            async with conn.transaction():
+                due = await conn.fetch(TAKE_DUE, now, batch)
+                for row in due:
+                    if (
+                        email := await self._decide(conn, enrolment_from_row(row), now)
+                    ) is not None:
+                        outgoing.append(email)
+        for email in outgoing:
+            result = await self._sender.send(email.message)
+            self._crash_if_told("after_smtp")
+            await self._finish(email, result)
+        return bool(resolved or retries or due)
+
+    async def resolve_interrupted(self, now: datetime) -> int:
+        """Settle `sending` records whose lease ran out, without sending: `sent` where the SMTP
+        side holds the Message-ID, else `unknown`."""
+        async with self._pool.acquire() as conn:
+            async with conn.transaction():
+                rows = await conn.fetch(TAKE_INTERRUPTED, now, self._settings.tagger_batch_size)
+                for row in rows:
+                    state = resolve_interrupted_send(row["message_id"], self._lookup)
+                    error = None if state == "sent" else "interrupted; not re-sent"
+                    sent_at = now if state == "sent" else None
+                    await conn.execute(RESOLVE_INTERRUPTED, row["id"], state, sent_at, error)
+        if rows:
+            logger.warning("resolved interrupted journey sends", extra={"count": len(rows)})
+        return len(rows)
+
+    async def _context(
+        self, conn: asyncpg.Connection, stored: StoredEnrolment, journey: Journey, now: datetime
+    ) -> tuple[CustomerContext, str | None]:
+        customer = stored.enrolment.customer_id
+        row = await conn.fetchrow(CUSTOMER, stored.shop_id, customer)
+        facts = facts_from_row(row) if row is not None else CustomerFacts(stored.shop_id, customer)
+        consent: str | None = "subscribed" if facts.accepts_email_marketing else "not_subscribed"
+        if row is None or row["deleted"]:
+            consent = None
+        if await conn.fetchval(UNSUBSCRIBED, stored.shop_id, customer) is not None:
+            consent = "unsubscribed"
+        in_segment = await conn.fetchval(
+            IN_SEGMENT, stored.shop_id, journey.trigger_segment, customer
+        )
+        recent = await conn.fetch(RECENT_SENDS, stored.shop_id, customer, now - self._cap.window)
+        zone = customer_zone(
+            facts.country_code, facts.province_code, self._settings.journey_default_timezone
+        )
+        context = CustomerContext(
+            facts=facts,
+            email_consent=consent,
+            in_trigger_segment=bool(in_segment),
+            zone=zone,
+            recent_sends=tuple(r["at"] for r in recent),
+            cap=self._cap,
+        )
+        domain: str | None = await conn.fetchval(SHOP_DOMAIN, stored.shop_id)
+        return context, domain
+
+    async def _decide(
+        self, conn: asyncpg.Connection, stored: StoredEnrolment, now: datetime
+    ) -> Outgoing | None:
+        journey = await journey_for(conn, stored)
+        context, domain = await self._context(conn, stored, journey, now)
+        decision = next_step(journey, stored.enrolment, context, now)
+        return await self._apply(conn, stored, journey, decision, context, domain, now)
+
+    async def _apply(
+        self,
+        conn: asyncpg.Connection,
+        stored: StoredEnrolment,
+        journey: Journey,
+        decision: StepDecision,
+        context: CustomerContext,
+        domain: str | None,
+        now: datetime,
+    ) -> Outgoing | None:
+        if not isinstance(decision, Done) or decision.enrolment != stored.enrolment:
+            await update_enrolment(conn, stored.id, decision.enrolment)
+        # The step decided (or held back) is the one the enrolment stood at.
+        step_index = stored.enrolment.step_index
+        message_id = message_id_for(stored.shop_id, stored.id, step_index, self._domain)
+        if isinstance(decision, Suppress):
+            await self._record(conn, stored.id, decision.step_index, message_id, "suppressed", now)
+        elif isinstance(decision, Skip):
+            await self._record(
+                conn,
+                stored.id,
+                decision.step_index,
+                message_id,
+                "skipped",
+                now,
+                error=decision.reason.value,
+            )
+        elif isinstance(decision, Defer) and decision.reason.counts_as_deferral:
+            await self._record(
+                conn, stored.id, step_index, message_id, "deferred", now, deferrals=1
+            )
+            self._count(journey.handle, step_index, "deferred")
+        elif isinstance(decision, Send):
+            return await self._prepare(
+                conn,
+                stored,
+                journey,
+                decision.step,
+                decision.step_index,
+                message_id,
+                context,
+                domain,
+                now,
+            )
+        elif isinstance(decision, Exit):
+            logger.debug("journey exit", extra={"reason": decision.reason.value})
+        return None
+
+    async def _prepare(
+        self,
+        conn: asyncpg.Connection,
+        stored: StoredEnrolment,
+        journey: Journey,
+        step: Step,
+        step_index: int,
+        message_id: str,
+        context: CustomerContext,
+        domain: str | None,
+        now: datetime,
+        *,
+        send_id: int | None = None,
+        smtp_attempts: int = 0,
+    ) -> Outgoing | None:
+        """Compose the step's email and commit its `sending` record (with the caller's
+        transaction); a step that cannot be composed is recorded `failed`, not sent."""
+        try:
+            message = self._compose(stored, step, message_id, context, domain, now)
+        except (TemplateError, KeyError, ValueError) as exc:
+            error = f"{type(exc).__name__}: cannot compose: {exc}"[:300]
+            if send_id is None:
+                await self._record(
+                    conn, stored.id, step_index, message_id, "failed", now, error=error
+                )
+            else:
+                await conn.execute(RETRY_SKIPPED, send_id, error)
+            self._count(journey.handle, step_index, "failed")
+            logger.warning("journey email not composed", extra={"journey": journey.handle})
+            return None
+        lease = now + self._lease
+        if send_id is None:
+            send_id = await self._record(
+                conn, stored.id, step_index, message_id, "sending", now, lease=lease
+            )
+            if send_id is None:
+                return None  # recorded before: never sent twice
+        else:
+            await conn.execute(RETRY_SENDING, send_id, lease)
+        return Outgoing(send_id, journey.handle, step_index, smtp_attempts, message)
+
+    def _compose(
+        self,
+        stored: StoredEnrolment,
+        step: Step,
+        message_id: str,
+        context: CustomerContext,
+        domain: str | None,
+        now: datetime,
+    ) -> EmailMessage:
+        address = context.facts.email
+        if not address:
+            raise ValueError("the customer has no email address")
+        token = issue_token(self._keys, stored.shop_id, stored.enrolment.customer_id)
+        link = unsubscribe_url(self._base_url, token)
+        shop_name = (domain or "").removesuffix(".myshopify.com") or "our shop"
+        key = SHIPPED_TEMPLATE_FILES.get(step.template, step.template)
+        rendered = self._templates.render(
+            key,
+            EmailContext(
+                shop_name=shop_name,
+                unsubscribe_url=link,
+                coupon_code=self._settings.journey_coupon_code,
+                top_product_type=context.facts.top_product_type,
+            ),
+        )
+        return compose_email(
+            rendered,
+            from_address=self._settings.email_from_address,
+            from_name=shop_name,
+            to_address=address,
+            message_id=message_id,
+            unsubscribe_url=link,
+            date=now,
+            unsubscribe_mailto=self._settings.unsubscribe_mailto,
+        )
+
+    async def _retry(
+        self, conn: asyncpg.Connection, row: asyncpg.Record, now: datetime
+    ) -> Outgoing | None:
+        """A step SMTP answered "try later" for: consent and the address re-checked now."""
+        stored = enrolment_from_row(row)
+        journey = await journey_for(conn, stored)
+        context, domain = await self._context(conn, stored, journey, now)
+        step = journey.steps[row["send_step"]]
+        if step.marketing and context.email_consent != "subscribed":
+            await conn.execute(RETRY_SKIPPED, row["send_id"], "no_marketing_consent")
+            return None
+        message_id = message_id_for(stored.shop_id, stored.id, row["send_step"], self._domain)
+        return await self._prepare(
+            conn,
+            stored,
+            journey,
+            step,
+            row["send_step"],
+            message_id,
+            context,
+            domain,
+            now,
+            send_id=row["send_id"],
+            smtp_attempts=row["smtp_attempts"],
+        )
+
+    async def _record(
+        self,
+        conn: asyncpg.Connection,
+        enrolment_id: int,
+        step_index: int,
+        message_id: str,
+        state: str,
+        now: datetime,
+        *,
+        deferrals: int = 0,
+        lease: datetime | None = None,
+        error: str | None = None,
+    ) -> int | None:
+        send_id: int | None = await conn.fetchval(
+            RECORD_STEP, enrolment_id, step_index, message_id, state, deferrals, lease, now, error
+        )
+        return send_id
+
+    async def _finish(self, email: Outgoing, result: SendResult) -> None:
+        now = self._clock()
+        retry_at = None
+        more = 0
+        if result.outcome is SendOutcome.ACCEPTED:
+            state, sent_at, error = "sent", now, None
+        elif result.should_retry and email.smtp_attempts + 1 < MAX_SMTP_ATTEMPTS:
+            delay = self._backoff.delay(email.smtp_attempts + 1)
+            state, sent_at, error = "deferred", None, result.detail
+            retry_at, more = now + timedelta(seconds=delay), 1
+        elif result.maybe_delivered:
+            state, sent_at, error = "unknown", None, result.detail
+        else:
+            state, sent_at, error = "failed", None, result.detail
+        async with self._pool.acquire() as conn:
+            await conn.execute(FINISH_SEND, email.send_id, state, sent_at, error, retry_at, more)
+        if self._metrics is not None:
+            self._metrics.count_result(email.journey, email.step_index + 1, result)
+
+    def _crash_if_told(self, point: str) -> None:
+        """The crash test hook (SEGFLOW_CRASH_AT=after_smtp:N): die as kill -9 would, after
+        SMTP answered and before the answer is recorded, at the N-th send."""
+        if point != self._crash_point:
+            return
+        self._crash_after -= 1
+        if self._crash_after > 0:
+            return
+        logger.warning("crashing at %s as SEGFLOW_CRASH_AT asks", point)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def _count(self, journey: str, step_index: int, outcome: Any) -> None:
+        if self._metrics is not None:
+            self._metrics.count(journey, step_index + 1, outcome)
+
+
+async def _wait_either(first: asyncio.Event, second: asyncio.Event, timeout: float) -> None:
+    waiters = [asyncio.create_task(first.wait()), asyncio.create_task(second.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
