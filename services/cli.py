@@ -223,6 +223,7 @@ async def _cmd_shops_connect(settings: Settings, args: argparse.Namespace) -> in
             args.admin_token,
             admin_url=args.admin_url,
             callback_url=args.callback_url,
+            respect_manual_removals=not args.restore_manual_removals,
         )
     except SealingError as exc:
         _out(str(exc))
@@ -382,6 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     connect.add_argument("--admin-token", required=True, help="the shop's Admin API access token")
     connect.add_argument("--callback-url", help="where Shopify sends the webhooks (ingest)")
     connect.add_argument("--admin-url", help="another Admin API root (the local stand-in)")
+    connect.add_argument(
+        "--restore-manual-removals",
+        action="store_true",
+        help="put a managed tag back when someone removes it by hand (default: respect it)",
+    )
 
     imports = sub.add_parser(
         "import",

@@ -39,6 +39,7 @@ from services.tagger.journeys_store import install_journeys
 logger = logging.getLogger(__name__)
 
 DATABASE_NAME = "segflow"
+DEMO_COUPON = "SEGFLOW-DEMO-10"
 
 
 @dataclass
@@ -253,6 +254,8 @@ async def run_dev(settings: Settings) -> int:
             KAFKA_BOOTSTRAP_SERVERS=infra.bootstrap_servers,
             SEGFLOW_SEALING_KEYS=sealing_keys,
             SEGFLOW_UNSUBSCRIBE_KEYS=unsubscribe_keys,
+            # The shipped offer emails need a coupon: the demo's, unless one is given.
+            SEGFLOW_JOURNEY_COUPON_CODE=settings.journey_coupon_code or DEMO_COUPON,
         )
         planned = roles(settings, fresh_metrics_dir(settings))
         taken = [

@@ -43,12 +43,13 @@ WEBHOOK_TOPICS = (
 CONNECTION = "SELECT * FROM shop_connections WHERE shop_id = $1"
 SAVE_CONNECTION = """
 INSERT INTO shop_connections (shop_id, admin_token_sealed, key_id, api_version, admin_url,
-    webhook_topics)
-VALUES ($1, $2, $3, $4, $5, $6)
+    webhook_topics, respect_manual_removals)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (shop_id) DO UPDATE
 SET admin_token_sealed = EXCLUDED.admin_token_sealed, key_id = EXCLUDED.key_id,
     api_version = EXCLUDED.api_version, admin_url = EXCLUDED.admin_url,
-    webhook_topics = EXCLUDED.webhook_topics, connected_at = now()
+    webhook_topics = EXCLUDED.webhook_topics,
+    respect_manual_removals = EXCLUDED.respect_manual_removals, connected_at = now()
 """
 # Every customer in a segment with an add_tag or remove_tag action.
 TAGGED_MEMBERS = """
@@ -89,6 +90,7 @@ async def connect_shop(
     *,
     admin_url: str | None = None,
     callback_url: str | None = None,
+    respect_manual_removals: bool = True,
 ) -> Connected:
     """Check the token, register the webhooks (with a callback URL), store it sealed, and
     mark the shop's tagged members for the bulk lane. Raises ShopifyError on a bad token."""
@@ -109,6 +111,7 @@ async def connect_shop(
             settings.shopify_api_version,
             admin_url,
             sorted(topics),
+            respect_manual_removals,
         )
         members = [r["customer_id"] for r in await conn.fetch(TAGGED_MEMBERS, shop_id)]
         await storage.mark_tag_work(conn, {(shop_id, c): True for c in members})

@@ -14,6 +14,10 @@ class TaggerMetrics:
     tag_backlog: Gauge
     parked: Gauge
     bulk_operations: Counter
+    enrolments: Gauge
+    journey_sends: Gauge
+    due_steps: Gauge
+    conversions: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> "TaggerMetrics":
@@ -59,6 +63,31 @@ class TaggerMetrics:
                 "segflow_tagger_bulk_operations",
                 "Bulk tag mutations by status (completed, failed)",
                 ["status"],
+                registry=registry,
+            ),
+            # The journeys' totals, read from the database each round: every replica shows
+            # the same figures (aggregate with max, not sum).
+            enrolments=Gauge(
+                "segflow_tagger_enrolments",
+                "Journey enrolments by state (active, completed, exited) and group",
+                ["state", "group"],
+                registry=registry,
+            ),
+            journey_sends=Gauge(
+                "segflow_tagger_journey_sends",
+                "Journey steps recorded, by state (sent, suppressed, skipped, failed, ...)",
+                ["state"],
+                registry=registry,
+            ),
+            due_steps=Gauge(
+                "segflow_tagger_due_steps",
+                "Active enrolments whose next step is due now (the send scheduler's backlog)",
+                registry=registry,
+            ),
+            conversions=Gauge(
+                "segflow_tagger_conversions",
+                "Orders counted as journey conversions, by group",
+                ["group"],
                 registry=registry,
             ),
         )

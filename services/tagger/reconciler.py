@@ -317,6 +317,8 @@ class TagReconciler:
     async def _observe_backlog(self) -> None:
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(storage.BACKLOG)
+            totals = await conn.fetch(storage.JOURNEY_TOTALS, self._clock())
+        self._observe_journeys(totals)
         parked = 0
         for lane in ("live", "bulk"):
             self._metrics.tag_backlog.labels(lane).set(0)
@@ -324,6 +326,27 @@ class TagReconciler:
             self._metrics.tag_backlog.labels("bulk" if row["bulk"] else "live").set(row["due"])
             parked += row["parked"]
         self._metrics.parked.set(parked)
+
+    def _observe_journeys(self, totals: Sequence[asyncpg.Record]) -> None:
+        _journey_gauges_reset(self._metrics)
+        for row in totals:
+            if row["kind"] == "enrolments":
+                self._metrics.enrolments.labels(row["state"], row["label"]).set(row["n"])
+            elif row["kind"] == "sends":
+                self._metrics.journey_sends.labels(row["state"]).set(row["n"])
+            elif row["kind"] == "due":
+                self._metrics.due_steps.set(row["n"])
+            else:
+                self._metrics.conversions.labels(row["label"]).set(row["n"])
+
+
+def _journey_gauges_reset(metrics: TaggerMetrics) -> None:
+    for state in ("active", "completed", "exited"):
+        for group in ("treated", "holdout"):
+            metrics.enrolments.labels(state, group).set(0)
+    for group in ("treated", "holdout"):
+        metrics.conversions.labels(group).set(0)
+    metrics.due_steps.set(0)
 
 
 async def _wait_either(first: asyncio.Event, second: asyncio.Event, timeout: float) -> None:

@@ -100,6 +100,20 @@ PENDING = """
 SELECT customer_id, bulk, attempts, due_at, marked_at, last_error FROM tag_work
 WHERE shop_id = $1 ORDER BY due_at, customer_id LIMIT $2
 """
+# The journeys' totals for the gauges (metrics.py): cheap enough per round at these sizes
+# (the enrolments' due index serves the backlog).
+JOURNEY_TOTALS = """
+SELECT 'enrolments' AS kind, state, grp AS label, count(*) AS n
+FROM journey_enrolments GROUP BY state, grp
+UNION ALL
+SELECT 'sends', state, '', count(*) FROM journey_sends GROUP BY state
+UNION ALL
+SELECT 'due', '', '', count(*) FROM journey_enrolments
+WHERE state = 'active' AND next_due_at <= $1
+UNION ALL
+SELECT 'conversions', '', e.grp, count(*) FROM journey_conversions c
+JOIN journey_enrolments e ON e.id = c.enrolment_id GROUP BY e.grp
+"""
 BACKLOG = """
 SELECT bulk, count(*) AS due, count(*) FILTER (WHERE parked_at IS NOT NULL) AS parked
 FROM tag_work GROUP BY bulk

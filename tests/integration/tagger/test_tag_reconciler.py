@@ -23,8 +23,9 @@ from services.segmenter.runtime.health import ComponentHealth
 from services.segmenter.storage.queries import save_customers
 from services.segmenter.storage.segments import SegmentSpec, create_segment, update_segment
 from services.shopify_standin.server import RunningStandin
-from services.tagger import storage
+from services.tagger import journeys_store, storage
 from services.tagger.connections import ShopClients, connect_shop
+from services.tagger.journeys.enrolment import SegmentChange
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.reconciler import TagReconciler
 
@@ -229,3 +230,30 @@ async def test_a_large_change_goes_through_one_bulk_mutation(tagging: Tagging) -
     assert [c for c in customers if await t.tags_on_shopify(c) != ["VIP"]] == []
     assert await t.ledger(5) == {"vip": "merchant"}
     assert await t.ledger(6) == {"vip": "added"}
+
+
+async def test_the_journey_gauges_follow_the_stored_enrolments(tagging: Tagging) -> None:
+    """Enrolments by state and group, the due steps, read from the database each round."""
+    t = tagging
+    registry = CollectorRegistry()
+    t.reconciler._metrics = TaggerMetrics.create(registry)
+    async with t.db.transaction():
+        await journeys_store.install_journeys(t.db, t.shop_id, NOW)
+        changes = [
+            SegmentChange(f"c-{c}", c, c, "vip", "entered", "event", NOW) for c in range(1, 21)
+        ]
+        await journeys_store.apply_segment_changes(t.db, t.shop_id, changes, NOW)
+    await t.reconciler.round()
+    groups = await t.db.fetch(
+        "SELECT grp, count(*) AS n FROM journey_enrolments GROUP BY grp ORDER BY grp"
+    )
+    assert sum(r["n"] for r in groups) == 20
+    for row in groups:
+        value = registry.get_sample_value(
+            "segflow_tagger_enrolments", {"state": "active", "group": row["grp"]}
+        )
+        assert value == row["n"]
+    due = await t.db.fetchval(
+        "SELECT count(*) FROM journey_enrolments WHERE state = 'active' AND next_due_at <= now()"
+    )
+    assert registry.get_sample_value("segflow_tagger_due_steps") == due
