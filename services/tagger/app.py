@@ -28,6 +28,8 @@ LEDGER_OF_CUSTOMER = """
 SELECT tag, state, changed_at FROM tag_ledger
 WHERE shop_id = $1 AND customer_id = $2 ORDER BY tag_key
 """
+# Another shop's customer (or none at all) is a 404, not an empty list.
+CUSTOMER_KNOWN = "SELECT 1 FROM customers WHERE shop_id = $1 AND customer_id = $2"
 
 
 def _work(row: asyncpg.Record) -> dict[str, Any]:
@@ -86,9 +88,10 @@ def create_app(settings: Settings, health: TaggerHealth, registry: CollectorRegi
     async def customer_tags(request: Request, customer_id: str, shop: ShopDep) -> dict[str, Any]:
         """The tags segflow manages for a customer, and where each stands."""
         found = path_id(customer_id)
-        if found is None:
+        pool = request.app.state.pool
+        if found is None or await pool.fetchval(CUSTOMER_KNOWN, shop.id, found) is None:
             raise ApiError(404, "not_found", "no such customer")
-        rows = await request.app.state.pool.fetch(LEDGER_OF_CUSTOMER, shop.id, found)
+        rows = await pool.fetch(LEDGER_OF_CUSTOMER, shop.id, found)
         return {
             "customer_id": str(customer_id),
             "tags": [

@@ -113,3 +113,37 @@ async def test_enrolments_and_stats_count_both_groups(journeys: Journeys, tagger
     assert enrolment["journey"] == "welcome" and enrolment["state"] == "active"
     assert enrolment["steps_sent"] == 1 and enrolment["next_step"] == 1
     assert enrolment["next_due_at"] == (NOW + timedelta(days=3)).isoformat()
+
+
+async def test_the_tag_routes_show_one_shops_data_only(journeys: Journeys, tagger_url: str) -> None:
+    """A customer's managed tags, pending and parked work: another shop sees a 404 or nothing."""
+    db, shop_id = journeys.db, journeys.shop_id
+    await db.execute(
+        "INSERT INTO customers (shop_id, customer_id) VALUES ($1, 77) ON CONFLICT DO NOTHING",
+        shop_id,
+    )
+    await db.execute(
+        "INSERT INTO tag_ledger (shop_id, customer_id, tag_key, tag, state, changed_at)"
+        " VALUES ($1, 77, 'vip', 'VIP', 'added', $2)",
+        shop_id,
+        NOW,
+    )
+    await db.execute(
+        "INSERT INTO tag_work (shop_id, customer_id, parked_at, last_error)"
+        " VALUES ($1, 77, $2, 'Shopify unavailable')",
+        shop_id,
+        NOW,
+    )
+    own = await token_of(journeys)
+    other = (await create_shop(db, "other-shop.myshopify.com")).api_token
+    async with httpx.AsyncClient(base_url=tagger_url) as http:
+        mine = {"Authorization": f"Bearer {own}"}
+        theirs = {"Authorization": f"Bearer {other}"}
+        tags = await http.get("/v1/customers/77/tags", headers=mine)
+        assert tags.status_code == 200 and tags.json()["tags"][0]["tag"] == "VIP"
+        assert (await http.get("/v1/tags/parked", headers=mine)).json()["parked"] != []
+        hidden = await http.get("/v1/customers/77/tags", headers=theirs)
+        assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "not_found"
+        assert (await http.get("/v1/tags/parked", headers=theirs)).json() == {"parked": []}
+        assert (await http.get("/v1/tags/pending", headers=theirs)).json() == {"pending": []}
+        assert (await http.get("/v1/customers/77/tags")).status_code == 401
