@@ -18,6 +18,8 @@ from services.tagger.journeys.holdout import Group
 from services.tagger.journeys.model import JourneyIn
 from services.tagger.journeys.stats import GroupCounts, lift_report
 
+CUSTOMER_KNOWN = "SELECT 1 FROM customers WHERE shop_id = $1 AND customer_id = $2"
+
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
@@ -130,7 +132,11 @@ def journeys_router() -> APIRouter:
     async def enrolments(request: Request, shop: ShopDep, customer_id: str) -> dict[str, Any]:
         """The customer's enrolments: journey, state, steps sent and the next one due."""
         found = _id(customer_id, "customer")
-        rows = await request.app.state.pool.fetch(store.CUSTOMER_ENROLMENTS, shop.id, found)
+        pool = request.app.state.pool
+        # Another shop's (or an unknown) customer is a 404, not an empty list.
+        if await pool.fetchval(CUSTOMER_KNOWN, shop.id, found) is None:
+            raise ApiError(404, "not_found", "no such customer")
+        rows = await pool.fetch(store.CUSTOMER_ENROLMENTS, shop.id, found)
         return {
             "customer_id": str(found),
             "enrolments": [

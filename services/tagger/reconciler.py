@@ -130,6 +130,19 @@ class TagReconciler:
         return bool(live or bulk)
 
     async def _shop(self, shop_id: int, works: list[storage.Work], bulk: bool) -> None:
+        try:
+            await self._shop_work(shop_id, works, bulk)
+        except Exception as exc:
+            if infrastructure_fault(exc) is not None:
+                raise
+            # One shop's problem (a token that no longer opens, a bug on its data) must not
+            # stop the others: its work goes back, with the reason shown.
+            logger.warning("a shop's tag work failed", extra={"shop_id": shop_id})
+            await self._finish(
+                _Outcome([], [(w, f"{type(exc).__name__}: {exc}") for w in works], {})
+            )
+
+    async def _shop_work(self, shop_id: int, works: list[storage.Work], bulk: bool) -> None:
         client = await self._clients.get(shop_id)
         if client is None:
             # Not connected: nothing can be written. Connecting marks every member again.
@@ -228,6 +241,7 @@ class TagReconciler:
         by_key = {work.key: work for work in works}
         failed: dict[Key, str] = {}
         refused: dict[Key, str] = {}
+        refused_kinds: dict[Key, set[str]] = {}
         for kind in ("add", "remove"):
             lines = [
                 (key[1], step.add if kind == "add" else step.remove)
@@ -250,13 +264,19 @@ class TagReconciler:
                 key = (shop_id, failure.customer_id)
                 message = "; ".join(failure.messages) or "no result line"
                 (failed if failure.retryable else refused)[key] = message
+                if not failure.retryable:
+                    refused_kinds.setdefault(key, set()).add(kind)
         for key, step in plans.items():
             work = by_key[key]
             if key in failed:
                 # Back to the single path, due now; whatever Shopify did, resending is safe.
                 outcome.retry.append((replace(work, attempts=-1), failed[key]))
                 continue
-            self._record(outcome, key, step, ledgers[key], bool(step.add), bool(step.remove))
+            # Only the directions Shopify applied: a refused line's entry stays pending.
+            kinds = refused_kinds.get(key, set())
+            sent_add, sent_remove = bool(step.add) and "add" not in kinds, bool(step.remove)
+            sent_remove = sent_remove and "remove" not in kinds
+            self._record(outcome, key, step, ledgers[key], sent_add, sent_remove)
             if key in refused:
                 outcome.retry.append((work, refused[key]))
             else:

@@ -51,7 +51,7 @@ from services.tagger.journeys.enrolment import (
 )
 from services.tagger.journeys.machine import next_step
 from services.tagger.journeys.model import Journey, Step
-from services.tagger.journeys.timing import SendCap, customer_zone
+from services.tagger.journeys.timing import SendCap, customer_zone, send_time
 from services.tagger.journeys_store import (
     StoredEnrolment,
     enrolment_from_row,
@@ -89,7 +89,15 @@ FOR UPDATE SKIP LOCKED
 
 # The customer row is locked (shared) so a one-click unsubscribe, which locks it for update,
 # is either seen by this decision or waits for its commit.
-CUSTOMER = "SELECT * FROM customers WHERE shop_id = $1 AND customer_id = $2 FOR SHARE"
+# FOR UPDATE, not SHARE: two replicas deciding two journeys' steps of one customer must not
+# both read the same recent sends (the cap), and a one-click unsubscribe waits on it too.
+CUSTOMER = "SELECT * FROM customers WHERE shop_id = $1 AND customer_id = $2 FOR UPDATE"
+LOCK_CUSTOMER = "SELECT 1 FROM customers WHERE shop_id = $1 AND customer_id = $2 FOR UPDATE"
+SKIP_SENDING = """
+UPDATE journey_sends SET state = 'skipped', error = $2, lease_until = NULL
+WHERE id = $1 AND state = 'sending'
+"""
+RETRY_LATER = "UPDATE journey_sends SET retry_at = $2 WHERE id = $1"
 UNSUBSCRIBED = "SELECT 1 FROM consent_overrides WHERE shop_id = $1 AND customer_id = $2"
 SHOP_DOMAIN = "SELECT domain FROM shops WHERE id = $1"
 IN_SEGMENT = """
@@ -172,6 +180,9 @@ class Outgoing:
     # Earlier handovers of this email to SMTP (each answered "try later").
     smtp_attempts: int
     message: EmailMessage
+    shop_id: int
+    customer_id: int
+    marketing: bool
 
 
 class JourneyScheduler:
@@ -259,10 +270,27 @@ class JourneyScheduler:
                     ) is not None:
                         outgoing.append(email)
         for email in outgoing:
-            result = await self._sender.send(email.message)
+            result = await self._hand_over(email)
+            if result is None:
+                continue
             self._crash_if_told("after_smtp")
             await self._finish(email, result)
         return bool(resolved or retries or due)
+
+    async def _hand_over(self, email: Outgoing) -> SendResult | None:
+        """SMTP, with the customer's row locked and the one-click override checked under it:
+        an unsubscribe confirmed before the handover stops it (None: recorded skipped), one
+        coming during it waits until the email is handed over."""
+        async with self._pool.acquire() as conn:
+            async with conn.transaction():
+                await conn.fetchval(LOCK_CUSTOMER, email.shop_id, email.customer_id)
+                if email.marketing and await conn.fetchval(
+                    UNSUBSCRIBED, email.shop_id, email.customer_id
+                ):
+                    await conn.execute(SKIP_SENDING, email.send_id, "unsubscribed")
+                    self._count(email.journey, email.step_index, "deferred")
+                    return None
+                return await self._sender.send(email.message)
 
     async def resolve_interrupted(self, now: datetime) -> int:
         """Settle `sending` records whose lease ran out, without sending: `sent` where the SMTP
@@ -403,7 +431,16 @@ class JourneyScheduler:
                 return None  # recorded before: never sent twice
         else:
             await conn.execute(RETRY_SENDING, send_id, lease)
-        return Outgoing(send_id, journey.handle, step_index, smtp_attempts, message)
+        return Outgoing(
+            send_id,
+            journey.handle,
+            step_index,
+            smtp_attempts,
+            message,
+            stored.shop_id,
+            stored.enrolment.customer_id,
+            step.marketing,
+        )
 
     def _compose(
         self,
@@ -446,11 +483,22 @@ class JourneyScheduler:
     ) -> Outgoing | None:
         """A step SMTP answered "try later" for: consent and the address re-checked now."""
         stored = enrolment_from_row(row)
+        if row["state"] != "active":
+            # The customer left the journey since SMTP asked us to try later.
+            await conn.execute(RETRY_SKIPPED, row["send_id"], row["exit_reason"] or "exited")
+            return None
         journey = await journey_for(conn, stored)
         context, domain = await self._context(conn, stored, journey, now)
         step = journey.steps[row["send_step"]]
         if step.marketing and context.email_consent != "subscribed":
             await conn.execute(RETRY_SKIPPED, row["send_id"], "no_marketing_consent")
+            return None
+        # A retry keeps the send window and the cap like a first send: it waits them out.
+        allowed, _ = send_time(
+            now, context.zone, journey.quiet_hours, context.cap, context.recent_sends
+        )
+        if allowed > now:
+            await conn.execute(RETRY_LATER, row["send_id"], allowed)
             return None
         message_id = message_id_for(stored.shop_id, stored.id, row["send_step"], self._domain)
         return await self._prepare(

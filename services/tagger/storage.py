@@ -43,6 +43,12 @@ FINISH_TAG_WORK = """
 DELETE FROM tag_work w
 USING unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS d (shop_id, customer_id, version)
 WHERE w.shop_id = d.shop_id AND w.customer_id = d.customer_id AND w.version = d.version
+RETURNING w.shop_id, w.customer_id
+"""
+QUEUED = """
+SELECT w.shop_id, w.customer_id FROM tag_work w
+JOIN unnest($1::bigint[], $2::bigint[]) AS k (shop_id, customer_id)
+  ON w.shop_id = k.shop_id AND w.customer_id = k.customer_id
 """
 # Marked again while we worked: due now, the lease given back.
 RELEASE_TAG_WORK = """
@@ -158,16 +164,28 @@ async def take_tag_work(
 
 
 async def finish_tag_work(conn: asyncpg.Connection, done: Sequence[Work]) -> None:
-    """Drop the work done; a customer marked again meanwhile stays queued, due now."""
+    """Drop the work done; a customer marked again meanwhile, or whose lease another
+    reconciler took over, is queued again, due now."""
     if not done:
         return
-    await conn.execute(
+    deleted = await conn.fetch(
         FINISH_TAG_WORK,
         [w.shop_id for w in done],
         [w.customer_id for w in done],
         [w.version for w in done],
     )
-    await conn.execute(RELEASE_TAG_WORK, *_columns(w.key for w in done))
+    finished = {(r["shop_id"], r["customer_id"]) for r in deleted}
+    unfinished = [w.key for w in done if w.key not in finished]
+    if not unfinished:
+        return
+    # Marked again meanwhile: still queued (in its lane), due now, the lease given back.
+    await conn.execute(RELEASE_TAG_WORK, *_columns(unfinished))
+    # Gone: another reconciler took the row after our lease ran out and finished it, on a
+    # reading that may be older or newer than our write. Another look settles it.
+    kept = {
+        (r["shop_id"], r["customer_id"]) for r in await conn.fetch(QUEUED, *_columns(unfinished))
+    }
+    await mark_tag_work(conn, {key: False for key in unfinished if key not in kept})
 
 
 async def retry_tag_work(

@@ -75,7 +75,7 @@ class Plan:
 def needs_shopify_tags(wanted: Mapping[str, str], ledger: Mapping[str, Entry]) -> bool:
     """Whether the plan needs the customer's tags on Shopify: a wanted tag we have never dealt
     with may be the merchant's already."""
-    return any(key not in ledger for key in wanted)
+    return any(key not in ledger or ledger[key].state in ("removing", "removed") for key in wanted)
 
 
 def plan(
@@ -106,6 +106,10 @@ def plan(
         elif entry.state == "adding":
             add.append(entry.tag)
         elif entry.state in ("removing", "removed"):
+            if present is not None and key in present and entry.state == "removed":
+                # Put back by someone else since we took it off: the merchant's now.
+                entries[key] = Entry(entry.tag, "merchant", now)
+                continue
             add.append(entry.tag)
             entries[key] = Entry(entry.tag, "adding", now)
     for key, entry in sorted(ledger.items()):
@@ -174,5 +178,11 @@ def on_echo(
                 entries[key] = Entry(entry.tag, "adding", occurred_at)
                 recheck = True
         elif entry.state == "merchant":
-            entries[key] = None
+            # The merchant took off a tag of theirs that a segment wants: with overrides
+            # respected it stays off (and is ours to leave alone), else it goes back now.
+            if respect_manual_removals:
+                entries[key] = Entry(entry.tag, "overridden", occurred_at)
+            else:
+                entries[key] = None
+                recheck = True
     return entries, recheck
