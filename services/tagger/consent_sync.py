@@ -16,9 +16,9 @@ import asyncpg
 
 from services.common.backoff import Backoff
 from services.common.settings import Settings
-from services.segmenter.runtime.faults import infrastructure_fault
 from services.segmenter.runtime.health import ComponentHealth
 from services.tagger.connections import ShopClients
+from services.tagger.rounds import run_rounds
 from services.tagger.shopify.errors import ShopifyAuthError, ShopifyError
 
 logger = logging.getLogger(__name__)
@@ -69,28 +69,7 @@ class ConsentWriteback:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Write back until `stop` is set."""
-        self._health.running()
-        failures = 0
-        while not stop.is_set():
-            try:
-                busy = await self.round()
-            except Exception as exc:
-                fault = infrastructure_fault(exc)
-                if fault is None:
-                    raise
-                failures += 1
-                self._health.retrying(fault, failures)
-                busy = False
-            else:
-                if failures:
-                    failures = 0
-                    self._health.running()
-            if busy:
-                continue
-            try:
-                await asyncio.wait_for(stop.wait(), self._settings.tagger_interval_seconds)
-            except TimeoutError:
-                pass
+        await run_rounds(self.round, stop, self._health, self._settings.tagger_interval_seconds)
 
     async def round(self) -> bool:
         """One pass over the due overrides; True if there were any."""

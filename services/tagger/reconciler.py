@@ -32,6 +32,7 @@ from services.segmenter.runtime.health import ComponentHealth
 from services.tagger import storage
 from services.tagger.connections import ShopClients
 from services.tagger.metrics import TaggerMetrics
+from services.tagger.rounds import run_rounds
 from services.tagger.shopify.client import AdminClient
 from services.tagger.shopify.errors import ShopifyAuthError, ShopifyError, ShopifyUnavailable
 from services.tagger.tags import Entry, Plan, applied, needs_shopify_tags, plan, wanted_tags
@@ -76,26 +77,9 @@ class TagReconciler:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Reconcile until `stop` is set (the round in hand is finished first)."""
-        self._health.running()
-        failures = 0
-        while not stop.is_set():
-            try:
-                busy = await self.round()
-            except Exception as exc:
-                fault = infrastructure_fault(exc)
-                if fault is None:
-                    raise
-                failures += 1
-                self._health.retrying(fault, failures)
-                busy = False
-            else:
-                if failures:
-                    failures = 0
-                    self._health.running()
-            if busy:
-                continue
-            self._wake.clear()
-            await _wait_either(stop, self._wake, self._settings.tagger_interval_seconds)
+        await run_rounds(
+            self.round, stop, self._health, self._settings.tagger_interval_seconds, self._wake
+        )
 
     async def round(self) -> bool:
         """One pass over both lanes; True if it found work (so the next pass comes at once)."""
@@ -367,13 +351,3 @@ def _journey_gauges_reset(metrics: TaggerMetrics) -> None:
     for group in ("treated", "holdout"):
         metrics.conversions.labels(group).set(0)
     metrics.due_steps.set(0)
-
-
-async def _wait_either(first: asyncio.Event, second: asyncio.Event, timeout: float) -> None:
-    waiters = [asyncio.create_task(first.wait()), asyncio.create_task(second.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)

@@ -26,7 +26,6 @@ import asyncpg
 from services.common.backoff import Backoff
 from services.common.settings import Settings
 from services.segmenter.domain.facts import CustomerFacts
-from services.segmenter.runtime.faults import infrastructure_fault
 from services.segmenter.runtime.health import ComponentHealth
 from services.segmenter.storage.rows import facts_from_row
 from services.tagger.email.compose import address_domain, compose_email, message_id_for
@@ -58,6 +57,7 @@ from services.tagger.journeys_store import (
     journey_for,
     update_enrolment,
 )
+from services.tagger.rounds import run_rounds
 
 logger = logging.getLogger(__name__)
 
@@ -228,26 +228,9 @@ class JourneyScheduler:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Schedule until `stop` is set (the round in hand is finished first)."""
-        self._health.running()
-        failures = 0
-        while not stop.is_set():
-            try:
-                busy = await self.round()
-            except Exception as exc:
-                fault = infrastructure_fault(exc)
-                if fault is None:
-                    raise
-                failures += 1
-                self._health.retrying(fault, failures)
-                busy = False
-            else:
-                if failures:
-                    failures = 0
-                    self._health.running()
-            if busy:
-                continue
-            self._wake.clear()
-            await _wait_either(stop, self._wake, self._settings.tagger_interval_seconds)
+        await run_rounds(
+            self.round, stop, self._health, self._settings.tagger_interval_seconds, self._wake
+        )
 
     async def round(self) -> bool:
         """Resolve interrupted sends, retry due SMTP retries, decide due enrolments and send;
@@ -566,13 +549,3 @@ class JourneyScheduler:
     def _count(self, journey: str, step_index: int, outcome: Any) -> None:
         if self._metrics is not None:
             self._metrics.count(journey, step_index + 1, outcome)
-
-
-async def _wait_either(first: asyncio.Event, second: asyncio.Event, timeout: float) -> None:
-    waiters = [asyncio.create_task(first.wait()), asyncio.create_task(second.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
