@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit integration bench clean
+.PHONY: run test lint typecheck unit integration bench clean tools
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,22 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Debian tools the tests and the benchmark drive (wrk: the load client). Installed where missing
+# and apt can (these machines run as root); where it cannot, the tests that need one fail and
+# name it.
+DEBIAN_TOOLS := wrk
+tools:
+	@for tool in $(DEBIAN_TOOLS); do \
+	  command -v $$tool >/dev/null && continue; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -q $$tool >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $$tool >/dev/null 2>&1; } || \
+	      echo "could not install $$tool (apt-get install $$tool)"; \
+	  else echo "$$tool is missing: install it (Debian: apt-get install $$tool)"; fi; \
+	done
+
 # pytest exits 5 when it collected no tests; that is not a failure of the suite.
-test: lint typecheck
+test: lint typecheck tools
 	$(BIN)/pytest -q -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
 
 unit: $(STAMP)
@@ -33,7 +47,7 @@ integration: $(STAMP)
 
 # `make bench QUICK=1`: under 5 minutes on 2 cores; plain `make bench` stores 1M customers (long).
 # Writes bench/results/latest.json and prepends a dated table to bench/RESULTS.md.
-bench: $(STAMP)
+bench: $(STAMP) tools
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)
 
 clean:

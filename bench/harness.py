@@ -304,8 +304,11 @@ async def measure_lookup(stack: Stack, config: Config, ids: list[int]) -> dict[s
     }
 
 
-async def stack_phase(config: Config, now: datetime) -> dict[str, Any]:
-    async with running_stack(config.workdir / "stack", config.ports) as stack:
+async def stack_phase(
+    config: Config, now: datetime, database_url: str, postgres_dir: Path
+) -> dict[str, Any]:
+    stack_dir = config.workdir / "stack"
+    async with running_stack(stack_dir, config.ports, database_url, (postgres_dir,)) as stack:
         watch = MemoryWatch(stack)
         watch.sample()
         idle = dict(watch.peak)
@@ -342,63 +345,58 @@ def _postgres_memory(data_dir: Path) -> float | None:
     return memory_by_label(processes_under(data_dir)).get("postgres")
 
 
-async def offline_phase(config: Config, now: datetime) -> dict[str, Any]:
-    data_dir = config.workdir / "pg"
-    postgres = EmbeddedPostgres(data_dir)
-    dsn = await asyncio.to_thread(postgres.start)
+async def offline_phase(config: Config, now: datetime, dsn: str, data_dir: Path) -> dict[str, Any]:
+    """The in-database measures, leaving the largest store in place for the stack phase."""
+    conn = await asyncpg.connect(dsn)
     try:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await migrate(conn)
-            shop = await create_shop(conn, CURVE_DOMAIN)
-            await install_templates(conn, shop.shop_id, now)
-            other = await create_shop(conn, BACKFILL_DOMAIN)
-        finally:
-            await conn.close()
-        curve: list[dict[str, Any]] = []
-        backfills: dict[int, dict[str, Any]] = {}
-        taken: dict[int, int] = {}
-        stored = orders = 0
-        out: dict[str, Any] = {}
-        for size in config.curve_sizes:
-            seeded = await offline.seed(
-                dsn, CURVE_DOMAIN, config.seed, range(stored, size), now, first=stored == 0
-            )
-            stored = size
-            orders += seeded.orders
-            logger.info("seeded %d customers in %.1f s", size, seeded.seconds)
-            events = offline.new_order_events(config.seed, stored, config.curve_events, now, taken)
-            if size == config.curve_sizes[-1]:
-                naive, naive_events = await offline.naive_rate(
-                    dsn, shop.shop_id, events, now, config.naive_seconds
-                )
-                out["naive"] = {"events": naive_events, "events_per_s": round(naive, 1)}
-            rate = await offline.segmenter_rate(dsn, shop.shop_id, events, now, batch=500)
-            orders += len(events)
-            logger.info("%d stored customers: %.0f events/s", size, rate)
-            curve.append(
-                {
-                    "customers": size,
-                    "orders": orders,
-                    "seed_seconds": round(seeded.seconds, 1),
-                    "events_per_s": round(rate, 1),
-                }
-            )
-            if size in (100_000, 1_000_000):
-                backfills[size] = await offline.backfill_seconds(
-                    dsn, shop.shop_id, now, f"bench-backfill-{size}"
-                )
-        out["rules"] = await offline.rules_rates(dsn, shop.shop_id, now, 2000, 10.0)
-        out["postgres_mb_at_largest"] = _postgres_memory(data_dir)
-        if 100_000 not in backfills:
-            # Too few stored customers in QUICK: 100k rows generated in SQL instead.
-            generated = await measure_backfill(dsn, other.shop_id, config.generated_backfill_rows)
-            backfills[100_000] = {**generated, "generated_rows": True}
-        out["curve"] = curve
-        out["backfill"] = backfills
-        return out
+        await migrate(conn)
+        shop = await create_shop(conn, CURVE_DOMAIN)
+        await install_templates(conn, shop.shop_id, now)
+        other = await create_shop(conn, BACKFILL_DOMAIN)
     finally:
-        await asyncio.to_thread(postgres.stop)
+        await conn.close()
+    curve: list[dict[str, Any]] = []
+    backfills: dict[int, dict[str, Any]] = {}
+    taken: dict[int, int] = {}
+    stored = orders = 0
+    out: dict[str, Any] = {}
+    for size in config.curve_sizes:
+        seeded = await offline.seed(
+            dsn, shop.shop_id, range(stored, size), now, with_products=stored == 0
+        )
+        stored = size
+        orders += seeded.orders
+        logger.info("seeded %d customers in %.1f s", size, seeded.seconds)
+        events = offline.new_order_events(config.seed, stored, config.curve_events, now, taken)
+        if size == config.curve_sizes[-1]:
+            naive, naive_events = await offline.naive_rate(
+                dsn, shop.shop_id, events, now, config.naive_seconds
+            )
+            out["naive"] = {"events": naive_events, "events_per_s": round(naive, 1)}
+        rate = await offline.segmenter_rate(dsn, shop.shop_id, events, now, batch=500)
+        orders += len(events)
+        logger.info("%d stored customers: %.0f events/s", size, rate)
+        curve.append(
+            {
+                "customers": size,
+                "orders": orders,
+                "seed_seconds": round(seeded.seconds, 1),
+                "events_per_s": round(rate, 1),
+            }
+        )
+        if size in (100_000, 1_000_000):
+            backfills[size] = await offline.backfill_seconds(
+                dsn, shop.shop_id, now, f"bench-backfill-{size}"
+            )
+    out["rules"] = await offline.rules_rates(dsn, shop.shop_id, now, 2000, 10.0)
+    out["postgres_mb_at_largest"] = _postgres_memory(data_dir)
+    if 100_000 not in backfills:
+        # Too few stored customers in QUICK: 100k rows generated in SQL instead.
+        generated = await measure_backfill(dsn, other.shop_id, config.generated_backfill_rows)
+        backfills[100_000] = {**generated, "generated_rows": True}
+    out["curve"] = curve
+    out["backfill"] = backfills
+    return out
 
 
 def _commit() -> str | None:
@@ -416,8 +414,16 @@ async def run(config: Config) -> dict[str, Any]:
     now = datetime.now(UTC).replace(microsecond=0)
     load_before = report.load_average()
     started = time.perf_counter()
-    online = await stack_phase(config, now)
-    local = await offline_phase(config, now)
+    # One PostgreSQL for both phases: the stack runs on the store the cost curve filled, so
+    # its processes' memory is measured with the largest store (1M customers in the full run).
+    data_dir = config.workdir / "pg"
+    postgres = EmbeddedPostgres(data_dir)
+    dsn = await asyncio.to_thread(postgres.start)
+    try:
+        local = await offline_phase(config, now, dsn, data_dir)
+        online = await stack_phase(config, now, dsn, data_dir)
+    finally:
+        await asyncio.to_thread(postgres.stop)
     curve = local["curve"]
     rules = local["rules"]
     backfill = local["backfill"]

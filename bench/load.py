@@ -8,6 +8,7 @@ The clients send pre-built bytes, so their own cost is small; wrk's CPU time is 
 import asyncio
 import json
 import resource
+import shutil
 import signal
 import time
 from collections.abc import Sequence
@@ -147,6 +148,14 @@ def _last_json(text: str) -> dict[str, Any]:
     raise RuntimeError(f"wrk printed no summary:\n{text[-2000:]}")
 
 
+def _wrk() -> str:
+    """wrk's path; a clear error naming the install command where it is missing."""
+    path = shutil.which("wrk")
+    if path is None:
+        raise RuntimeError("wrk is not installed: `make tools` (or apt-get install wrk)")
+    return path
+
+
 async def replay(
     url: str, request_file: Path, script_dir: Path, connections: int, timeout: float
 ) -> WrkRun:
@@ -156,7 +165,7 @@ async def replay(
     cpu_before = _children_cpu()
     started = time.perf_counter()
     process = await asyncio.create_subprocess_exec(
-        "wrk", "-t1", f"-c{connections}", f"-d{int(timeout)}s", "-s", str(script),
+        _wrk(), "-t1", f"-c{connections}", f"-d{int(timeout)}s", "-s", str(script),
         url + WEBHOOK_PATH, "--", str(request_file),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -197,7 +206,7 @@ async def lookups(
     cpu_before = _children_cpu()
     started = time.perf_counter()
     process = await asyncio.create_subprocess_exec(
-        "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url, "--",
+        _wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url, "--",
         str(id_file), token,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

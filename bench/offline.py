@@ -27,8 +27,9 @@ from services.segmenter.domain.rules.compile_py import compile_conditions
 from services.segmenter.domain.rules.compile_sql import compile_where
 from services.segmenter.domain.rules.variables import SegmentActions, SegmentVariables
 from services.segmenter.importer.runner import import_files
-from services.segmenter.runtime.pipeline import ShopEvent, apply_events
+from services.segmenter.runtime.pipeline import ShopEvent, apply_events, evaluate_customers
 from services.segmenter.runtime.segment_cache import RuleBook
+from services.segmenter.storage import queries
 from services.segmenter.storage.rows import facts_from_row
 from services.segmenter.storage.segments import SegmentSpec, create_segment
 
@@ -49,36 +50,102 @@ class Seeded:
     seconds: float
 
 
-SEED_CHUNK = 100_000
+# Customers evaluated per transaction while seeding (as the upgrade builds aggregates).
+SEED_CHUNK = 5_000
+
+# The store's history made in SQL: customer n of the store (bench/store.py's ids) gets
+# least(MAX_ORDERS, floor(1 / (1 - u)^ORDER_TAIL_EXPONENT)) orders, u a fixed hash of n in
+# [0, 1): the store's skew (about two thirds order once, a Pareto tail), without the importer.
+GENERATED_CUSTOMERS = """
+INSERT INTO customers (shop_id, customer_id)
+SELECT $1, $2::bigint + n FROM generate_series($3::bigint, $4::bigint - 1) AS n
+"""
+GENERATED_ORDERS = """
+INSERT INTO orders (shop_id, order_id, customer_id, facts, product_ids)
+SELECT $1, $2::bigint + n * $3::bigint + j, $4::bigint + n, jsonb_build_object(
+        'placed_at', to_jsonb(placed), 'updated_at', to_jsonb(placed),
+        'total', (9 + (p * 37) % 240 + (n + j) % 3 * 20)::text || '.95',
+        'cancelled', (n + 7 * j) % 33 = 0, 'test', false, 'checkout_token', null,
+        'lines', jsonb_build_array(jsonb_build_array($5::bigint + p, ($6::text[])[p % 5 + 1], 1)),
+        'rate', null, 'currency', null),
+    ARRAY[$5::bigint + p]::bigint[]
+FROM generate_series($7::bigint, $8::bigint - 1) AS n
+CROSS JOIN LATERAL generate_series(0, least($9::int, floor(1 / power(
+    1 - ((n * 2654435761) % 4294967296)::float8 / 4294967296, $10::float8))::int) - 1) AS j
+CROSS JOIN LATERAL (SELECT (n * 7 + j * 13) % 40 AS p,
+    $11::timestamptz - ((n * 7919 + j * 104729) % ($12::bigint * 86400)) * interval '1 second'
+        AS placed) AS x
+"""
 
 
 async def seed(
-    dsn: str, domain: str, seed: int, numbers: range, now: datetime, first: bool
+    dsn: str, shop_id: int, numbers: range, now: datetime, with_products: bool
 ) -> Seeded:
-    """Import these customers' orders through the import pipeline (GraphQL bulk files of
-    SEED_CHUNK customers each, so neither memory nor /tmp holds a million at once)."""
-    orders = 0
-    seconds = 0.0
+    """Store these customers of the store and their orders (generated in SQL), then build
+    their aggregates, facts and memberships through the production evaluation, as the upgrade
+    does for customers whose aggregates were never built. The importer is timed on its own
+    (bench/import_orders.py): 1M customers through it take over an hour here."""
+    started = time.perf_counter()
+    conn = await asyncpg.connect(dsn)
+    try:
+        if with_products:
+            await _store_products(dsn, conn, shop_id, now)
+        await conn.execute(
+            GENERATED_CUSTOMERS, shop_id, store.CUSTOMER_BASE, numbers.start, numbers.stop
+        )
+        await conn.execute(
+            GENERATED_ORDERS,
+            shop_id,
+            store.ORDER_BASE,
+            store.ORDERS_PER_CUSTOMER_SLOT,
+            store.CUSTOMER_BASE,
+            store.PRODUCT_BASE,
+            list(store.VENDORS),
+            numbers.start,
+            numbers.stop,
+            store.MAX_ORDERS,
+            store.ORDER_TAIL_EXPONENT,
+            now,
+            store.HISTORY_DAYS,
+        )
+        orders = await conn.fetchval(
+            "SELECT count(*) FROM orders WHERE shop_id = $1 AND customer_id >= $2"
+            " AND customer_id < $3",
+            shop_id,
+            store.CUSTOMER_BASE + numbers.start,
+            store.CUSTOMER_BASE + numbers.stop,
+        )
+        rules = RuleBook()
+        for start in range(numbers.start, numbers.stop, SEED_CHUNK):
+            keys = [
+                (shop_id, store.CUSTOMER_BASE + n)
+                for n in range(start, min(start + SEED_CHUNK, numbers.stop))
+            ]
+            async with conn.transaction():
+                await evaluate_customers(
+                    conn, await queries.lock_states(conn, keys), rules, now, "import"
+                )
+        await conn.execute("VACUUM ANALYZE customers, orders")
+    finally:
+        await conn.close()
+    return Seeded(len(numbers), orders, time.perf_counter() - started)
+
+
+async def _store_products(dsn: str, conn: asyncpg.Connection, shop_id: int, now: datetime) -> None:
+    """The catalogue through the importer (a products-only bulk file): product types known."""
+    domain = await conn.fetchval("SELECT domain FROM shops WHERE id = $1", shop_id)
     pool = await create_pool(dsn, min_size=1, max_size=2)
     try:
-        for start in range(numbers.start, numbers.stop, SEED_CHUNK):
-            chunk = range(start, min(start + SEED_CHUNK, numbers.stop))
-            with tempfile.TemporaryDirectory(prefix="bench-seed-") as tmp:
-                path = Path(tmp) / "orders.jsonl"
-                with path.open("w") as out:
-                    people = list(store.customers(seed, chunk, now))
-                    orders += sum(len(person.orders) for person in people)
-                    with_products = first and start == numbers.start
-                    for line in store.bulk_lines(people, with_products=with_products):
-                        out.write(line + "\n")
-                started = time.perf_counter()
-                report = await import_files(pool, domain, [path], now=now, exported_at=now)
-                seconds += time.perf_counter() - started
-            if report.rejected_count:
-                raise RuntimeError(f"seeding rejected {report.rejected_count} rows")
+        with tempfile.TemporaryDirectory(prefix="bench-seed-") as tmp:
+            path = Path(tmp) / "products.jsonl"
+            path.write_text(
+                "".join(line + "\n" for line in store.bulk_lines([], with_products=True))
+            )
+            report = await import_files(pool, domain, [path], now=now, exported_at=now)
     finally:
         await pool.close()
-    return Seeded(len(numbers), orders, seconds)
+    if report.rejected_count:
+        raise RuntimeError(f"seeding rejected {report.rejected_count} rows")
 
 
 def new_order_events(

@@ -44,6 +44,8 @@ class Stack:
     banner: dict[str, str]
     ports: Ports
     workdir: Path
+    # Where an external PostgreSQL the stack uses keeps its data (its processes are found there).
+    other_dirs: tuple[Path, ...] = ()
 
     @property
     def ingest_url(self) -> str:
@@ -78,8 +80,9 @@ class Stack:
         root = psutil.Process(self.process.pid)
         found = {p.pid: p for p in [root, *root.children(recursive=True)]}
         # pg_ctl daemonises PostgreSQL, so its processes are found by their data directory.
-        for proc in processes_under(self.workdir):
-            found.setdefault(proc.pid, proc)
+        for directory in (self.workdir, *self.other_dirs):
+            for proc in processes_under(directory):
+                found.setdefault(proc.pid, proc)
         return list(found.values())
 
     def memory_mb(self) -> dict[str, float]:
@@ -152,8 +155,9 @@ def memory_by_label(procs: list[psutil.Process]) -> dict[str, float]:
     return out
 
 
-def stack_env(ports: Ports, data_dir: Path) -> dict[str, str]:
-    """The environment for a `segflow dev` of its own: ports, data dir, fixed demo secrets."""
+def stack_env(ports: Ports, data_dir: Path, database_url: str | None = None) -> dict[str, str]:
+    """The environment for a `segflow dev` of its own: ports, data dir, fixed demo secrets;
+    an external PostgreSQL where `database_url` is given, else the embedded one."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -172,6 +176,8 @@ def stack_env(ports: Ports, data_dir: Path) -> dict[str, str]:
         SEGFLOW_DEMO_API_TOKEN=API_TOKEN,
         SEGFLOW_LOG_LEVEL="WARNING",
     )
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
     # Explicit SEGFLOW_* overrides of the caller (worker counts, batch sizes) still apply.
     for key, value in os.environ.items():
         if key.startswith("SEGFLOW_") and key not in env:
@@ -189,15 +195,21 @@ def parse_banner(text: str) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def running_stack(workdir: Path, ports: Ports) -> AsyncIterator[Stack]:
-    """Start `segflow dev` in workdir, yield once its banner is out; SIGTERM and wait after."""
+async def running_stack(
+    workdir: Path,
+    ports: Ports,
+    database_url: str | None = None,
+    postgres_dirs: tuple[Path, ...] = (),
+) -> AsyncIterator[Stack]:
+    """Start `segflow dev` in workdir (on `database_url` if given, its PostgreSQL's data in
+    `postgres_dirs`), yield once its banner is out; SIGTERM and wait after."""
     workdir.mkdir(parents=True, exist_ok=True)
     stdout_path, stderr_path = workdir / "stdout.log", workdir / "stderr.log"
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
         process = subprocess.Popen(
             [SEGFLOW, "dev"],
             cwd=workdir,
-            env=stack_env(ports, workdir / "data"),
+            env=stack_env(ports, workdir / "data", database_url),
             stdout=stdout,
             stderr=stderr,
         )
@@ -211,7 +223,7 @@ async def running_stack(workdir: Path, ports: Ports) -> AsyncIterator[Stack]:
                         )
                     await asyncio.sleep(0.1)
             banner = parse_banner(stdout_path.read_text(errors="replace"))
-            yield Stack(process, banner, ports, workdir)
+            yield Stack(process, banner, ports, workdir, postgres_dirs)
         finally:
             await stop_process(process)
 
