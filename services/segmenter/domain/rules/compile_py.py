@@ -6,7 +6,6 @@ are folded with EPSILON up front: x - c > EPSILON is x > c + EPSILON, exact for 
 numbers (validate.py bounds them so Decimal arithmetic never rounds).
 """
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from operator import attrgetter
@@ -26,6 +25,7 @@ from services.segmenter.domain.rules.operators import (
     TextType,
     to_decimal,
 )
+from services.segmenter.domain.rules.regex import compile_search
 from services.segmenter.domain.rules.variables import DAY, VARIABLES, Source
 
 Predicate = Callable[[CustomerFacts, datetime], bool]
@@ -147,8 +147,7 @@ def _text_test(operator: str, value: Any) -> Test:
     if operator == "is_empty":
         return lambda text: not text
     if operator == "matches_regex":
-        search = re.compile(value).search
-        return lambda text: search(text) is not None
+        return compile_search(value)
     if operator == "equal_to_case_insensitive":
         folded = fold(value)
         return lambda text: fold(text) == folded

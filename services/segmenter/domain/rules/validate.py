@@ -17,7 +17,7 @@ from business_rules.fields import (
 )
 
 from services.segmenter.domain.rules.operators import FIELD_KEY_COUNT, FIELD_NUMERIC_RANGE
-from services.segmenter.domain.rules.regex import RegexError, to_postgres
+from services.segmenter.domain.rules.regex import RegexError, compile_search, to_postgres
 from services.segmenter.domain.rules.variables import VARIABLES
 
 MAX_DEPTH = 10  # nested all/any groups
@@ -191,9 +191,9 @@ def _text(value: object, path: str, max_length: int, *, allow_empty: bool) -> st
 def _regex(value: object, path: str) -> None:
     pattern = _text(value, path, MAX_TEXT, allow_empty=False)
     try:
-        re.compile(pattern)
         to_postgres(pattern)
-    except (re.error, RegexError) as exc:
+        compile_search(pattern)
+    except RegexError as exc:
         raise RuleError(path, f"unsupported regular expression: {exc}") from None
 
 
