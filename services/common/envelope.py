@@ -4,6 +4,7 @@ import json
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -12,6 +13,20 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict
 Source = Literal["shopify", "flow", "custom", "import"]
 
 _UTC_Z = orjson.OPT_UTC_Z
+
+
+class CustomEventType(StrEnum):
+    """Behavioural events the storefront or the email tool may send."""
+
+    PAGE_VIEWED = "page_viewed"
+    PRODUCT_VIEWED = "product_viewed"
+    ADDED_TO_CART = "added_to_cart"
+    EMAIL_OPENED = "email_opened"
+    EMAIL_CLICKED = "email_clicked"
+    REVIEW_WRITTEN = "review_written"
+    REFERRAL = "referral"
+    # Attributes Shopify's payloads never carry, such as the birthday.
+    PROFILE_UPDATED = "profile_updated"
 
 
 def as_utc(moment: datetime) -> datetime:

@@ -1,15 +1,43 @@
 """Prometheus helpers: one registry per service instance, served on /metrics."""
 
 import os
+from collections.abc import Collection
+from functools import cache
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from services.common.envelope import CustomEventType
+from services.common.shopify import TOPIC_MODELS
+
 # prometheus_client's own switch: with it set when the process starts, every metric value is
 # kept in a file of that directory, so several processes serving one port (ingest under
 # `segflow dev`) can each answer a scrape with the sum over all of them.
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+# The label a tenant-chosen value gets when it is not one segflow knows: no client can grow a
+# metric's series without limit by inventing topics, Flow events or segment handles.
+OTHER = "other"
+
+
+def bounded_label(value: str, known: Collection[str]) -> str:
+    """`value` where it is one of `known`, else OTHER."""
+    return value if value in known else OTHER
+
+
+def topic_label(topic: str) -> str:
+    """An event topic as a metric label: Shopify topics segflow reads, `flow` for every Flow
+    event (their names are the merchant's), `custom/<type>` (a fixed set), else OTHER."""
+    if topic.startswith("flow/"):
+        return "flow"
+    return bounded_label(topic, _known_topics())
+
+
+@cache
+def _known_topics() -> frozenset[str]:
+    return frozenset(TOPIC_MODELS) | {f"custom/{kind.value}" for kind in CustomEventType}
 
 
 def new_registry() -> CollectorRegistry:

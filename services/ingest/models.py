@@ -1,26 +1,11 @@
 """Request bodies of the custom-event and Flow endpoints."""
 
-from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from services.common.envelope import UtcDatetime
+from services.common.envelope import CustomEventType, UtcDatetime
 from services.common.shopify import parse_shopify_id
-
-
-class CustomEventType(StrEnum):
-    """Behavioural events the storefront or the email tool may send."""
-
-    PAGE_VIEWED = "page_viewed"
-    PRODUCT_VIEWED = "product_viewed"
-    ADDED_TO_CART = "added_to_cart"
-    EMAIL_OPENED = "email_opened"
-    EMAIL_CLICKED = "email_clicked"
-    REVIEW_WRITTEN = "review_written"
-    REFERRAL = "referral"
-    # Attributes Shopify's payloads never carry, such as the birthday.
-    PROFILE_UPDATED = "profile_updated"
 
 
 def _customer_id(value: Any) -> str:

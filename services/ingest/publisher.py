@@ -8,6 +8,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from services.common.envelope import EnvelopeMeta, encode_envelope, partition_key
+from services.common.metrics import topic_label
 from services.ingest.metrics import IngestMetrics
 
 
@@ -37,7 +38,7 @@ class EventPublisher:
             raise BrokerUnavailableError(str(exc) or type(exc).__name__) from exc
         self._metrics.produce_seconds.observe(time.perf_counter() - started)
         for meta, _ in events:
-            self._metrics.events.labels(meta.source, meta.topic).inc()
+            self._metrics.events.labels(meta.source, topic_label(meta.topic)).inc()
 
     async def _send(self, meta: EnvelopeMeta, payload: bytes) -> "asyncio.Future[object]":
         future: asyncio.Future[object] = await self._producer.send(

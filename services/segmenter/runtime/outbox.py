@@ -13,6 +13,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
 
 from services.common.backoff import Backoff
+from services.common.metrics import bounded_label
+from services.segmenter.domain.rules.templates import builtin_handles
 from services.segmenter.runtime.faults import infrastructure_fault
 from services.segmenter.runtime.health import ComponentHealth
 from services.segmenter.runtime.metrics import SegmenterMetrics
@@ -144,7 +146,8 @@ async def publish_pending(
             await conn.execute(MARK_PUBLISHED, [row["change_id"] for row in rows], now)
         metrics.changes_published.inc(len(rows))
         for row in rows:
-            metrics.segment_changes.labels(row["segment_handle"], row["change"]).inc()
+            handle = bounded_label(row["segment_handle"], builtin_handles())
+            metrics.segment_changes.labels(handle, row["change"]).inc()
             if row["received_at"] is not None:
                 metrics.end_to_end_seconds.observe(
                     max(0.0, (now - row["received_at"]).total_seconds())

@@ -26,6 +26,7 @@ from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord
 
 from services.common.backoff import Backoff
+from services.common.metrics import topic_label
 from services.common.settings import Settings
 from services.common.shopify import Product
 from services.common.shops import normalize_domain
@@ -290,9 +291,10 @@ class SegmenterWorker:
         self._crash_if_told("after_db_commit")
         for item in outcome.applied:
             useful = changes_customer(item.event) or isinstance(item.event.payload, Product)
-            self._metrics.events.labels(item.event.topic, "applied" if useful else "ignored").inc()
+            outcome_label = "applied" if useful else "ignored"
+            self._metrics.events.labels(topic_label(item.event.topic), outcome_label).inc()
         for item in outcome.duplicates:
-            self._metrics.events.labels(item.event.topic, "duplicate").inc()
+            self._metrics.events.labels(topic_label(item.event.topic), "duplicate").inc()
         # The changes are in the outbox: the publisher sends them now, while this batch's
         # offsets are committed and the next batch is taken. Neither waits for the other.
         self._publisher.poke()

@@ -1,5 +1,6 @@
 """The built-in segment templates named in DOMAIN.md, in the stored rule format."""
 
+from functools import cache
 from typing import Any
 
 from services.segmenter.domain.facts import LIFECYCLE_STAGES, RFM_SEGMENTS
@@ -39,6 +40,12 @@ def builtin_templates() -> list[Template]:
         *_rfm(),
         *_engagement(),
     ]
+
+
+@cache
+def builtin_handles() -> frozenset[str]:
+    """The built-in segments' handles (the segment label metrics keep; others read `other`)."""
+    return frozenset(template["handle"] for template in builtin_templates())
 
 
 def _when(name: str, operator: str, value: Any = None) -> dict[str, Any]:
