@@ -20,6 +20,7 @@ class ApiError(Exception):
         *,
         field: str | None = None,
         headers: dict[str, str] | None = None,
+        outcome: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -27,6 +28,8 @@ class ApiError(Exception):
         self.message = message
         self.field = field
         self.headers = headers
+        # The metric label; finer than `code` where the client must not learn the difference.
+        self.outcome = outcome or code
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:

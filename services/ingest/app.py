@@ -42,7 +42,7 @@ def counted(state: IngestState, endpoint: str) -> Iterator[None]:
     try:
         yield
     except ApiError as exc:
-        state.metrics.requests.labels(endpoint, exc.code).inc()
+        state.metrics.requests.labels(endpoint, exc.outcome).inc()
         raise
     state.metrics.requests.labels(endpoint, "accepted").inc()
 

@@ -73,6 +73,12 @@ async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+UNAUTHORIZED_MESSAGE = (
+    "X-Shopify-Shop-Domain names no shop of ours or X-Shopify-Hmac-Sha256 does not match"
+)
+_NO_SHOP_SECRET = "segflow: no shop has this secret"
+
+
 def _time_header(value: str | None, name: str) -> datetime | None:
     if not value:
         return None
@@ -102,7 +108,7 @@ class ShopifyWebhookEndpoint:
         try:
             event_id = await self._accept(state, scope, receive)
         except ApiError as exc:
-            requests.labels(ENDPOINT, exc.code).inc()
+            requests.labels(ENDPOINT, exc.outcome).inc()
             await send_json(
                 send, exc.status, error_body(exc.code, exc.message, exc.field), exc.headers
             )
@@ -119,10 +125,14 @@ class ShopifyWebhookEndpoint:
         raw = await read_body(receive, headers.get(_CONTENT_LENGTH), state.settings.max_body_bytes)
         domain = headers.get(_SHOP, "").strip().lower()
         shop = await state.shops.by_domain(domain) if domain else None
+        # An unknown shop and a wrong signature answer alike, after the same HMAC work, so the
+        # answer does not tell which shops exist; the metrics tell them apart.
+        secret = shop.webhook_secret if shop is not None else _NO_SHOP_SECRET
+        signed = verify_webhook(raw, secret, headers.get(_HMAC))
         if shop is None:
-            raise ApiError(401, "unknown_shop", "X-Shopify-Shop-Domain names no known shop")
-        if not verify_webhook(raw, shop.webhook_secret, headers.get(_HMAC)):
-            raise ApiError(401, "invalid_signature", "X-Shopify-Hmac-Sha256 does not match")
+            raise ApiError(401, "unauthorized", UNAUTHORIZED_MESSAGE, outcome="unknown_shop")
+        if not signed:
+            raise ApiError(401, "unauthorized", UNAUTHORIZED_MESSAGE, outcome="invalid_signature")
         topic = headers.get(_TOPIC, "").strip()
         if not topic:
             raise ApiError(
@@ -180,7 +190,7 @@ OPENAPI: dict[str, Any] = {
         ),
         "operationId": "shopify_webhook_webhooks_shopify_post",
         "parameters": [
-            _header("X-Shopify-Shop-Domain", True, "the shop; 401 unknown_shop if not registered"),
+            _header("X-Shopify-Shop-Domain", True, "the shop; 401 unauthorized if not registered"),
             _header("X-Shopify-Hmac-Sha256", True, "base64 HMAC-SHA256 of the exact body"),
             _header("X-Shopify-Topic", True, "the event type, e.g. orders/create"),
             _header("X-Shopify-Event-Id", False, "the event id (dedupe key)"),
@@ -208,7 +218,9 @@ OPENAPI: dict[str, Any] = {
                 },
             },
             "400": openapi_error("missing_header, invalid_header or invalid_json"),
-            "401": openapi_error("unknown_shop or invalid_signature"),
+            "401": openapi_error(
+                "unauthorized: unknown shop or wrong signature (told apart in metrics only)"
+            ),
             "413": openapi_error("body_too_large"),
             "503": {
                 **openapi_error("broker_unavailable"),

@@ -118,10 +118,10 @@ def _bad(shop: ShopCredentials, body: bytes, **changes: str | None) -> tuple[byt
 @pytest.mark.parametrize(
     ("case", "status", "code", "field"),
     [
-        ("unknown shop", 401, "unknown_shop", None),
-        ("missing shop", 401, "unknown_shop", None),
-        ("wrong signature", 401, "invalid_signature", None),
-        ("changed body", 401, "invalid_signature", None),
+        ("unknown shop", 401, "unauthorized", None),
+        ("missing shop", 401, "unauthorized", None),
+        ("wrong signature", 401, "unauthorized", None),
+        ("changed body", 401, "unauthorized", None),
         ("missing topic", 400, "missing_header", "X-Shopify-Topic"),
         ("no ids", 400, "missing_header", "X-Shopify-Event-Id"),
         ("bad triggered-at", 400, "invalid_header", "X-Shopify-Triggered-At"),
@@ -161,7 +161,11 @@ async def test_bad_input_gets_status_and_json_error(
 
     async with httpx.AsyncClient(base_url=ingest_url) as client:
         metrics = (await client.get("/metrics")).text
-    assert f'segflow_ingest_requests_total{{endpoint="shopify",outcome="{code}"}} 1.0' in metrics
+    # The metric tells what the answer does not (which of the two 401s it was).
+    outcome = {"unknown shop": "unknown_shop", "missing shop": "unknown_shop"}.get(
+        case, "invalid_signature" if code == "unauthorized" else code
+    )
+    assert f'segflow_ingest_requests_total{{endpoint="shopify",outcome="{outcome}"}} 1.0' in metrics
 
 
 async def test_body_over_the_limit_is_413(
@@ -185,3 +189,20 @@ async def test_health_readiness_and_metrics(ingest_url: str, shop: ShopCredentia
     assert 'segflow_ingest_requests_total{endpoint="shopify",outcome="accepted"} 1.0' in metrics
     assert 'segflow_ingest_events_total{source="shopify",topic="orders/create"} 1.0' in metrics
     assert "segflow_ingest_produce_seconds_count 1.0" in metrics
+
+
+async def test_an_unknown_shop_and_a_wrong_signature_answer_alike_and_count_apart(
+    ingest_url: str, shop: ShopCredentials
+) -> None:
+    good = json.dumps(ORDER).encode()
+    unknown = await post(ingest_url, *_bad(shop, good, X_Shopify_Shop_Domain="x.myshopify.com"))
+    wrong = await post(
+        ingest_url, *_bad(shop, good, X_Shopify_Hmac_Sha256=sign_webhook(good, "wrong"))
+    )
+    # Nothing in the answer tells whether the shop exists (no shop enumeration).
+    assert (unknown.status_code, unknown.content) == (wrong.status_code, wrong.content)
+    assert dict(unknown.headers).keys() == dict(wrong.headers).keys()
+    async with httpx.AsyncClient(base_url=ingest_url) as client:
+        metrics = (await client.get("/metrics")).text
+    for outcome in ("unknown_shop", "invalid_signature"):
+        assert f'endpoint="shopify",outcome="{outcome}"}} 1.0' in metrics
