@@ -125,6 +125,14 @@ async def seed(
                 await evaluate_customers(
                     conn, await queries.lock_states(conn, keys), rules, now, "import"
                 )
+                # As if the outbox had run: a running stack publishes these within moments,
+                # so its unpublished-rows indexes stay small; left unpublished they would not.
+                await conn.execute(
+                    "UPDATE segment_changes SET published_at = $2"
+                    " WHERE shop_id = $1 AND published_at IS NULL",
+                    shop_id,
+                    now,
+                )
         await conn.execute("VACUUM ANALYZE customers, orders")
     finally:
         await conn.close()
@@ -149,14 +157,20 @@ async def _store_products(dsn: str, conn: asyncpg.Connection, shop_id: int, now:
 
 
 def new_order_events(
-    seed: int, stored: int, count: int, now: datetime, taken: dict[int, int]
+    seed: int,
+    stored: int,
+    count: int,
+    now: datetime,
+    taken: dict[int, int],
+    first_index: int = NEW_ORDER_INDEX,
 ) -> list[Event]:
-    """`count` new orders, each for a random stored customer; `taken` counts per customer."""
+    """`count` new orders, each for a random stored customer; `taken` counts per customer;
+    their order indices start at `first_index` (past any stored history)."""
     rng = random.Random(seed + stored)
     events = []
     for _ in range(count):
         number = rng.randrange(stored)
-        index = NEW_ORDER_INDEX + taken.get(number, 0)
+        index = first_index + taken.get(number, 0)
         taken[number] = taken.get(number, 0) + 1
         delivery = store.new_order_delivery(rng, number, index, now)
         payload = parse_payload(delivery.topic, json.loads(delivery.body))
