@@ -255,12 +255,14 @@ class TagReconciler:
             current = await client.customers_tags([key[1] for key in need])
         elif need:
             current = {key[1]: known.get(key, ()) for key in need}
+        # A set: the loop below asks once per customer (a list made 100k customers quadratic).
+        needed = set(need)
         plans: dict[Key, Plan] = {}
         for work in works:
             key = work.key
             # A customer Shopify does not show (yet) has no tags of the merchant's to keep;
             # if it does not exist at all, the write's userError puts the work back.
-            tags = (current.get(key[1]) or ()) if key in need else None
+            tags = (current.get(key[1]) or ()) if key in needed else None
             plans[key] = plan(wanted[key], ledgers.get(key, {}), tags, now)
         intents = {key: dict(p.entries) for key, p in plans.items() if p.entries}
         if intents:
