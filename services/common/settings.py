@@ -75,7 +75,13 @@ class Settings(BaseSettings):
     # goes through Shopify's bulk mutation; a round takes up to tagger_bulk_batch_size.
     tagger_bulk_threshold: int = Field(default=500, ge=1)
     tagger_bulk_batch_size: int = Field(default=100_000, ge=1)
-    tagger_bulk_lease_seconds: float = Field(default=3600.0, gt=0)
+    # A bulk lease is short and renewed (every third of it) while its holder waits on the
+    # operation, so a live change of a customer held by a dead reconciler waits at most this.
+    tagger_bulk_lease_seconds: float = Field(default=120.0, gt=0)
+    # How long a bulk operation is polled before the reconciler lets go of it (it goes on
+    # running on Shopify: its result is read later, every tagger_bulk_repoll_seconds).
+    tagger_bulk_poll_timeout_seconds: float = Field(default=900.0, gt=0)
+    tagger_bulk_repoll_seconds: float = Field(default=30.0, gt=0)
     # A customer's tag writes are parked after this many failed rounds, then retried at
     # this interval (never dropped).
     tagger_max_attempts: int = Field(default=8, ge=1)

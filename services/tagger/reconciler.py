@@ -4,7 +4,14 @@ It leases customers from `tag_work` (SKIP LOCKED, so replicas share the queue), 
 their segments want and what the ledger says, writes the intended ledger entries first (so a
 crash is followed by the same writes again, which Shopify's idempotent tag mutations make
 harmless), then sends at most one tagsAdd and one tagsRemove per customer, and records what
-Shopify accepted. Shops run concurrently: one throttled shop's waits never hold another's.
+Shopify accepted.
+
+Each shop's lane (live, bulk) has a task of its own, started by the run loop when the lane has
+work and ended when it finds none: it takes one batch of its shop at a time (its in-flight
+work is bounded by the batch size), and its waits on Shopify (pacing from throttleStatus, a
+slow answer, a bulk operation) hold nobody else, not even the same shop's other lane. The run
+loop only dispatches and reports the backlog. On stop no new batch starts; the batches in hand
+are finished, nothing is cancelled half-written.
 
 Failures never drop work: Shopify unavailable (throttled beyond the client's bound, 5xx,
 timeouts) puts the customer back with backoff; after `tagger_max_attempts` it is parked
@@ -13,20 +20,25 @@ timeouts) puts the customer back with backoff; after `tagger_max_attempts` it is
 
 Bulk work (an import, a backfill) waits in its own lane; from `tagger_bulk_threshold`
 customers of one shop it goes through one bulk mutation per direction, whose failed lines
-return to the single path.
+return to the single path. A lease is renewed while its holder waits on Shopify, so bulk leases
+can be short: a reconciler that dies holding a bulk batch lets go within one
+`tagger_bulk_lease_seconds`, and a live change of one of its customers waits no longer. A bulk
+operation still running when polling gives up (`tagger_bulk_poll_timeout_seconds`) is recorded
+(`tag_bulk_operations`), its customers wait in the bulk lane, and a later poll reads its result
+and records its lines, so nothing is sent twice and no customer stays pending.
 """
 
 import asyncio
 import logging
 import random
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
 from services.common.settings import Settings
+from services.common.shopify import tag_key
 from services.segmenter.runtime.faults import infrastructure_fault
 from services.segmenter.runtime.health import ComponentHealth
 from services.tagger import storage
@@ -34,12 +46,28 @@ from services.tagger.connections import ShopClients
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.rounds import run_rounds
 from services.tagger.shopify.client import AdminClient
-from services.tagger.shopify.errors import ShopifyAuthError, ShopifyError, ShopifyUnavailable
-from services.tagger.tags import Entry, Plan, applied, needs_shopify_tags, plan, wanted_tags
+from services.tagger.shopify.errors import (
+    ShopifyAuthError,
+    ShopifyBulkPending,
+    ShopifyError,
+    ShopifyUnavailable,
+)
+from services.tagger.shopify.models import BulkResult, TagKind
+from services.tagger.tags import (
+    Entry,
+    Plan,
+    State,
+    applied,
+    needs_shopify_tags,
+    plan,
+    wanted_tags,
+)
 
 logger = logging.getLogger(__name__)
 
 Key = storage.Key
+# A shop's lane: (shop id, bulk?).
+Lane = tuple[int, bool]
 
 
 @dataclass
@@ -47,6 +75,9 @@ class _Outcome:
     done: list[storage.Work]
     retry: list[tuple[storage.Work, str]]
     entries: dict[Key, dict[str, Entry | None]]
+    # Customers waiting on a late bulk operation, and the operations to remember.
+    later: list[storage.Work] = field(default_factory=list)
+    late: list[storage.LateBulk] = field(default_factory=list)
 
 
 class TagReconciler:
@@ -70,48 +101,113 @@ class TagReconciler:
         self._clock = clock
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
+        self._lanes: dict[Lane, asyncio.Task[None]] = {}
+        self._failure: BaseException | None = None
+        self._halted = False
 
     def poke(self) -> None:
         """New work was queued: look now rather than at the next interval."""
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Reconcile until `stop` is set (the round in hand is finished first)."""
-        await run_rounds(
-            self.round, stop, self._health, self._settings.tagger_interval_seconds, self._wake
-        )
+        """Reconcile until `stop` is set; the shop tasks finish the batches in hand first."""
+        try:
+            await run_rounds(
+                lambda: self._dispatch(stop),
+                stop,
+                self._health,
+                self._settings.tagger_interval_seconds,
+                self._wake,
+            )
+        finally:
+            self._halted = True  # also when the loop itself failed: no new batch starts
+            await asyncio.gather(*self._lanes.values(), return_exceptions=True)
+        if self._failure is not None:
+            raise self._failure
+
+    async def _dispatch(self, stop: asyncio.Event) -> bool:
+        """Start a task for every lane with work due that has none; report the backlog."""
+        if self._failure is not None:
+            raise self._failure  # a bug in a shop task: stop as run_rounds does for its own
+        async with self._pool.acquire() as conn:
+            lanes = await storage.due_lanes(conn, self._clock())
+        for lane in sorted(lanes - set(self._lanes)):
+            self._lanes[lane] = asyncio.create_task(
+                self._lane_task(lane, stop),
+                name=f"tagger-shop-{lane[0]}-{'bulk' if lane[1] else 'live'}",
+            )
+        await self._observe_backlog()
+        return False
+
+    async def _lane_task(self, lane: Lane, stop: asyncio.Event) -> None:
+        try:
+            while not (stop.is_set() or self._halted):
+                if not await self.lane_batch(*lane):
+                    return
+        except Exception as exc:
+            if infrastructure_fault(exc) is None:
+                self._failure = exc
+            else:
+                # The database is gone for now: the run loop's next look reports it, and
+                # starts the lane again once it answers (leases give the rows back).
+                logger.warning("a shop's tag lane stopped", extra={"shop_id": lane[0]})
+            self._wake.set()
+        finally:
+            self._lanes.pop(lane, None)
 
     async def round(self) -> bool:
-        """One pass over both lanes; True if it found work (so the next pass comes at once)."""
-        now = self._clock()
-        settings = self._settings
+        """One batch of every lane with work due, all at once, waited for (tests and tools);
+        True if it found work (so the next pass comes at once)."""
         async with self._pool.acquire() as conn:
-            live = await storage.take_tag_work(
-                conn,
-                False,
-                now,
-                settings.tagger_batch_size,
-                now + timedelta(seconds=settings.tagger_lease_seconds),
-            )
-            bulk = await storage.take_tag_work(
-                conn,
-                True,
-                now,
-                settings.tagger_bulk_batch_size,
-                now + timedelta(seconds=settings.tagger_bulk_lease_seconds),
-            )
-        by_shop: dict[int, list[storage.Work]] = defaultdict(list)
-        for work in live:
-            by_shop[work.shop_id].append(work)
-        bulk_by_shop: dict[int, list[storage.Work]] = defaultdict(list)
-        for work in bulk:
-            bulk_by_shop[work.shop_id].append(work)
-        jobs = [self._shop(shop_id, works, bulk=False) for shop_id, works in by_shop.items()]
-        jobs += [self._shop(shop_id, works, bulk=True) for shop_id, works in bulk_by_shop.items()]
-        if jobs:
-            await asyncio.gather(*jobs)
+            lanes = await storage.due_lanes(conn, self._clock())
+        found = await asyncio.gather(*(self.lane_batch(*lane) for lane in sorted(lanes)))
         await self._observe_backlog()
-        return bool(live or bulk)
+        return any(found)
+
+    async def lane_batch(self, shop_id: int, bulk: bool) -> bool:
+        """Take and reconcile one batch of a shop's lane; False when it had nothing due."""
+        settings = self._settings
+        if bulk and await self._late_bulk(shop_id):
+            return False  # its customers wait for the operation Shopify still runs
+        now = self._clock()
+        size, seconds = (
+            (settings.tagger_bulk_batch_size, settings.tagger_bulk_lease_seconds)
+            if bulk
+            else (settings.tagger_batch_size, settings.tagger_lease_seconds)
+        )
+        lease_until = now + timedelta(seconds=seconds)
+        async with self._pool.acquire() as conn:
+            works = await storage.take_shop_tag_work(conn, shop_id, bulk, now, size, lease_until)
+        if not works:
+            return False
+        done = asyncio.Event()
+        renewing = asyncio.create_task(self._renew(works, seconds, lease_until, done))
+        try:
+            await self._shop(shop_id, works, bulk)
+        finally:
+            done.set()
+            await renewing
+        return True
+
+    async def _renew(
+        self, works: list[storage.Work], seconds: float, held: datetime, done: asyncio.Event
+    ) -> None:
+        """Keep the lease while the batch is in hand (every third of its length)."""
+        while True:
+            try:
+                await asyncio.wait_for(done.wait(), seconds / 3)
+                return
+            except TimeoutError:
+                pass
+            until = self._clock() + timedelta(seconds=seconds)
+            try:
+                async with self._pool.acquire() as conn:
+                    await storage.renew_lease(conn, works, held, until)
+            except Exception as exc:
+                if infrastructure_fault(exc) is None:
+                    raise
+                continue  # the lease may lapse; the finish's version check keeps it safe
+            held = until
 
     async def _shop(self, shop_id: int, works: list[storage.Work], bulk: bool) -> None:
         try:
@@ -159,12 +255,14 @@ class TagReconciler:
             current = await client.customers_tags([key[1] for key in need])
         elif need:
             current = {key[1]: known.get(key, ()) for key in need}
+        # A set: the loop below asks once per customer (a list made 100k customers quadratic).
+        needed = set(need)
         plans: dict[Key, Plan] = {}
         for work in works:
             key = work.key
             # A customer Shopify does not show (yet) has no tags of the merchant's to keep;
             # if it does not exist at all, the write's userError puts the work back.
-            tags = (current.get(key[1]) or ()) if key in need else None
+            tags = (current.get(key[1]) or ()) if key in needed else None
             plans[key] = plan(wanted[key], ledgers.get(key, {}), tags, now)
         intents = {key: dict(p.entries) for key, p in plans.items() if p.entries}
         if intents:
@@ -226,7 +324,9 @@ class TagReconciler:
         failed: dict[Key, str] = {}
         refused: dict[Key, str] = {}
         refused_kinds: dict[Key, set[str]] = {}
-        for kind in ("add", "remove"):
+        waiting: set[Key] = set()
+        kinds_: tuple[TagKind, ...] = ("add", "remove")
+        for kind in kinds_:
             lines = [
                 (key[1], step.add if kind == "add" else step.remove)
                 for key, step in plans.items()
@@ -235,7 +335,22 @@ class TagReconciler:
             if not lines:
                 continue
             try:
-                result = await client.run_bulk_tags(kind, lines)
+                result = await client.run_bulk_tags(
+                    kind, lines, self._settings.tagger_bulk_poll_timeout_seconds
+                )
+            except ShopifyBulkPending as exc:
+                # Still running on Shopify: read later, never sent again meanwhile.
+                now = self._clock()
+                poll_at = now + timedelta(seconds=self._settings.tagger_bulk_repoll_seconds)
+                late_lines = [(c, list(t)) for c, t in lines]
+                outcome.late.append(
+                    storage.LateBulk(
+                        works[0].shop_id, exc.operation_id, kind, late_lines, now, poll_at
+                    )
+                )
+                waiting.update((works[0].shop_id, c) for c, _ in lines)
+                self._metrics.bulk_operations.labels("late").inc()
+                continue
             except ShopifyError as exc:
                 for key, step in plans.items():
                     if step.add if kind == "add" else step.remove:
@@ -252,6 +367,11 @@ class TagReconciler:
                     refused_kinds.setdefault(key, set()).add(kind)
         for key, step in plans.items():
             work = by_key[key]
+            if key in waiting:
+                # Whatever else was sent for them, they are settled once the late operation
+                # is read: its lines are recorded then, and another look finishes them.
+                outcome.later.append(work)
+                continue
             if key in failed:
                 # Back to the single path, due now; whatever Shopify did, resending is safe.
                 outcome.retry.append((replace(work, attempts=-1), failed[key]))
@@ -284,11 +404,85 @@ class TagReconciler:
     def _count(self, operation: str, ok: bool) -> None:
         self._metrics.tag_writes.labels(operation, "ok" if ok else "user_error").inc()
 
+    async def _late_bulk(self, shop_id: int) -> bool:
+        """Look again at the shop's late bulk operations that are due; True while one still
+        runs (the shop's bulk lane waits for it, so no line is sent twice)."""
+        async with self._pool.acquire() as conn:
+            operations = await storage.bulk_operations(conn, shop_id)
+        if not operations:
+            return False
+        client = await self._clients.get(shop_id)
+        running = False
+        for operation in operations:
+            now = self._clock()
+            later = now + timedelta(seconds=self._settings.tagger_bulk_repoll_seconds)
+            result: BulkResult | None = None
+            if client is not None and operation.poll_at <= now:
+                kind: TagKind = "add" if operation.kind == "add" else "remove"
+                try:
+                    result = await client.bulk_tags_result(
+                        kind, operation.operation_id, operation.lines
+                    )
+                except ShopifyError as exc:
+                    logger.info(
+                        "a late bulk operation could not be read yet",
+                        extra={"shop_id": shop_id, "reason": str(exc)[:200]},
+                    )
+            elif client is None:
+                # Not connected any more: connecting again marks every member anew.
+                async with self._pool.acquire() as conn:
+                    await storage.drop_bulk_operation(conn, shop_id, operation.operation_id)
+                continue
+            if result is None:
+                running = True
+                if operation.poll_at <= now:
+                    async with self._pool.acquire() as conn:
+                        await storage.poll_bulk_later(conn, shop_id, operation.operation_id, later)
+                continue
+            await self._settle_late(shop_id, operation, result)
+        return running
+
+    async def _settle_late(
+        self, shop_id: int, operation: storage.LateBulk, result: BulkResult
+    ) -> None:
+        """Record the lines of a late bulk operation: an entry still waiting on this write
+        becomes added (removed); a failed line's customer gets another look, on the live path.
+        Its customers' queued work is due at once, to be found settled."""
+        self._metrics.bulk_operations.labels(result.status.lower()).inc()
+        failed = {failure.customer_id for failure in result.failures}
+        keys = [(shop_id, customer_id) for customer_id, _ in operation.lines]
+        waiting: State = "adding" if operation.kind == "add" else "removing"
+        done: State = "added" if operation.kind == "add" else "removed"
+        now = self._clock()
+        async with self._pool.acquire() as conn:
+            async with conn.transaction():
+                ledgers = await storage.ledgers(conn, keys)
+                entries: dict[Key, dict[str, Entry | None]] = {}
+                for customer_id, tags in operation.lines:
+                    if customer_id in failed:
+                        continue
+                    ledger = ledgers.get((shop_id, customer_id), {})
+                    for tag in tags:
+                        entry = ledger.get(tag_key(tag))
+                        if entry is not None and entry.state == waiting:
+                            entries.setdefault((shop_id, customer_id), {})[tag_key(tag)] = Entry(
+                                entry.tag, done, now
+                            )
+                await storage.write_ledger(conn, entries)
+                await storage.mark_tag_work(conn, {(shop_id, c): False for c in failed})
+                await storage.due_now(conn, keys)
+                await storage.drop_bulk_operation(conn, shop_id, operation.operation_id)
+
     async def _finish(self, outcome: _Outcome) -> None:
         now = self._clock()
         settings = self._settings
         async with self._pool.acquire() as conn:
             async with conn.transaction():
+                for late in outcome.late:
+                    await storage.save_bulk_operation(conn, late.shop_id, late)
+                if outcome.later:
+                    poll_at = min(late.poll_at for late in outcome.late)
+                    await storage.put_back(conn, outcome.later, poll_at)
                 await storage.write_ledger(conn, outcome.entries)
                 await storage.finish_tag_work(conn, outcome.done)
                 for work, error in outcome.retry:

@@ -1,4 +1,5 @@
-"""Named queries over the tagger's tables (migration 0006); every value is a bound parameter."""
+"""Named queries over the tagger's tables (migrations 0006 and 0010); every value is a bound
+parameter."""
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,18 +27,34 @@ SET version = tag_work.version + 1,
     marked_at = now()
 """
 # A lease rather than a row lock held across Shopify's answers: a reconciler that dies gives
-# the row back when the lease ends.
-TAKE_TAG_WORK = """
+# the row back when the lease ends. One shop's lane at a time: each shop's task takes its own
+# work, so a slow shop never holds another's.
+TAKE_SHOP_TAG_WORK = """
 UPDATE tag_work w SET leased_until = $4
 FROM (
     SELECT shop_id, customer_id FROM tag_work
     WHERE bulk = $1 AND due_at <= $2 AND (leased_until IS NULL OR leased_until < $2)
-    ORDER BY due_at, shop_id, customer_id
+      AND shop_id = $5
+    ORDER BY due_at, customer_id
     LIMIT $3
     FOR UPDATE SKIP LOCKED
 ) t
 WHERE w.shop_id = t.shop_id AND w.customer_id = t.customer_id
 RETURNING w.shop_id, w.customer_id, w.version, w.attempts
+"""
+# The (shop, lane) pairs with work due and not leased: what the run loop hands to shop tasks.
+DUE_LANES = """
+SELECT DISTINCT shop_id, bulk FROM tag_work
+WHERE due_at <= $1 AND (leased_until IS NULL OR leased_until < $1)
+UNION
+SELECT shop_id, true FROM tag_bulk_operations WHERE poll_at <= $1
+"""
+# A live holder keeps its lease while Shopify works (a bulk operation can take minutes): only
+# rows still under the lease it set are extended, so a lease another took over is left alone.
+RENEW_LEASE = """
+UPDATE tag_work w SET leased_until = $4
+FROM unnest($1::bigint[], $2::bigint[]) AS k (shop_id, customer_id)
+WHERE w.shop_id = k.shop_id AND w.customer_id = k.customer_id AND w.leased_until = $3
 """
 FINISH_TAG_WORK = """
 DELETE FROM tag_work w
@@ -91,6 +108,33 @@ WHERE l.shop_id = d.shop_id AND l.customer_id = d.customer_id AND l.tag_key = d.
 TO_SINGLE_LANE = """
 UPDATE tag_work SET bulk = false, leased_until = NULL, due_at = now(), last_error = $3
 WHERE shop_id = $1 AND customer_id = $2
+"""
+# Late bulk operations (migration 0010): recorded when polling gave up, read again later.
+SAVE_BULK_OPERATION = """
+INSERT INTO tag_bulk_operations (shop_id, operation_id, kind, lines, started_at, poll_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (shop_id, operation_id) DO UPDATE SET poll_at = EXCLUDED.poll_at
+"""
+BULK_OPERATIONS = """
+SELECT operation_id, kind, lines, started_at, poll_at FROM tag_bulk_operations
+WHERE shop_id = $1 ORDER BY started_at, operation_id
+"""
+BULK_OPERATION_POLL_LATER = """
+UPDATE tag_bulk_operations SET poll_at = $3 WHERE shop_id = $1 AND operation_id = $2
+"""
+# Waiting on a late bulk operation: back in the lane, due when it is looked at again.
+PUT_BACK = """
+UPDATE tag_work w SET leased_until = NULL, due_at = $3
+FROM unnest($1::bigint[], $2::bigint[]) AS k (shop_id, customer_id)
+WHERE w.shop_id = k.shop_id AND w.customer_id = k.customer_id
+"""
+DUE_NOW = """
+UPDATE tag_work w SET due_at = LEAST(w.due_at, now())
+FROM unnest($1::bigint[], $2::bigint[]) AS k (shop_id, customer_id)
+WHERE w.shop_id = k.shop_id AND w.customer_id = k.customer_id
+"""
+DROP_BULK_OPERATION = """
+DELETE FROM tag_bulk_operations WHERE shop_id = $1 AND operation_id = $2
 """
 # The tags Shopify's webhooks last told the segmenter (profile.tags: tag -> [present, at]).
 KNOWN_TAGS = """
@@ -155,12 +199,100 @@ async def mark_tag_work(conn: asyncpg.Connection, marks: Mapping[Key, bool]) -> 
     )
 
 
-async def take_tag_work(
-    conn: asyncpg.Connection, bulk: bool, now: datetime, limit: int, lease_until: datetime
+async def take_shop_tag_work(
+    conn: asyncpg.Connection,
+    shop_id: int,
+    bulk: bool,
+    now: datetime,
+    limit: int,
+    lease_until: datetime,
 ) -> list[Work]:
-    """Lease up to `limit` due customers of one lane."""
-    rows = await conn.fetch(TAKE_TAG_WORK, bulk, now, limit, lease_until)
+    """Lease up to `limit` due customers of one shop's lane."""
+    rows = await conn.fetch(TAKE_SHOP_TAG_WORK, bulk, now, limit, lease_until, shop_id)
     return [Work(r["shop_id"], r["customer_id"], r["version"], r["attempts"]) for r in rows]
+
+
+async def due_lanes(conn: asyncpg.Connection, now: datetime) -> set[tuple[int, bool]]:
+    """The (shop, bulk?) lanes that have work due and free."""
+    return {(r["shop_id"], r["bulk"]) for r in await conn.fetch(DUE_LANES, now)}
+
+
+async def renew_lease(
+    conn: asyncpg.Connection, works: Sequence[Work], held_until: datetime, until: datetime
+) -> None:
+    """Extend our lease (the one ending at `held_until`) on these rows to `until`."""
+    await conn.execute(RENEW_LEASE, *_columns(w.key for w in works), held_until, until)
+
+
+@dataclass(frozen=True)
+class LateBulk:
+    """A bulk operation still running on Shopify when polling gave up."""
+
+    shop_id: int
+    operation_id: str
+    kind: str
+    lines: list[tuple[int, list[str]]]
+    started_at: datetime
+    poll_at: datetime
+
+
+async def save_bulk_operation(
+    conn: asyncpg.Connection,
+    shop_id: int,
+    late: LateBulk,
+) -> None:
+    """Remember a late bulk operation so a later poll reads its result."""
+    lines = orjson.dumps([[c, list(t)] for c, t in late.lines]).decode()
+    await conn.execute(
+        SAVE_BULK_OPERATION,
+        shop_id,
+        late.operation_id,
+        late.kind,
+        lines,
+        late.started_at,
+        late.poll_at,
+    )
+
+
+async def bulk_operations(conn: asyncpg.Connection, shop_id: int) -> list[LateBulk]:
+    """The shop's late bulk operations, oldest first."""
+    found = []
+    for row in await conn.fetch(BULK_OPERATIONS, shop_id):
+        raw = row["lines"]
+        lines = orjson.loads(raw) if isinstance(raw, str) else raw
+        found.append(
+            LateBulk(
+                shop_id,
+                row["operation_id"],
+                row["kind"],
+                [(int(c), list(t)) for c, t in lines],
+                row["started_at"],
+                row["poll_at"],
+            )
+        )
+    return found
+
+
+async def poll_bulk_later(
+    conn: asyncpg.Connection, shop_id: int, operation_id: str, at: datetime
+) -> None:
+    """The operation still runs: look again at `at`."""
+    await conn.execute(BULK_OPERATION_POLL_LATER, shop_id, operation_id, at)
+
+
+async def put_back(conn: asyncpg.Connection, works: Sequence[Work], due_at: datetime) -> None:
+    """Give the lease back, the work due at `due_at` (no attempt counted)."""
+    await conn.execute(PUT_BACK, *_columns(w.key for w in works), due_at)
+
+
+async def due_now(conn: asyncpg.Connection, keys: Iterable[Key]) -> None:
+    """Make any queued work of these customers due now."""
+    await conn.execute(DUE_NOW, *_columns(keys))
+
+
+async def drop_bulk_operation(conn: asyncpg.Connection, shop_id: int, operation_id: str) -> None:
+    """The operation ended and its result was recorded."""
+    await conn.execute(DROP_BULK_OPERATION, shop_id, operation_id)
 
 
 async def finish_tag_work(conn: asyncpg.Connection, done: Sequence[Work]) -> None:

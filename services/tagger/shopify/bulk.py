@@ -1,6 +1,9 @@
 """The bulk path for large tag changes: stagedUploadsCreate, a multipart upload of the JSONL
 variables, bulkOperationRunMutation, polling the operation until it ends, and reading the
-result file, in which every input line has a line of its own (`__lineNumber`, from 0)."""
+result file, in which every input line has a line of its own (`__lineNumber`, from 0).
+
+Polling is bounded: an operation still running at the bound raises ShopifyBulkPending with its
+id; `BulkRunner.outcome` reads it again later (it goes on running on Shopify)."""
 
 import asyncio
 import random
@@ -14,7 +17,11 @@ import orjson
 
 from services.common.backoff import Backoff
 from services.tagger.shopify import queries
-from services.tagger.shopify.errors import ShopifyBulkError, ShopifyUnavailable
+from services.tagger.shopify.errors import (
+    ShopifyBulkError,
+    ShopifyBulkPending,
+    ShopifyUnavailable,
+)
 from services.tagger.shopify.models import BulkLineFailure, BulkResult, TagKind
 
 if TYPE_CHECKING:
@@ -102,6 +109,26 @@ class BulkRunner:
         mutation = queries.BULK_TAGS_ADD if kind == "add" else queries.BULK_TAGS_REMOVE
         operation_id = await self._start(mutation, parameters["key"])
         operation = await self._wait(operation_id)
+        return await self._result(operation_id, operation, kind, lines, started)
+
+    async def outcome(
+        self, kind: TagKind, operation_id: str, lines: Sequence[tuple[int, Sequence[str]]]
+    ) -> BulkResult | None:
+        """One poll of an operation started earlier: its result once it ended, else None."""
+        started = time.monotonic()
+        operation = await self._poll(operation_id)
+        if operation.get("status") in _RUNNING:
+            return None
+        return await self._result(operation_id, operation, kind, lines, started)
+
+    async def _result(
+        self,
+        operation_id: str,
+        operation: dict[str, Any],
+        kind: TagKind,
+        lines: Sequence[tuple[int, Sequence[str]]],
+        started: float,
+    ) -> BulkResult:
         status = str(operation["status"])
         result_url = (
             operation.get("url") if status == "COMPLETED" else operation.get("partialDataUrl")
@@ -185,16 +212,20 @@ class BulkRunner:
         deadline = time.monotonic() + self.timeout
         delay = self.poll_initial
         while True:
-            data = await self.client.execute(
-                "bulk_poll", queries.BULK_OPERATION, {"id": operation_id}, 1
-            )
-            operation = data["node"] or {}
+            operation = await self._poll(operation_id)
             if operation.get("status") not in _RUNNING:
                 return operation
             if time.monotonic() + delay > deadline:
-                raise ShopifyUnavailable("bulk_operation_timeout", 1, "bulk_poll")
+                raise ShopifyBulkPending(operation_id)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.poll_max)
+
+    async def _poll(self, operation_id: str) -> dict[str, Any]:
+        data = await self.client.execute(
+            "bulk_poll", queries.BULK_OPERATION, {"id": operation_id}, 1
+        )
+        operation: dict[str, Any] = data["node"] or {}
+        return operation
 
     async def _download(self, url: str) -> bytes:
         backoff = Backoff(0.5, 10.0, self.rng)

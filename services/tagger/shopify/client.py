@@ -245,14 +245,29 @@ class AdminClient:
         return EnsureResult(tuple(kept), tuple(created), tuple(failed))
 
     async def run_bulk_tags(
-        self, kind: TagKind, lines: Sequence[tuple[int, Sequence[str]]]
+        self,
+        kind: TagKind,
+        lines: Sequence[tuple[int, Sequence[str]]],
+        timeout: float = 6 * 3600.0,
     ) -> BulkResult:
         """Add (or remove) tags on many customers with one bulk mutation: stage and upload the
-        JSONL, run it, poll until it ends, read the result file. Lines that did not apply come
-        back as failures (see `retry_failures_singly`)."""
+        JSONL, run it, poll until it ends (up to `timeout` s, then ShopifyBulkPending), read the
+        result file. Lines that did not apply come back as failures (`retry_failures_singly`)."""
         started = time.monotonic()
-        runner = BulkRunner(self, self._http, self._rng)
+        runner = BulkRunner(self, self._http, self._rng, timeout=timeout)
         result = await runner.run(kind, lines, started)
+        return self._counted(kind, result)
+
+    async def bulk_tags_result(
+        self, kind: TagKind, operation_id: str, lines: Sequence[tuple[int, Sequence[str]]]
+    ) -> BulkResult | None:
+        """One more look at a bulk tag operation polling gave up on: its result, or None while
+        it still runs."""
+        runner = BulkRunner(self, self._http, self._rng)
+        result = await runner.outcome(kind, operation_id, lines)
+        return None if result is None else self._counted(kind, result)
+
+    def _counted(self, kind: TagKind, result: BulkResult) -> BulkResult:
         if self.metrics is not None:
             self.metrics.bulk_operations.labels(result.status.lower()).inc()
         self._tag_metric(kind, "bulk", "applied", result.applied)

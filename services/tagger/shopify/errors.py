@@ -18,6 +18,15 @@ class ShopifyUnavailable(ShopifyError):
         self.operation = operation
 
 
+class ShopifyBulkPending(ShopifyUnavailable):
+    """A bulk operation was started and still ran when polling gave up: it may yet apply every
+    line, so its result is to be read later (`AdminClient.bulk_tags_result`), not resent."""
+
+    def __init__(self, operation_id: str) -> None:
+        super().__init__("bulk_operation_timeout", 1, "bulk_poll")
+        self.operation_id = operation_id
+
+
 class ShopifyAuthError(ShopifyError):
     """401 or 403: the token is wrong, revoked or lacks a scope. Retrying will not help."""
 
