@@ -27,7 +27,7 @@ from services.common.backoff import Backoff
 from services.common.settings import Settings
 from services.segmenter.domain.facts import CustomerFacts
 from services.segmenter.runtime.health import ComponentHealth
-from services.segmenter.storage.rows import facts_from_row
+from services.segmenter.storage.rows import facts_from_row, profile_attribute
 from services.tagger.email.compose import address_domain, compose_email, message_id_for
 from services.tagger.email.metrics import EmailMetrics
 from services.tagger.email.sender import (
@@ -50,7 +50,7 @@ from services.tagger.journeys.enrolment import (
 )
 from services.tagger.journeys.machine import next_step
 from services.tagger.journeys.model import Journey, Step
-from services.tagger.journeys.timing import SendCap, customer_zone, send_time
+from services.tagger.journeys.timing import SendCap, customer_zone, load_zone, send_time
 from services.tagger.journeys_store import (
     StoredEnrolment,
     enrolment_from_row,
@@ -99,7 +99,7 @@ WHERE id = $1 AND state = 'sending'
 """
 RETRY_LATER = "UPDATE journey_sends SET retry_at = $2 WHERE id = $1"
 UNSUBSCRIBED = "SELECT 1 FROM consent_overrides WHERE shop_id = $1 AND customer_id = $2"
-SHOP_DOMAIN = "SELECT domain FROM shops WHERE id = $1"
+SHOP = "SELECT domain, iana_timezone FROM shops WHERE id = $1"
 IN_SEGMENT = """
 SELECT EXISTS (
     SELECT 1 FROM memberships m JOIN segments s ON s.id = m.segment_id
@@ -183,6 +183,14 @@ class Outgoing:
     shop_id: int
     customer_id: int
     marketing: bool
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """What an email shows beyond the step machine's context: the shop and the customer's name."""
+
+    domain: str | None
+    first_name: str | None
 
 
 class JourneyScheduler:
@@ -292,8 +300,9 @@ class JourneyScheduler:
 
     async def _context(
         self, conn: asyncpg.Connection, stored: StoredEnrolment, journey: Journey, now: datetime
-    ) -> tuple[CustomerContext, str | None]:
+    ) -> tuple[CustomerContext, Recipient]:
         customer = stored.enrolment.customer_id
+        shop = await conn.fetchrow(SHOP, stored.shop_id)
         row = await conn.fetchrow(CUSTOMER, stored.shop_id, customer)
         facts = facts_from_row(row) if row is not None else CustomerFacts(stored.shop_id, customer)
         consent: str | None = "subscribed" if facts.accepts_email_marketing else "not_subscribed"
@@ -306,7 +315,7 @@ class JourneyScheduler:
         )
         recent = await conn.fetch(RECENT_SENDS, stored.shop_id, customer, now - self._cap.window)
         zone = customer_zone(
-            facts.country_code, facts.province_code, self._settings.journey_default_timezone
+            facts.country_code, facts.province_code, self._shop_zone(shop and shop["iana_timezone"])
         )
         context = CustomerContext(
             facts=facts,
@@ -316,16 +325,28 @@ class JourneyScheduler:
             recent_sends=tuple(r["at"] for r in recent),
             cap=self._cap,
         )
-        domain: str | None = await conn.fetchval(SHOP_DOMAIN, stored.shop_id)
-        return context, domain
+        first_name = profile_attribute(row, "first_name") if row is not None else None
+        return context, Recipient(shop["domain"] if shop else None, first_name)
+
+    def _shop_zone(self, name: str | None) -> str:
+        """The shop's zone as Shopify gave it at connect time, else the configured default
+        (also for a name this machine's zone database does not know)."""
+        if name:
+            try:
+                load_zone(name)
+            except ValueError:
+                logger.warning("the shop's time zone is unknown here; using the default")
+            else:
+                return name
+        return self._settings.journey_default_timezone
 
     async def _decide(
         self, conn: asyncpg.Connection, stored: StoredEnrolment, now: datetime
     ) -> Outgoing | None:
         journey = await journey_for(conn, stored)
-        context, domain = await self._context(conn, stored, journey, now)
+        context, recipient = await self._context(conn, stored, journey, now)
         decision = next_step(journey, stored.enrolment, context, now)
-        return await self._apply(conn, stored, journey, decision, context, domain, now)
+        return await self._apply(conn, stored, journey, decision, context, recipient, now)
 
     async def _apply(
         self,
@@ -334,7 +355,7 @@ class JourneyScheduler:
         journey: Journey,
         decision: StepDecision,
         context: CustomerContext,
-        domain: str | None,
+        recipient: Recipient,
         now: datetime,
     ) -> Outgoing | None:
         if not isinstance(decision, Done) or decision.enrolment != stored.enrolment:
@@ -368,7 +389,7 @@ class JourneyScheduler:
                 decision.step_index,
                 message_id,
                 context,
-                domain,
+                recipient,
                 now,
             )
         elif isinstance(decision, Exit):
@@ -384,7 +405,7 @@ class JourneyScheduler:
         step_index: int,
         message_id: str,
         context: CustomerContext,
-        domain: str | None,
+        recipient: Recipient,
         now: datetime,
         *,
         send_id: int | None = None,
@@ -393,7 +414,7 @@ class JourneyScheduler:
         """Compose the step's email and commit its `sending` record (with the caller's
         transaction); a step that cannot be composed is recorded `failed`, not sent."""
         try:
-            message = self._compose(stored, step, message_id, context, domain, now)
+            message = self._compose(stored, step, message_id, context, recipient, now)
         except (TemplateError, KeyError, ValueError) as exc:
             error = f"{type(exc).__name__}: cannot compose: {exc}"[:300]
             if send_id is None:
@@ -431,7 +452,7 @@ class JourneyScheduler:
         step: Step,
         message_id: str,
         context: CustomerContext,
-        domain: str | None,
+        recipient: Recipient,
         now: datetime,
     ) -> EmailMessage:
         address = context.facts.email
@@ -439,13 +460,14 @@ class JourneyScheduler:
             raise ValueError("the customer has no email address")
         token = issue_token(self._keys, stored.shop_id, stored.enrolment.customer_id)
         link = unsubscribe_url(self._base_url, token)
-        shop_name = (domain or "").removesuffix(".myshopify.com") or "our shop"
+        shop_name = (recipient.domain or "").removesuffix(".myshopify.com") or "our shop"
         key = SHIPPED_TEMPLATE_FILES.get(step.template, step.template)
         rendered = self._templates.render(
             key,
             EmailContext(
                 shop_name=shop_name,
                 unsubscribe_url=link,
+                first_name=recipient.first_name,
                 coupon_code=self._settings.journey_coupon_code,
                 top_product_type=context.facts.top_product_type,
             ),
@@ -471,7 +493,7 @@ class JourneyScheduler:
             await conn.execute(RETRY_SKIPPED, row["send_id"], row["exit_reason"] or "exited")
             return None
         journey = await journey_for(conn, stored)
-        context, domain = await self._context(conn, stored, journey, now)
+        context, recipient = await self._context(conn, stored, journey, now)
         step = journey.steps[row["send_step"]]
         if step.marketing and context.email_consent != "subscribed":
             await conn.execute(RETRY_SKIPPED, row["send_id"], "no_marketing_consent")
@@ -492,7 +514,7 @@ class JourneyScheduler:
             row["send_step"],
             message_id,
             context,
-            domain,
+            recipient,
             now,
             send_id=row["send_id"],
             smtp_attempts=row["smtp_attempts"],
