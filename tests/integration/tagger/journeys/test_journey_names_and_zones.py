@@ -4,8 +4,13 @@ for a customer whose address gives none (UTC while the shop's zone is unknown)."
 
 from datetime import timedelta
 
+import httpx
 import pytest
+from pydantic import SecretStr
 
+from services.common.sealing import new_key_text
+from services.shopify_standin.server import RunningStandin
+from services.tagger.connections import connect_shop
 from services.tagger.journeys.holdout import Group
 from tests.integration.tagger.journeys.support import HOUR, NOW, Journeys
 
@@ -40,13 +45,84 @@ async def set_zone(journeys: Journeys, zone: str | None) -> None:
     )
 
 
+async def connect(journeys: Journeys, standin: RunningStandin, domain: str) -> None:
+    """`segflow shops connect`'s work against the stand-in shop (its token is the domain's)."""
+    settings = journeys.settings.model_copy(
+        update={"sealing_keys": SecretStr(new_key_text("test"))}
+    )
+    await connect_shop(
+        journeys.db,
+        settings,
+        journeys.shop_id,
+        domain,
+        f"shpat_{domain.split('.')[0]}",
+        admin_url=standin.url,
+    )
+
+
+async def stored_zone(journeys: Journeys) -> str | None:
+    zone: str | None = await journeys.db.fetchval(
+        "SELECT iana_timezone FROM shops WHERE id = $1", journeys.shop_id
+    )
+    return zone
+
+
+async def test_connect_reads_the_shops_zone_and_a_reconnect_refreshes_it(
+    journeys: Journeys, shopify_standin: RunningStandin, standin_domain: str
+) -> None:
+    await journeys.db.execute(
+        "UPDATE shops SET domain = $2 WHERE id = $1", journeys.shop_id, standin_domain
+    )
+    assert await stored_zone(journeys) is None  # never connected: unknown
+    async with httpx.AsyncClient(base_url=shopify_standin.url) as shopify:
+        created = await shopify.post(
+            "/_standin/shops",
+            json={
+                "domain": standin_domain,
+                "access_token": f"shpat_{standin_domain.split('.')[0]}",
+                "webhook_secret": "s",
+                "iana_timezone": "Asia/Tokyo",
+            },
+        )
+        assert created.status_code == 201, created.text
+        await connect(journeys, shopify_standin, standin_domain)
+        assert await stored_zone(journeys) == "Asia/Tokyo"
+
+        # The merchant moves the shop to Paris; connecting again reads the new zone.
+        changed = await shopify.patch(
+            f"/_standin/shops/{standin_domain}", json={"iana_timezone": "Europe/Paris"}
+        )
+        assert changed.json()["iana_timezone"] == "Europe/Paris"
+        await connect(journeys, shopify_standin, standin_domain)
+        assert await stored_zone(journeys) == "Europe/Paris"
+        refused = await shopify.patch(
+            f"/_standin/shops/{standin_domain}", json={"iana_timezone": "Mars/Base"}
+        )
+        assert refused.status_code == 400
+
+
 async def test_the_shops_zone_makes_now_quiet_for_a_customer_without_address(
-    journeys: Journeys,
+    journeys: Journeys, shopify_standin: RunningStandin, standin_domain: str
 ) -> None:
     (customer,) = await journeys.ids_in("welcome", Group.TREATED, 1)
     await journeys.customer(customer)
-    # 13:00 UTC is 22:00 in Tokyo: inside the shipped quiet hours (21:00-09:00) there.
-    await set_zone(journeys, "Asia/Tokyo")
+    # 13:00 UTC is 22:00 in Tokyo: inside the shipped quiet hours (21:00-09:00) there. The
+    # zone comes from Shopify's shop settings, read when the shop is connected.
+    await journeys.db.execute(
+        "UPDATE shops SET domain = $2 WHERE id = $1", journeys.shop_id, standin_domain
+    )
+    async with httpx.AsyncClient(base_url=shopify_standin.url) as shopify:
+        created = await shopify.post(
+            "/_standin/shops",
+            json={
+                "domain": standin_domain,
+                "access_token": f"shpat_{standin_domain.split('.')[0]}",
+                "webhook_secret": "s",
+                "iana_timezone": "Asia/Tokyo",
+            },
+        )
+        assert created.status_code == 201, created.text
+    await connect(journeys, shopify_standin, standin_domain)
     await journeys.change(customer, "new-customer")
     await journeys.at(NOW + HOUR, journeys.scheduler())
 
