@@ -36,7 +36,13 @@ from services.tagger.email.sender import (
     SendResult,
     resolve_interrupted_send,
 )
-from services.tagger.email.templates import EmailContext, EmailTemplates, TemplateError
+from services.tagger.email.templates import (
+    SHIPPED_TEMPLATE_FILES,
+    EmailContext,
+    EmailTemplates,
+    TemplateError,
+    TemplateSource,
+)
 from services.tagger.email.unsubscribe import KeyRing, issue_token, unsubscribe_url
 from services.tagger.journeys.enrolment import (
     CustomerContext,
@@ -49,31 +55,19 @@ from services.tagger.journeys.enrolment import (
     Suppress,
 )
 from services.tagger.journeys.machine import next_step
-from services.tagger.journeys.model import Journey, Step
+from services.tagger.journeys.model import OWN_TEMPLATE, Journey, Step
 from services.tagger.journeys.timing import SendCap, customer_zone, load_zone, send_time
 from services.tagger.journeys_store import (
     StoredEnrolment,
     enrolment_from_row,
     journey_for,
+    own_template,
     update_enrolment,
 )
 from services.tagger.rounds import run_rounds
 
 logger = logging.getLogger(__name__)
 
-# The shipped journeys' step templates (journey JSON) and the template files they render.
-SHIPPED_TEMPLATE_FILES = {
-    "welcome.hello": "welcome/1",
-    "welcome.product-intro": "welcome/2",
-    "welcome.first-order-coupon": "welcome/3",
-    "welcome.guide": "welcome/4",
-    "vip-care.exclusive-offer": "vip-care/offer",
-    "vip-care.birthday-offer": "vip-care/birthday",
-    "win-back.we-miss-you": "win-back/1",
-    "win-back.return-offer": "win-back/2",
-    "win-back.new-arrivals": "win-back/3",
-    "win-back.survey": "win-back/4",
-}
 # A step whose SMTP server kept answering "try later" this often is given up (failed).
 MAX_SMTP_ATTEMPTS = 8
 
@@ -414,7 +408,15 @@ class JourneyScheduler:
         """Compose the step's email and commit its `sending` record (with the caller's
         transaction); a step that cannot be composed is recorded `failed`, not sent."""
         try:
-            message = self._compose(stored, step, message_id, context, recipient, now)
+            source = None
+            if step.template == OWN_TEMPLATE:
+                # The journey's current email for this step (not versioned: edits reach
+                # in-flight enrolments).
+                row = await own_template(conn, stored.enrolment.journey_id, step.key)
+                if row is None:
+                    raise TemplateError(f"step {step.key!r} has no email of its own stored")
+                source = TemplateSource(row["subject"], row["text"], row["html"])
+            message = self._compose(stored, step, message_id, context, recipient, now, source)
         except (TemplateError, KeyError, ValueError) as exc:
             error = f"{type(exc).__name__}: cannot compose: {exc}"[:300]
             if send_id is None:
@@ -454,24 +456,27 @@ class JourneyScheduler:
         context: CustomerContext,
         recipient: Recipient,
         now: datetime,
+        source: TemplateSource | None = None,
     ) -> EmailMessage:
+        """The step's email: its own template (`source`) or the shipped one its key names."""
         address = context.facts.email
         if not address:
             raise ValueError("the customer has no email address")
         token = issue_token(self._keys, stored.shop_id, stored.enrolment.customer_id)
         link = unsubscribe_url(self._base_url, token)
         shop_name = (recipient.domain or "").removesuffix(".myshopify.com") or "our shop"
-        key = SHIPPED_TEMPLATE_FILES.get(step.template, step.template)
-        rendered = self._templates.render(
-            key,
-            EmailContext(
-                shop_name=shop_name,
-                unsubscribe_url=link,
-                first_name=recipient.first_name,
-                coupon_code=self._settings.journey_coupon_code,
-                top_product_type=context.facts.top_product_type,
-            ),
+        email_context = EmailContext(
+            shop_name=shop_name,
+            unsubscribe_url=link,
+            first_name=recipient.first_name,
+            coupon_code=self._settings.journey_coupon_code,
+            top_product_type=context.facts.top_product_type,
         )
+        if source is not None:
+            rendered = self._templates.render_source(source, email_context, name=step.key)
+        else:
+            key = SHIPPED_TEMPLATE_FILES.get(step.template, step.template)
+            rendered = self._templates.render(key, email_context)
         return compose_email(
             rendered,
             from_address=self._settings.email_from_address,
