@@ -5,7 +5,7 @@ journey's lift report over its stored enrolments, sends and conversions.
 A step's template is checked when the journey is saved: a key must name a shipped template,
 and a merchant's own email must compile in the sandbox, use only the documented variables
 and render with sample values; otherwise the answer is a 422 naming the step and part
-(`steps[0].template.html`). Body shape errors stay 400s naming the field."""
+(`steps[0].own_template.html`). Body shape errors stay 400s naming the field."""
 
 import dataclasses
 from datetime import UTC, datetime
@@ -66,18 +66,19 @@ def check_templates(body: JourneyIn, templates: EmailTemplates) -> None:
     """A 422 ApiError naming the step (and part) whose template cannot be used."""
     for index, step in enumerate(body.steps):
         where = f"steps[{index}].template"
-        if isinstance(step.template, str):
+        if step.own_template is None:
             if step.template not in SHIPPED_TEMPLATE_FILES:
                 raise ApiError(
                     422,
                     "invalid_template",
                     f"{where}: no shipped template {step.template!r}; name one of "
-                    f"{', '.join(SHIPPED_TEMPLATE_FILES)}, or give the step's own email as "
+                    f"{', '.join(SHIPPED_TEMPLATE_FILES)}, or give the step's own_template "
                     "{subject, html, text}",
                     field=where,
                 )
             continue
-        own = step.template
+        own = step.own_template
+        where = f"steps[{index}].own_template"
         try:
             templates.check(TemplateSource(own.subject, own.text, own.html), name=where)
         except TemplateError as exc:

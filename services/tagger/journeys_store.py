@@ -6,7 +6,7 @@ A version's definition is stored as the API's JSON and compiled once per process
 version never changes, so the compiled Journey is kept by (journey id, version), and only
 the journey's current `enabled` is applied on every load. Steps' own emails are stored per
 journey and step key (journey_templates), outside the versions: a version's step says
-`"template": "own"`, and the API shows the stored email in its place.
+`"template": "own"`, and the API shows the stored one as the step's `own_template`.
 """
 
 from collections.abc import Iterable, Sequence
@@ -159,6 +159,12 @@ class StoredEnrolment:
 
 
 _compiled: dict[tuple[int, int], Journey] = {}
+
+
+def forget_compiled() -> None:
+    """Drop the compiled versions kept by this process (a test starting on a new database,
+    whose journey ids start again, must not see another database's versions)."""
+    _compiled.clear()
 
 
 def enrolment_from_row(row: asyncpg.Record) -> StoredEnrolment:
@@ -519,14 +525,15 @@ async def delete_journey(conn: asyncpg.Connection, shop_id: int, journey_id: int
 
 def stored_definition(row: asyncpg.Record) -> dict[str, Any]:
     """The current definition as the API shows it, with the journey's own current fields and
-    each own-template step's stored email in place of "own"."""
+    each own-template step's stored template as its `own_template` in place of "own"."""
     definition: dict[str, Any] = loads_json(row["definition"])
     definition.update(handle=row["handle"], name=row["name"], enabled=row["enabled"])
     templates: dict[str, Any] = loads_json(row["templates"]) if row["templates"] else {}
     for step in definition["steps"]:
         if step["template"] == OWN_TEMPLATE and step["key"] in templates:
             own = templates[step["key"]]
-            step["template"] = {k: v for k, v in own.items() if v is not None}
+            del step["template"]
+            step["own_template"] = {k: v for k, v in own.items() if v is not None}
     return definition
 
 

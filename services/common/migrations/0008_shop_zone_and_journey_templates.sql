@@ -5,7 +5,8 @@ ALTER TABLE shops ADD COLUMN iana_timezone text;
 
 -- Merchants' own email templates: one per journey and step key, edited through the journeys
 -- API. Not versioned (like the shipped templates, an edit reaches in-flight enrolments at
--- once); a version's step says `"template": "own"` to use its journey's row for that key.
+-- once); a version's step says `"template": "own"` to use its journey's row for that key
+-- (the API takes and shows it as the step's `own_template`).
 CREATE TABLE journey_templates (
     journey_id bigint NOT NULL REFERENCES journeys (id) ON DELETE CASCADE,
     step_key text NOT NULL,

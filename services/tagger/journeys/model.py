@@ -9,11 +9,11 @@ mix two definitions in one entrant's intent-to-treat record. What people want to
 in-flight customers at once still does: an email's content lives in its template (by key, not
 versioned here), and `enabled`, the name and the handle belong to the journey, not a version.
 
-A step's template is a shipped template's key ("welcome.hello") or the merchant's own email
-(TemplateIn: subject, html, optional text). The own email is stored beside the journey, per
-step key, not in a version: a version's step says only `"template": "own"` (OWN_TEMPLATE),
-so fixing a typo reaches everyone at once, and switching a step between a shipped and an own
-template is a path change like any other.
+A step names a shipped template's key (`"template": "welcome.hello"`) or carries the
+merchant's own (`"own_template": {subject, html, text?}`, TemplateIn). The own template is
+stored beside the journey, per step key, not in a version: a version's step says only
+`"template": "own"` (OWN_TEMPLATE), so fixing a typo reaches everyone at once, and switching a
+step between a shipped and an own template is a path change like any other.
 
 Step conditions are segment rules: the same JSON, validated and compiled by the segmenter's
 rules package, evaluated over the same CustomerFacts.
@@ -246,14 +246,13 @@ class TemplateIn(_In):
     text: str | None = Field(default=None, min_length=1, max_length=MAX_TEMPLATE_CHARS)
 
 
-TemplateKey = Annotated[str, Field(pattern=TEMPLATE)]
-
-
 class StepIn(_In):
+    """One step; exactly one of `template` (a shipped template's key) and `own_template`."""
+
     key: str = Field(pattern=HANDLE)
     timing: TimingIn
-    # A shipped template's key, or the merchant's own email.
-    template: TemplateKey | TemplateIn
+    template: str | None = Field(default=None, pattern=TEMPLATE)
+    own_template: TemplateIn | None = None
     condition: dict[str, Any] | None = None
     marketing: StrictBool = True
 
@@ -269,6 +268,14 @@ class StepIn(_In):
                     "invalid_rule", "{path}: {message}", {"path": path, "message": exc.message}
                 ) from None
         return condition
+
+    @model_validator(mode="after")
+    def _one_template(self) -> "StepIn":
+        if (self.template is None) == (self.own_template is None):
+            raise PydanticCustomError(
+                "template", "give exactly one of template (a shipped key) or own_template"
+            )
+        return self
 
 
 class TriggerIn(_In):
@@ -357,9 +364,7 @@ class JourneyIn(_In):
 
     def own_templates(self) -> dict[str, TemplateIn]:
         """The steps' own emails by step key (steps naming a shipped template have none)."""
-        return {
-            step.key: step.template for step in self.steps if isinstance(step.template, TemplateIn)
-        }
+        return {step.key: step.own_template for step in self.steps if step.own_template}
 
     def to_journey(self, *, journey_id: int, shop_id: int, version: int) -> Journey:
         """The dataclass the machine runs, with conditions compiled."""
@@ -374,7 +379,7 @@ class JourneyIn(_In):
                 Step(
                     key=step.key,
                     timing=step.timing.to_timing(),
-                    template=step.template if isinstance(step.template, str) else OWN_TEMPLATE,
+                    template=step.template or OWN_TEMPLATE,
                     marketing=step.marketing,
                     condition=step.condition,
                 )

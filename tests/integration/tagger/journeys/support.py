@@ -22,7 +22,11 @@ from services.tagger.app import create_app
 from services.tagger.email.sender import MessageLookup, SmtpConfig, SmtpSender
 from services.tagger.journeys.enrolment import SegmentChange
 from services.tagger.journeys.holdout import Group, assign_group
-from services.tagger.journeys_store import apply_segment_changes, install_journeys
+from services.tagger.journeys_store import (
+    apply_segment_changes,
+    forget_compiled,
+    install_journeys,
+)
 from services.tagger.scheduler import JourneyScheduler, Sender
 from services.tagger.service import TaggerHealth
 from tests.helpers import start_server
@@ -192,6 +196,7 @@ async def journeys(
             "retry_initial_seconds": 1.0,
         }
     )
+    forget_compiled()  # journey ids start again in this test's database
     await install_templates(db, shop.shop_id, NOW)
     await install_journeys(db, shop.shop_id, NOW)
     return Journeys(db, pool, settings, shop.shop_id, shop.domain, mailbox, Clock())

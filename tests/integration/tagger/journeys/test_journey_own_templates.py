@@ -21,11 +21,13 @@ OWN = {
 
 
 def body(template: Any, handle: str = "thanks", after: str = "PT1H") -> dict[str, Any]:
+    """A one-step journey: `template` is a shipped key (a string) or the step's own template."""
+    which = "template" if isinstance(template, str) else "own_template"
     return {
         "handle": handle,
         "name": "Thank you",
         "trigger": {"segment": "repeat-customer"},
-        "steps": [{"key": "thanks", "timing": {"after": after}, "template": template}],
+        "steps": [{"key": "thanks", "timing": {"after": after}, which: template}],
         # Everyone treated: the test reads each entrant's email.
         "holdout_share": 0,
     }
@@ -51,7 +53,7 @@ async def test_the_email_sent_is_the_merchants_and_an_edit_reaches_it_in_flight(
         created = await http.post("/v1/journeys", json=body(OWN))
         assert created.status_code == 201, created.text
         journey = created.json()
-        assert journey["steps"][0]["template"] == OWN
+        assert journey["steps"][0]["own_template"] == OWN
         path = f"/v1/journeys/{journey['id']}"
 
         await enter(journeys, 1, "Ada <b>")
@@ -74,7 +76,7 @@ async def test_the_email_sent_is_the_merchants_and_an_edit_reaches_it_in_flight(
         edited = await http.put(path, json=body(edited_template))
         assert edited.status_code == 200, edited.text
         assert edited.json()["version"] == 1  # content is not a path change
-        shown = (await http.get(path)).json()["steps"][0]["template"]
+        shown = (await http.get(path)).json()["steps"][0]["own_template"]
         assert shown == edited_template
         await journeys.at(NOW + 2 * HOUR + timedelta(minutes=1), scheduler)
         second = journeys.mailbox.messages()[1].parse()
@@ -85,22 +87,23 @@ async def test_the_email_sent_is_the_merchants_and_an_edit_reaches_it_in_flight(
         shipped = await http.put(path, json=body("welcome.hello"))
         assert shipped.json()["version"] == 2
         assert shipped.json()["steps"][0]["template"] == "welcome.hello"
+        assert "own_template" not in shipped.json()["steps"][0]
 
 
 REFUSED = [
     (
         {**OWN, "html": "{{ ''.__class__.__mro__ }}"},
-        "steps[0].template.html",
+        "steps[0].own_template.html",
         "access to attribute '__class__'",
     ),
     (
         {**OWN, "html": "{{ cycler.__init__.__globals__ }}"},
-        "steps[0].template.html",
+        "steps[0].own_template.html",
         "unknown variable cycler",
     ),
-    ({**OWN, "subject": "Hi {{ frist_name }}"}, "steps[0].template.subject", "frist_name"),
-    ({**OWN, "text": "Hi {% if %}"}, "steps[0].template.text", "line 1"),
-    ({**OWN, "html": "{{ 'x' * 100000000 }}"}, "steps[0].template.html", "repetition"),
+    ({**OWN, "subject": "Hi {{ frist_name }}"}, "steps[0].own_template.subject", "frist_name"),
+    ({**OWN, "text": "Hi {% if %}"}, "steps[0].own_template.text", "line 1"),
+    ({**OWN, "html": "{{ 'x' * 100000000 }}"}, "steps[0].own_template.html", "repetition"),
     ("welcome.nope", "steps[0].template", "no shipped template 'welcome.nope'"),
     ("own", "steps[0].template", "no shipped template 'own'"),
 ]
@@ -123,12 +126,18 @@ async def test_an_unsafe_or_broken_template_is_a_422_naming_it(
         path = f"/v1/journeys/{created.json()['id']}"
         again = await http.put(path, json=body(template, handle="kept"))
         assert again.status_code == 422 and again.json()["error"]["field"] == field
-        assert (await http.get(path)).json()["steps"][0]["template"] == OWN
+        assert (await http.get(path)).json()["steps"][0]["own_template"] == OWN
 
 
-async def test_an_own_template_without_html_is_a_400(journeys: Journeys, tagger_url: str) -> None:
+async def test_a_badly_shaped_template_is_a_400_naming_the_field(
+    journeys: Journeys, tagger_url: str
+) -> None:
     auth = {"Authorization": f"Bearer {await token_of(journeys)}"}
+    both = body(OWN)
+    both["steps"][0]["template"] = "welcome.hello"
     async with httpx.AsyncClient(base_url=tagger_url, headers=auth) as http:
-        refused = await http.post("/v1/journeys", json=body({"subject": "Hi"}))
-    assert refused.status_code == 400
-    assert refused.json()["error"]["field"].startswith("steps[0].template")
+        no_html = await http.post("/v1/journeys", json=body({"subject": "Hi"}))
+        two = await http.post("/v1/journeys", json=both)
+    assert no_html.status_code == 400
+    assert no_html.json()["error"]["field"] == "steps[0].own_template.html"
+    assert two.status_code == 400 and "exactly one of template" in two.json()["error"]["message"]
