@@ -235,6 +235,7 @@ async def _cmd_shops_connect(settings: Settings, args: argparse.Namespace) -> in
         await conn.close()
     access = connected.access
     _out(f"connected {args.domain} ({access.shop_name}); the admin token is stored sealed")
+    _out(f"time zone: {access.iana_timezone or 'unknown (quiet hours use the default)'}")
     if access.missing_scopes:
         _out(f"missing scopes: {', '.join(access.missing_scopes)}")
     if connected.webhooks is not None:

@@ -172,6 +172,8 @@ class Settings(BaseSettings):
     journey_send_lease_seconds: float = Field(default=180.0, gt=0)
 
     demo_shop_domain: str = "demo.myshopify.com"
+    # The demo shop's time zone on the local Shopify stand-in (read back by its connect).
+    demo_shop_timezone: str = "America/New_York"
     demo_webhook_secret: str | None = None
     demo_api_token: str | None = None
     demo_flow_secret: str | None = None
@@ -229,7 +231,7 @@ class Settings(BaseSettings):
             raise ValueError("retry_max_seconds must be at least retry_initial_seconds")
         return self
 
-    @field_validator("journey_default_timezone")
+    @field_validator("journey_default_timezone", "demo_shop_timezone")
     @classmethod
     def _known_zone(cls, name: str) -> str:
         try:

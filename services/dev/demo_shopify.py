@@ -1,6 +1,7 @@
 """`segflow dev`'s local Shopify: the stand-in and the mailbox run inside the supervisor, the
-demo shop is created on the stand-in and connected, so the tagger writes its tags there and
-Shopify's echo webhooks come back to ingest, signed, as they would from Shopify."""
+demo shop is created on the stand-in (in SEGFLOW_DEMO_SHOP_TIMEZONE) and connected, so the
+tagger writes its tags there, its quiet hours know the shop's zone, and Shopify's echo webhooks
+come back to ingest, signed, as they would from Shopify."""
 
 import secrets
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ async def connect_demo_shop(
                 "access_token": token,
                 "webhook_secret": demo.webhook_secret,
                 "auto_create_customers": True,
+                "iana_timezone": settings.demo_shop_timezone,
             },
         )
         created.raise_for_status()

@@ -6,9 +6,10 @@ It has no authentication: the stand-in is a test double that listens on loopback
 
 import time
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.common.errors import ApiError
 from services.shopify_standin.context import Runtime
@@ -16,6 +17,7 @@ from services.shopify_standin.payloads import gid
 from services.shopify_standin.state import (
     DEFAULT_BULK_MUTATION_LIMIT,
     DEFAULT_SCOPES,
+    DEFAULT_TIMEZONE,
     Customer,
     Fault,
     Shop,
@@ -40,6 +42,32 @@ class ShopIn(_Strict):
     auto_create_customers: bool = False
     bulk_mutation_limit: int = Field(default=DEFAULT_BULK_MUTATION_LIMIT, ge=1)
     scopes: list[str] = Field(default_factory=lambda: list(DEFAULT_SCOPES))
+    iana_timezone: str = DEFAULT_TIMEZONE
+
+    @field_validator("iana_timezone")
+    @classmethod
+    def _zone(cls, name: str) -> str:
+        return known_zone(name)
+
+
+class ShopSettingsIn(_Strict):
+    """What a merchant can change in their shop's settings later (the time zone)."""
+
+    iana_timezone: str
+
+    @field_validator("iana_timezone")
+    @classmethod
+    def _zone(cls, name: str) -> str:
+        return known_zone(name)
+
+
+def known_zone(name: str) -> str:
+    """An IANA zone name this machine knows, as Shopify's settings only offer those."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown IANA time zone {name!r}") from exc
+    return name
 
 
 class CustomerIn(_Strict):
@@ -108,6 +136,7 @@ def shop_view(shop: Shop) -> dict[str, Any]:
         "auto_create_customers": shop.auto_create_customers,
         "bulk_mutation_limit": shop.bulk_mutation_limit,
         "scopes": list(shop.scopes),
+        "iana_timezone": shop.iana_timezone,
         "customers": len(shop.customers),
         "webhook_subscriptions": len(shop.subscriptions),
         "pending_faults": len(shop.faults),
@@ -152,6 +181,7 @@ async def create_shop(given: ShopIn, runtime: RuntimeDep) -> dict[str, Any]:
             auto_create_customers=given.auto_create_customers,
             bulk_mutation_limit=given.bulk_mutation_limit,
             scopes=tuple(given.scopes),
+            iana_timezone=given.iana_timezone,
         )
     except ValueError as exc:
         raise ApiError(409, "shop_exists", str(exc)) from exc
@@ -161,6 +191,14 @@ async def create_shop(given: ShopIn, runtime: RuntimeDep) -> dict[str, Any]:
 @router.get("/shops/{domain}")
 async def get_shop(domain: str, runtime: RuntimeDep) -> dict[str, Any]:
     return shop_view(_shop(runtime, domain))
+
+
+@router.patch("/shops/{domain}")
+async def change_shop(domain: str, given: ShopSettingsIn, runtime: RuntimeDep) -> dict[str, Any]:
+    """Change a shop's settings as its merchant would (its time zone)."""
+    shop = _shop(runtime, domain)
+    shop.iana_timezone = given.iana_timezone
+    return shop_view(shop)
 
 
 @router.post("/shops/{domain}/customers")

@@ -176,7 +176,12 @@ def resolve_bulk_operation(_root: Any, info: Info, id: str) -> dict[str, Any] | 
 def resolve_shop(_root: Any, info: Info) -> dict[str, Any]:
     shop = _ctx(info).shop
     name = shop.domain.split(".", 1)[0]
-    return {"id": gid("Shop", shop.numeric_id), "name": name, "myshopifyDomain": shop.domain}
+    return {
+        "id": gid("Shop", shop.numeric_id),
+        "name": name,
+        "myshopifyDomain": shop.domain,
+        "ianaTimezone": shop.iana_timezone,
+    }
 
 
 def resolve_app_installation(_root: Any, info: Info) -> dict[str, Any]:

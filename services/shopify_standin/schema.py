@@ -70,6 +70,7 @@ type Shop implements Node {
   id: ID!
   name: String!
   myshopifyDomain: String!
+  ianaTimezone: String!
 }
 
 type AppInstallation implements Node {

@@ -15,6 +15,7 @@ DEFAULT_API_VERSION = "2026-04"
 # Shopify lets an app run this many bulk mutations at once per shop from API 2026-01 on.
 DEFAULT_BULK_MUTATION_LIMIT = 5
 DEFAULT_SCOPES = ("read_customers", "write_customers")
+DEFAULT_TIMEZONE = "UTC"
 # The newest entries of each log are kept; older ones are dropped.
 REQUEST_LOG_SIZE = 50_000
 DELIVERY_LOG_SIZE = 20_000
@@ -114,6 +115,8 @@ class Shop:
     auto_create_customers: bool = False
     bulk_mutation_limit: int = DEFAULT_BULK_MUTATION_LIMIT
     scopes: tuple[str, ...] = DEFAULT_SCOPES
+    # The shop's time zone as its settings say (Admin GraphQL `shop { ianaTimezone }`).
+    iana_timezone: str = DEFAULT_TIMEZONE
     customers: dict[int, Customer] = field(default_factory=dict)
     subscriptions: list[Subscription] = field(default_factory=list)
     bulk_operations: dict[int, BulkOperation] = field(default_factory=dict)
@@ -169,6 +172,7 @@ class StandinState:
         auto_create_customers: bool = False,
         bulk_mutation_limit: int = DEFAULT_BULK_MUTATION_LIMIT,
         scopes: tuple[str, ...] = DEFAULT_SCOPES,
+        iana_timezone: str = DEFAULT_TIMEZONE,
     ) -> Shop:
         """Register a shop; ValueError when the domain or the token is taken."""
         if domain in self.shops:
@@ -184,6 +188,7 @@ class StandinState:
             auto_create_customers=auto_create_customers,
             bulk_mutation_limit=bulk_mutation_limit,
             scopes=scopes,
+            iana_timezone=iana_timezone,
         )
         self.shops[domain] = shop
         self.by_token[access_token] = shop

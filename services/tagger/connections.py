@@ -1,6 +1,7 @@
 """Shops' Admin API connections: stored sealed by `segflow shops connect`, opened as clients.
 
-The token is checked with a cheap query before it is stored, and the webhook subscriptions
+The token is checked with a cheap query before it is stored (the same query reads the shop's
+IANA time zone, kept on `shops` for journeys' quiet hours), and the webhook subscriptions
 segflow reads are registered (existing ones kept). A shop connected (again) has every member
 of a tag-writing segment marked for the bulk lane, so its tags catch up with its segments.
 """
@@ -51,6 +52,8 @@ SET admin_token_sealed = EXCLUDED.admin_token_sealed, key_id = EXCLUDED.key_id,
     webhook_topics = EXCLUDED.webhook_topics,
     respect_manual_removals = EXCLUDED.respect_manual_removals, connected_at = now()
 """
+# Read again on every connect: a merchant may have changed the shop's zone since.
+SAVE_ZONE = "UPDATE shops SET iana_timezone = $2 WHERE id = $1"
 # Every customer in a segment with an add_tag or remove_tag action.
 TAGGED_MEMBERS = """
 SELECT DISTINCT m.customer_id FROM memberships m JOIN segments s ON s.id = m.segment_id
@@ -92,8 +95,9 @@ async def connect_shop(
     callback_url: str | None = None,
     respect_manual_removals: bool = True,
 ) -> Connected:
-    """Check the token, register the webhooks (with a callback URL), store it sealed, and
-    mark the shop's tagged members for the bulk lane. Raises ShopifyError on a bad token."""
+    """Check the token (and read the shop's time zone), register the webhooks (with a callback
+    URL), store the token sealed and the zone, and mark the shop's tagged members for the bulk
+    lane. Raises ShopifyError on a bad token."""
     keyring = keyring_of(settings)
     async with AdminClient(domain, admin_token, settings.shopify_api_version, admin_url) as client:
         access = await client.check_access()
@@ -113,6 +117,7 @@ async def connect_shop(
             sorted(topics),
             respect_manual_removals,
         )
+        await conn.execute(SAVE_ZONE, shop_id, access.iana_timezone)
         members = [r["customer_id"] for r in await conn.fetch(TAGGED_MEMBERS, shop_id)]
         await storage.mark_tag_work(conn, {(shop_id, c): True for c in members})
     return Connected(access, webhooks, len(members))

@@ -1,6 +1,11 @@
 """The journeys API on the tagger's app (bearer token of the shop; another shop's journey or
 customer is a 404): journeys CRUD with JourneyIn bodies, a customer's enrolments, and a
-journey's lift report over its stored enrolments, sends and conversions."""
+journey's lift report over its stored enrolments, sends and conversions.
+
+A step's template is checked when the journey is saved: a key must name a shipped template,
+and a merchant's own email must compile in the sandbox, use only the documented variables
+and render with sample values; otherwise the answer is a 422 naming the step and part
+(`steps[0].own_template.html`). Body shape errors stay 400s naming the field."""
 
 import dataclasses
 from datetime import UTC, datetime
@@ -14,6 +19,12 @@ from services.api.lookup import path_id
 from services.common.auth import ShopDep
 from services.common.errors import ApiError
 from services.tagger import journeys_store as store
+from services.tagger.email.templates import (
+    SHIPPED_TEMPLATE_FILES,
+    EmailTemplates,
+    TemplateError,
+    TemplateSource,
+)
 from services.tagger.journeys.holdout import Group
 from services.tagger.journeys.model import JourneyIn
 from services.tagger.journeys.stats import GroupCounts, lift_report
@@ -51,8 +62,33 @@ def _id(value: str, what: str) -> int:
     return found
 
 
+def check_templates(body: JourneyIn, templates: EmailTemplates) -> None:
+    """A 422 ApiError naming the step (and part) whose template cannot be used."""
+    for index, step in enumerate(body.steps):
+        where = f"steps[{index}].template"
+        if step.own_template is None:
+            if step.template not in SHIPPED_TEMPLATE_FILES:
+                raise ApiError(
+                    422,
+                    "invalid_template",
+                    f"{where}: no shipped template {step.template!r}; name one of "
+                    f"{', '.join(SHIPPED_TEMPLATE_FILES)}, or give the step's own_template "
+                    "{subject, html, text}",
+                    field=where,
+                )
+            continue
+        own = step.own_template
+        where = f"steps[{index}].own_template"
+        try:
+            templates.check(TemplateSource(own.subject, own.text, own.html), name=where)
+        except TemplateError as exc:
+            field = f"{where}.{exc.part}" if exc.part else where
+            raise ApiError(422, "invalid_template", str(exc), field=field) from None
+
+
 def journeys_router() -> APIRouter:
     router = APIRouter(prefix="/v1")
+    templates = EmailTemplates()
 
     async def one(pool: asyncpg.Pool, shop_id: int, journey_id: int) -> asyncpg.Record:
         rows = await pool.fetch(store.JOURNEYS_OF_SHOP, shop_id, journey_id)
@@ -69,7 +105,8 @@ def journeys_router() -> APIRouter:
 
     @router.post("/journeys", status_code=201)
     async def create(request: Request, shop: ShopDep, body: JourneyIn) -> dict[str, Any]:
-        """A new journey (version 1); 409 when the handle is taken."""
+        """A new journey (version 1); 409 when the handle is taken, 422 for a bad template."""
+        check_templates(body, templates)
         pool = request.app.state.pool
         async with pool.acquire() as conn, conn.transaction():
             journey_id = await store.create_journey(conn, shop.id, body, datetime.now(UTC))
@@ -85,8 +122,10 @@ def journeys_router() -> APIRouter:
     async def replace(
         request: Request, shop: ShopDep, journey_id: str, body: JourneyIn
     ) -> dict[str, Any]:
-        """Save an edit; a path-shaping one makes a new version (enrolments keep theirs)."""
+        """Save an edit; a path-shaping one makes a new version (enrolments keep theirs). An
+        own email's content is not versioned: the edit reaches in-flight enrolments."""
         found = _id(journey_id, "journey")
+        check_templates(body, templates)
         pool = request.app.state.pool
         try:
             async with pool.acquire() as conn, conn.transaction():

@@ -4,7 +4,9 @@ transaction); nothing here commits on its own.
 
 A version's definition is stored as the API's JSON and compiled once per process: a stored
 version never changes, so the compiled Journey is kept by (journey id, version), and only
-the journey's current `enabled` is applied on every load.
+the journey's current `enabled` is applied on every load. Steps' own emails are stored per
+journey and step key (journey_templates), outside the versions: a version's step says
+`"template": "own"`, and the API shows the stored one as the step's `own_template`.
 """
 
 from collections.abc import Iterable, Sequence
@@ -33,8 +35,10 @@ from services.tagger.journeys.machine import (
     on_unsubscribe,
 )
 from services.tagger.journeys.model import (
+    OWN_TEMPLATE,
     Journey,
     JourneyIn,
+    TemplateIn,
     journey_definition,
     needs_new_version,
 )
@@ -131,6 +135,20 @@ ON CONFLICT (enrolment_id, order_id) DO NOTHING
 """
 
 
+# Kept when a later version drops the step: enrolments on older versions still send it.
+SAVE_TEMPLATE = """
+INSERT INTO journey_templates (journey_id, step_key, subject, html, text, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (journey_id, step_key) DO UPDATE
+SET subject = excluded.subject, html = excluded.html, text = excluded.text,
+    updated_at = excluded.updated_at
+"""
+
+OWN_TEMPLATE_OF_STEP = """
+SELECT subject, html, text FROM journey_templates WHERE journey_id = $1 AND step_key = $2
+"""
+
+
 @dataclass(frozen=True)
 class StoredEnrolment:
     """An enrolment with its row id and shop."""
@@ -141,6 +159,12 @@ class StoredEnrolment:
 
 
 _compiled: dict[tuple[int, int], Journey] = {}
+
+
+def forget_compiled() -> None:
+    """Drop the compiled versions kept by this process (a test starting on a new database,
+    whose journey ids start again, must not see another database's versions)."""
+    _compiled.clear()
 
 
 def enrolment_from_row(row: asyncpg.Record) -> StoredEnrolment:
@@ -183,7 +207,26 @@ async def create_journey(
         return None
     compiled = journey.to_journey(journey_id=journey_id, shop_id=shop_id, version=1)
     await conn.execute(INSERT_VERSION, journey_id, 1, dumps(journey_definition(compiled)), now)
+    await save_templates(conn, journey_id, journey.own_templates(), now)
     return journey_id
+
+
+async def save_templates(
+    conn: asyncpg.Connection, journey_id: int, templates: dict[str, TemplateIn], now: datetime
+) -> None:
+    """Store the steps' own emails (by step key), replacing earlier content of those keys."""
+    for key, template in templates.items():
+        await conn.execute(
+            SAVE_TEMPLATE, journey_id, key, template.subject, template.html, template.text, now
+        )
+
+
+async def own_template(
+    conn: asyncpg.Connection, journey_id: int, step_key: str
+) -> asyncpg.Record | None:
+    """A step's own email (subject, html, text), or None when the journey has none for it."""
+    row: asyncpg.Record | None = await conn.fetchrow(OWN_TEMPLATE_OF_STEP, journey_id, step_key)
+    return row
 
 
 async def install_journeys(conn: asyncpg.Connection, shop_id: int, now: datetime) -> int:
@@ -383,7 +426,10 @@ async def apply_order(
 
 JOURNEYS_OF_SHOP = """
 SELECT j.id, j.handle, j.name, j.enabled, j.current_version, j.created_at, j.updated_at,
-       v.definition::text AS definition
+       v.definition::text AS definition,
+       (SELECT jsonb_object_agg(
+            t.step_key, jsonb_build_object('subject', t.subject, 'html', t.html, 'text', t.text))
+        FROM journey_templates t WHERE t.journey_id = j.id)::text AS templates
 FROM journeys j JOIN journey_versions v ON v.journey_id = j.id AND v.version = j.current_version
 WHERE j.shop_id = $1 AND ($2::bigint IS NULL OR j.id = $2)
 ORDER BY j.id
@@ -457,6 +503,7 @@ async def update_journey(
         await conn.execute(
             INSERT_VERSION, journey_id, version, dumps(journey_definition(candidate)), now
         )
+    await save_templates(conn, journey_id, edited.own_templates(), now)
     await conn.execute(
         UPDATE_JOURNEY,
         journey_id,
@@ -477,9 +524,16 @@ async def delete_journey(conn: asyncpg.Connection, shop_id: int, journey_id: int
 
 
 def stored_definition(row: asyncpg.Record) -> dict[str, Any]:
-    """The current definition as the API shows it, with the journey's own current fields."""
+    """The current definition as the API shows it, with the journey's own current fields and
+    each own-template step's stored template as its `own_template` in place of "own"."""
     definition: dict[str, Any] = loads_json(row["definition"])
     definition.update(handle=row["handle"], name=row["name"], enabled=row["enabled"])
+    templates: dict[str, Any] = loads_json(row["templates"]) if row["templates"] else {}
+    for step in definition["steps"]:
+        if step["template"] == OWN_TEMPLATE and step["key"] in templates:
+            own = templates[step["key"]]
+            del step["template"]
+            step["own_template"] = {k: v for k, v in own.items() if v is not None}
     return definition
 
 

@@ -27,7 +27,7 @@ from services.common.backoff import Backoff
 from services.common.settings import Settings
 from services.segmenter.domain.facts import CustomerFacts
 from services.segmenter.runtime.health import ComponentHealth
-from services.segmenter.storage.rows import facts_from_row
+from services.segmenter.storage.rows import facts_from_row, profile_attribute
 from services.tagger.email.compose import address_domain, compose_email, message_id_for
 from services.tagger.email.metrics import EmailMetrics
 from services.tagger.email.sender import (
@@ -36,7 +36,13 @@ from services.tagger.email.sender import (
     SendResult,
     resolve_interrupted_send,
 )
-from services.tagger.email.templates import EmailContext, EmailTemplates, TemplateError
+from services.tagger.email.templates import (
+    SHIPPED_TEMPLATE_FILES,
+    EmailContext,
+    EmailTemplates,
+    TemplateError,
+    TemplateSource,
+)
 from services.tagger.email.unsubscribe import KeyRing, issue_token, unsubscribe_url
 from services.tagger.journeys.enrolment import (
     CustomerContext,
@@ -49,31 +55,19 @@ from services.tagger.journeys.enrolment import (
     Suppress,
 )
 from services.tagger.journeys.machine import next_step
-from services.tagger.journeys.model import Journey, Step
-from services.tagger.journeys.timing import SendCap, customer_zone, send_time
+from services.tagger.journeys.model import OWN_TEMPLATE, Journey, Step
+from services.tagger.journeys.timing import SendCap, customer_zone, load_zone, send_time
 from services.tagger.journeys_store import (
     StoredEnrolment,
     enrolment_from_row,
     journey_for,
+    own_template,
     update_enrolment,
 )
 from services.tagger.rounds import run_rounds
 
 logger = logging.getLogger(__name__)
 
-# The shipped journeys' step templates (journey JSON) and the template files they render.
-SHIPPED_TEMPLATE_FILES = {
-    "welcome.hello": "welcome/1",
-    "welcome.product-intro": "welcome/2",
-    "welcome.first-order-coupon": "welcome/3",
-    "welcome.guide": "welcome/4",
-    "vip-care.exclusive-offer": "vip-care/offer",
-    "vip-care.birthday-offer": "vip-care/birthday",
-    "win-back.we-miss-you": "win-back/1",
-    "win-back.return-offer": "win-back/2",
-    "win-back.new-arrivals": "win-back/3",
-    "win-back.survey": "win-back/4",
-}
 # A step whose SMTP server kept answering "try later" this often is given up (failed).
 MAX_SMTP_ATTEMPTS = 8
 
@@ -99,7 +93,7 @@ WHERE id = $1 AND state = 'sending'
 """
 RETRY_LATER = "UPDATE journey_sends SET retry_at = $2 WHERE id = $1"
 UNSUBSCRIBED = "SELECT 1 FROM consent_overrides WHERE shop_id = $1 AND customer_id = $2"
-SHOP_DOMAIN = "SELECT domain FROM shops WHERE id = $1"
+SHOP = "SELECT domain, iana_timezone FROM shops WHERE id = $1"
 IN_SEGMENT = """
 SELECT EXISTS (
     SELECT 1 FROM memberships m JOIN segments s ON s.id = m.segment_id
@@ -183,6 +177,14 @@ class Outgoing:
     shop_id: int
     customer_id: int
     marketing: bool
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """What an email shows beyond the step machine's context: the shop and the customer's name."""
+
+    domain: str | None
+    first_name: str | None
 
 
 class JourneyScheduler:
@@ -292,8 +294,9 @@ class JourneyScheduler:
 
     async def _context(
         self, conn: asyncpg.Connection, stored: StoredEnrolment, journey: Journey, now: datetime
-    ) -> tuple[CustomerContext, str | None]:
+    ) -> tuple[CustomerContext, Recipient]:
         customer = stored.enrolment.customer_id
+        shop = await conn.fetchrow(SHOP, stored.shop_id)
         row = await conn.fetchrow(CUSTOMER, stored.shop_id, customer)
         facts = facts_from_row(row) if row is not None else CustomerFacts(stored.shop_id, customer)
         consent: str | None = "subscribed" if facts.accepts_email_marketing else "not_subscribed"
@@ -306,7 +309,7 @@ class JourneyScheduler:
         )
         recent = await conn.fetch(RECENT_SENDS, stored.shop_id, customer, now - self._cap.window)
         zone = customer_zone(
-            facts.country_code, facts.province_code, self._settings.journey_default_timezone
+            facts.country_code, facts.province_code, self._shop_zone(shop and shop["iana_timezone"])
         )
         context = CustomerContext(
             facts=facts,
@@ -316,16 +319,28 @@ class JourneyScheduler:
             recent_sends=tuple(r["at"] for r in recent),
             cap=self._cap,
         )
-        domain: str | None = await conn.fetchval(SHOP_DOMAIN, stored.shop_id)
-        return context, domain
+        first_name = profile_attribute(row, "first_name") if row is not None else None
+        return context, Recipient(shop["domain"] if shop else None, first_name)
+
+    def _shop_zone(self, name: str | None) -> str:
+        """The shop's zone as Shopify gave it at connect time, else the configured default
+        (also for a name this machine's zone database does not know)."""
+        if name:
+            try:
+                load_zone(name)
+            except ValueError:
+                logger.warning("the shop's time zone is unknown here; using the default")
+            else:
+                return name
+        return self._settings.journey_default_timezone
 
     async def _decide(
         self, conn: asyncpg.Connection, stored: StoredEnrolment, now: datetime
     ) -> Outgoing | None:
         journey = await journey_for(conn, stored)
-        context, domain = await self._context(conn, stored, journey, now)
+        context, recipient = await self._context(conn, stored, journey, now)
         decision = next_step(journey, stored.enrolment, context, now)
-        return await self._apply(conn, stored, journey, decision, context, domain, now)
+        return await self._apply(conn, stored, journey, decision, context, recipient, now)
 
     async def _apply(
         self,
@@ -334,7 +349,7 @@ class JourneyScheduler:
         journey: Journey,
         decision: StepDecision,
         context: CustomerContext,
-        domain: str | None,
+        recipient: Recipient,
         now: datetime,
     ) -> Outgoing | None:
         if not isinstance(decision, Done) or decision.enrolment != stored.enrolment:
@@ -368,7 +383,7 @@ class JourneyScheduler:
                 decision.step_index,
                 message_id,
                 context,
-                domain,
+                recipient,
                 now,
             )
         elif isinstance(decision, Exit):
@@ -384,7 +399,7 @@ class JourneyScheduler:
         step_index: int,
         message_id: str,
         context: CustomerContext,
-        domain: str | None,
+        recipient: Recipient,
         now: datetime,
         *,
         send_id: int | None = None,
@@ -393,7 +408,15 @@ class JourneyScheduler:
         """Compose the step's email and commit its `sending` record (with the caller's
         transaction); a step that cannot be composed is recorded `failed`, not sent."""
         try:
-            message = self._compose(stored, step, message_id, context, domain, now)
+            source = None
+            if step.template == OWN_TEMPLATE:
+                # The journey's current email for this step (not versioned: edits reach
+                # in-flight enrolments).
+                row = await own_template(conn, stored.enrolment.journey_id, step.key)
+                if row is None:
+                    raise TemplateError(f"step {step.key!r} has no email of its own stored")
+                source = TemplateSource(row["subject"], row["text"], row["html"])
+            message = self._compose(stored, step, message_id, context, recipient, now, source)
         except (TemplateError, KeyError, ValueError) as exc:
             error = f"{type(exc).__name__}: cannot compose: {exc}"[:300]
             if send_id is None:
@@ -431,25 +454,29 @@ class JourneyScheduler:
         step: Step,
         message_id: str,
         context: CustomerContext,
-        domain: str | None,
+        recipient: Recipient,
         now: datetime,
+        source: TemplateSource | None = None,
     ) -> EmailMessage:
+        """The step's email: its own template (`source`) or the shipped one its key names."""
         address = context.facts.email
         if not address:
             raise ValueError("the customer has no email address")
         token = issue_token(self._keys, stored.shop_id, stored.enrolment.customer_id)
         link = unsubscribe_url(self._base_url, token)
-        shop_name = (domain or "").removesuffix(".myshopify.com") or "our shop"
-        key = SHIPPED_TEMPLATE_FILES.get(step.template, step.template)
-        rendered = self._templates.render(
-            key,
-            EmailContext(
-                shop_name=shop_name,
-                unsubscribe_url=link,
-                coupon_code=self._settings.journey_coupon_code,
-                top_product_type=context.facts.top_product_type,
-            ),
+        shop_name = (recipient.domain or "").removesuffix(".myshopify.com") or "our shop"
+        email_context = EmailContext(
+            shop_name=shop_name,
+            unsubscribe_url=link,
+            first_name=recipient.first_name,
+            coupon_code=self._settings.journey_coupon_code,
+            top_product_type=context.facts.top_product_type,
         )
+        if source is not None:
+            rendered = self._templates.render_source(source, email_context, name=step.key)
+        else:
+            key = SHIPPED_TEMPLATE_FILES.get(step.template, step.template)
+            rendered = self._templates.render(key, email_context)
         return compose_email(
             rendered,
             from_address=self._settings.email_from_address,
@@ -471,7 +498,7 @@ class JourneyScheduler:
             await conn.execute(RETRY_SKIPPED, row["send_id"], row["exit_reason"] or "exited")
             return None
         journey = await journey_for(conn, stored)
-        context, domain = await self._context(conn, stored, journey, now)
+        context, recipient = await self._context(conn, stored, journey, now)
         step = journey.steps[row["send_step"]]
         if step.marketing and context.email_consent != "subscribed":
             await conn.execute(RETRY_SKIPPED, row["send_id"], "no_marketing_consent")
@@ -492,7 +519,7 @@ class JourneyScheduler:
             row["send_step"],
             message_id,
             context,
-            domain,
+            recipient,
             now,
             send_id=row["send_id"],
             smtp_attempts=row["smtp_attempts"],

@@ -258,6 +258,9 @@ def apply_customer(
     if customer.created_at is not None:
         _stamp(profile, "registered_at", customer.created_at.isoformat(), at)
     _stamp(profile, "email", customer.email, at)
+    # Names are kept for greetings only (no rule reads them); an absent name is unknown.
+    _stamp(profile, "first_name", customer.first_name, at)
+    _stamp(profile, "last_name", customer.last_name, at)
     _stamp(profile, "account_state", customer.state, at)
     address = customer.default_address
     if address is not None:

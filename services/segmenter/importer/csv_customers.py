@@ -20,6 +20,8 @@ from services.segmenter.importer.records import CUSTOMER_TOPIC, ImportRecord, Re
 
 _ID = ("Customer ID", "ID")
 _EMAIL = ("Email",)
+_FIRST_NAME = ("First Name",)
+_LAST_NAME = ("Last Name",)
 _EMAIL_CONSENT = ("Accepts Email Marketing", "Accepts Marketing")
 _SMS_CONSENT = ("Accepts SMS Marketing",)
 _CITY = ("Default Address City", "City")
@@ -98,6 +100,10 @@ def customer_payload(row: Mapping[str, str | None]) -> dict[str, Any]:
     email = _cell(row, _EMAIL)
     if email is not None:
         payload["email"] = email
+    for key, names in (("first_name", _FIRST_NAME), ("last_name", _LAST_NAME)):
+        name = _cell(row, names)
+        if name is not None:
+            payload[key] = name
     tags = _cell(row, _TAGS)
     if tags is not None:
         payload["tags"] = tags

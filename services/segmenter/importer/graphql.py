@@ -192,6 +192,8 @@ def customer_payload(node: Mapping[str, Any]) -> dict[str, Any]:
         "id": customer_id,
         "admin_graphql_api_id": node.get("id"),
         "email": node.get("email") or email_address.get("emailAddress"),
+        "first_name": node.get("firstName"),
+        "last_name": node.get("lastName"),
         "created_at": node.get("createdAt"),
         "updated_at": node.get("updatedAt"),
         "state": _lower(node.get("state")),

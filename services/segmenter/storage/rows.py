@@ -103,6 +103,13 @@ def profile_to_json(state: CustomerState) -> str:
     )
 
 
+def profile_attribute(row: Mapping[str, Any], name: str) -> Any:
+    """One attribute of a `customers` row's profile (e.g. first_name), or None if unknown."""
+    profile = _jsonb(row["profile"]) or {}
+    stamp = profile.get("attributes", {}).get(name)
+    return stamp[0] if stamp else None
+
+
 def checkouts_to_json(state: CustomerState) -> str:
     return dumps(
         {

@@ -2,10 +2,15 @@
 
 The shipped templates are files beside this module (`templates/<journey>/<step>.txt` starts
 with a `Subject:` line, `.html` is a fragment), one per step of the three shipped journeys.
-A merchant's own templates come as data (`TemplateSource`) and render the same way. Both are
-rendered in Jinja2's sandbox, the HTML part with autoescaping, undefined variables an error;
-every body is then put in a layout (`templates/layout.txt` / `layout.html`) that always shows
-the unsubscribe link, so no template can leave it out.
+A merchant's own templates come as data (`TemplateSource`: a subject, an HTML body and an
+optional text body, whose absence makes the text part from the HTML) and render the same way.
+Both are rendered in Jinja2's immutable sandbox (`ImmutableSandboxedEnvironment`: no attribute
+starting with `_`, no Python internals, no changing lists or dicts, `range` bounded, and here
+`*` and `**` bounded too, so `{{ 'x' * 10**9 }}` is refused instead of filling memory), the
+HTML part with autoescaping, undefined variables an error; every body is then put in a layout
+(`templates/layout.txt` / `layout.html`) that always shows the unsubscribe link, so no
+template can leave it out and none needs `{{ unsubscribe_url }}`. Of Jinja's globals only
+`range` is left; filters and tests (`| upper`, `is defined`) work as usual.
 
 Variables: `first_name` (FIRST_NAME_FALLBACK when unknown), `shop_name`, `unsubscribe_url`,
 and, only when known, `coupon_code` and `top_product_type` (guard them with `| default(...)`
@@ -21,8 +26,12 @@ from typing import Any
 
 import jinja2
 import jinja2.meta
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
+
+from services.tagger.email.plaintext import html_to_text
 
 FIRST_NAME_FALLBACK = "there"
 VARIABLES = ("first_name", "shop_name", "unsubscribe_url", "coupon_code", "top_product_type")
@@ -41,20 +50,62 @@ SHIPPED_KEYS = (
     "win-back/3",  # new arrivals
     "win-back/4",  # survey
 )
+# The template keys journeys name (the shipped journeys' JSON) and the files they render.
+SHIPPED_TEMPLATE_FILES = {
+    "welcome.hello": "welcome/1",
+    "welcome.product-intro": "welcome/2",
+    "welcome.first-order-coupon": "welcome/3",
+    "welcome.guide": "welcome/4",
+    "vip-care.exclusive-offer": "vip-care/offer",
+    "vip-care.birthday-offer": "vip-care/birthday",
+    "win-back.we-miss-you": "win-back/1",
+    "win-back.return-offer": "win-back/2",
+    "win-back.new-arrivals": "win-back/3",
+    "win-back.survey": "win-back/4",
+}
 _SUBJECT_PREFIX = "Subject:"
 _COMPILED_LIMIT = 512
+# The largest string or list `*` may make, and the largest exponent of `**`, in a template.
+_MAX_PRODUCT = 10_000
+_MAX_EXPONENT = 64
 
 
 class TemplateError(ValueError):
-    """A template that cannot be rendered; the message names the template, part and problem."""
+    """A template that cannot be rendered; the message names the template, part and problem
+    (`part` is subject, text or html when one part is at fault)."""
+
+    def __init__(self, message: str, part: str | None = None) -> None:
+        super().__init__(message)
+        self.part = part
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja2's immutable sandbox, with `*` and `**` bounded: a template cannot make a huge
+    string or number (the sandbox already bounds `range`)."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int | float) and abs(right) > _MAX_EXPONENT:
+            raise SecurityError(f"an exponent above {_MAX_EXPONENT} is not allowed")
+        if operator == "*":
+            for sized, count in ((left, right), (right, left)):
+                if (
+                    isinstance(sized, str | list | tuple)
+                    and isinstance(count, int)
+                    and len(sized) * count > _MAX_PRODUCT
+                ):
+                    raise SecurityError(f"a repetition longer than {_MAX_PRODUCT} is not allowed")
+        return super().call_binop(context, operator, left, right)
 
 
 @dataclass(frozen=True)
 class TemplateSource:
-    """One step's template as text: what the shipped files hold and what a merchant edits."""
+    """One step's template as text: what the shipped files hold and what a merchant edits.
+    Without `text` the plain-text part is the HTML part's text (plaintext.html_to_text)."""
 
     subject: str
-    text: str
+    text: str | None
     html: str
 
 
@@ -124,8 +175,12 @@ class EmailTemplates:
             "undefined": jinja2.StrictUndefined,
             "keep_trailing_newline": True,
         }
-        self._text = SandboxedEnvironment(autoescape=False, **options)
-        self._html = SandboxedEnvironment(autoescape=True, **options)
+        self._text = _Sandbox(autoescape=False, **options)
+        self._html = _Sandbox(autoescape=True, **options)
+        for environment in (self._text, self._html):
+            # Only the documented variables (and `range`): Jinja's other globals (cycler,
+            # joiner, namespace, lipsum, dict) are objects a template has no use for here.
+            environment.globals = {"range": environment.globals["range"]}
         self._compiled: dict[tuple[bool, str], jinja2.Template] = {}
         folder = resources.files(__package__ or __name__).joinpath("templates")
         self._layout_text = self._text.from_string(folder.joinpath("layout.txt").read_text("utf-8"))
@@ -153,9 +208,13 @@ class EmailTemplates:
         values = context.variables()
         subject = _one_line(self._render(False, source.subject, values, name, "subject"))
         if not subject:
-            raise TemplateError(f"{name} subject: renders empty")
-        text = self._render(False, source.text, values, name, "text").strip("\n")
+            raise TemplateError(f"{name} subject: renders empty", "subject")
+        text = None
+        if source.text is not None:
+            text = self._render(False, source.text, values, name, "text").strip("\n")
         html = self._render(True, source.html, values, name, "html")
+        if text is None:
+            text = html_to_text(html)
         return RenderedEmail(
             subject=subject,
             text=self._layout_text.render(values, body=text),
@@ -169,16 +228,25 @@ class EmailTemplates:
             ("text", False, source.text),
             ("html", True, source.html),
         ):
+            if text is None:
+                continue
+            if len(text) > MAX_SOURCE_CHARS:
+                raise TemplateError(
+                    f"{name} {part}: longer than {MAX_SOURCE_CHARS} characters", part
+                )
             environment = self._html if is_html else self._text
             try:
                 used = jinja2.meta.find_undeclared_variables(environment.parse(text))
             except jinja2.TemplateSyntaxError as exc:
-                raise TemplateError(f"{name} {part}, line {exc.lineno}: {exc.message}") from None
+                raise TemplateError(
+                    f"{name} {part}, line {exc.lineno}: {exc.message}", part
+                ) from None
             unknown = sorted(used - set(VARIABLES))
             if unknown:
                 raise TemplateError(
                     f"{name} {part}: unknown variable {', '.join(unknown)} "
-                    f"(known: {', '.join(VARIABLES)})"
+                    f"(known: {', '.join(VARIABLES)})",
+                    part,
                 )
         sample = EmailContext(
             shop_name="Sample Shop",
@@ -193,11 +261,11 @@ class EmailTemplates:
         self, is_html: bool, source: str, values: dict[str, str], name: str, part: str
     ) -> str:
         if len(source) > MAX_SOURCE_CHARS:
-            raise TemplateError(f"{name} {part}: longer than {MAX_SOURCE_CHARS} characters")
+            raise TemplateError(f"{name} {part}: longer than {MAX_SOURCE_CHARS} characters", part)
         try:
             template = self._compile(is_html, source)
         except jinja2.TemplateSyntaxError as exc:
-            raise TemplateError(f"{name} {part}, line {exc.lineno}: {exc.message}") from None
+            raise TemplateError(f"{name} {part}, line {exc.lineno}: {exc.message}", part) from None
         try:
             return template.render(values)
         except Exception as exc:  # noqa: BLE001 - any failure of a template is the template's
@@ -207,7 +275,7 @@ class EmailTemplates:
                 problem = exc.message or "undefined variable"
             else:
                 problem = f"{type(exc).__name__}: {exc}"
-            raise TemplateError(f"{where}: {problem}") from None
+            raise TemplateError(f"{where}: {problem}", part) from None
 
     def _compile(self, is_html: bool, source: str) -> jinja2.Template:
         key = (is_html, source)

@@ -9,6 +9,12 @@ mix two definitions in one entrant's intent-to-treat record. What people want to
 in-flight customers at once still does: an email's content lives in its template (by key, not
 versioned here), and `enabled`, the name and the handle belong to the journey, not a version.
 
+A step names a shipped template's key (`"template": "welcome.hello"`) or carries the
+merchant's own (`"own_template": {subject, html, text?}`, TemplateIn). The own template is
+stored beside the journey, per step key, not in a version: a version's step says only
+`"template": "own"` (OWN_TEMPLATE), so fixing a typo reaches everyone at once, and switching a
+step between a shipped and an own template is a path change like any other.
+
 Step conditions are segment rules: the same JSON, validated and compiled by the segmenter's
 rules package, evaluated over the same CustomerFacts.
 """
@@ -41,6 +47,10 @@ from services.tagger.journeys.timing import QuietHours
 
 HANDLE = r"^[a-z0-9][a-z0-9-]{0,63}$"
 TEMPLATE = r"^[a-z0-9][a-z0-9._-]{0,99}$"
+# A version's step whose email is its journey's own (journey_templates, by step key).
+OWN_TEMPLATE = "own"
+# The longest template part accepted (the renderer refuses longer ones too).
+MAX_TEMPLATE_CHARS = 100_000
 MAX_STEPS = 20
 MAX_DELAY = timedelta(days=365)
 DEFAULT_HOLDOUT_SHARE = Decimal("0.1")
@@ -226,10 +236,23 @@ class TimingIn(_In):
         return Timing(kind, self.after)
 
 
+class TemplateIn(_In):
+    """A merchant's own email for one step (Jinja2, rendered in the sandbox; see
+    services/tagger/email/templates.py for the variables). Without `text` the plain-text part
+    is made from the HTML."""
+
+    subject: str = Field(min_length=1, max_length=998)
+    html: str = Field(min_length=1, max_length=MAX_TEMPLATE_CHARS)
+    text: str | None = Field(default=None, min_length=1, max_length=MAX_TEMPLATE_CHARS)
+
+
 class StepIn(_In):
+    """One step; exactly one of `template` (a shipped template's key) and `own_template`."""
+
     key: str = Field(pattern=HANDLE)
     timing: TimingIn
-    template: str = Field(pattern=TEMPLATE)
+    template: str | None = Field(default=None, pattern=TEMPLATE)
+    own_template: TemplateIn | None = None
     condition: dict[str, Any] | None = None
     marketing: StrictBool = True
 
@@ -245,6 +268,14 @@ class StepIn(_In):
                     "invalid_rule", "{path}: {message}", {"path": path, "message": exc.message}
                 ) from None
         return condition
+
+    @model_validator(mode="after")
+    def _one_template(self) -> "StepIn":
+        if (self.template is None) == (self.own_template is None):
+            raise PydanticCustomError(
+                "template", "give exactly one of template (a shipped key) or own_template"
+            )
+        return self
 
 
 class TriggerIn(_In):
@@ -331,6 +362,10 @@ class JourneyIn(_In):
                 previous_from_entry = timing.delay
         return steps
 
+    def own_templates(self) -> dict[str, TemplateIn]:
+        """The steps' own emails by step key (steps naming a shipped template have none)."""
+        return {step.key: step.own_template for step in self.steps if step.own_template}
+
     def to_journey(self, *, journey_id: int, shop_id: int, version: int) -> Journey:
         """The dataclass the machine runs, with conditions compiled."""
         return Journey(
@@ -344,7 +379,7 @@ class JourneyIn(_In):
                 Step(
                     key=step.key,
                     timing=step.timing.to_timing(),
-                    template=step.template,
+                    template=step.template or OWN_TEMPLATE,
                     marketing=step.marketing,
                     condition=step.condition,
                 )

@@ -123,6 +123,7 @@ class AdminClient:
             domain=data["shop"]["myshopifyDomain"],
             scopes=scopes,
             missing_scopes=tuple(s for s in required if s not in scopes),
+            iana_timezone=data["shop"].get("ianaTimezone"),
         )
 
     async def customers_tags(self, ids: Sequence[int]) -> dict[int, tuple[str, ...] | None]:

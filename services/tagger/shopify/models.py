@@ -70,6 +70,8 @@ class AccessCheck:
     domain: str
     scopes: tuple[str, ...]
     missing_scopes: tuple[str, ...]
+    # The shop's IANA time zone from its settings (e.g. "America/New_York").
+    iana_timezone: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -81,7 +81,7 @@ query BulkOperation($id: ID!) {
 
 CHECK_ACCESS = """
 query CheckAccess {
-  shop { name myshopifyDomain }
+  shop { name myshopifyDomain ianaTimezone }
   currentAppInstallation { accessScopes { handle } }
 }"""
 

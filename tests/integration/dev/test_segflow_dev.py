@@ -63,10 +63,15 @@ async def test_dev_starts_from_empty_dir_goes_ready_and_reuses_its_data(
         try:
             domains = {r["domain"] for r in await conn.fetch("SELECT domain FROM shops")}
             migrations = await conn.fetchval("SELECT count(*) FROM schema_migrations")
+            # Read from the stand-in when the demo shop was connected (SEGFLOW_DEMO_SHOP_TIMEZONE).
+            demo_zone = await conn.fetchval(
+                "SELECT iana_timezone FROM shops WHERE domain = 'demo.myshopify.com'"
+            )
         finally:
             await conn.close()
         assert domains == {"demo.myshopify.com", "kept.myshopify.com"}
         assert migrations == len(load_migrations())
+        assert demo_zone == "America/New_York"
     assert processes_using(data_dir) == []
 
 

@@ -1,6 +1,7 @@
 """A shop with the shipped segments and journeys, customers in PostgreSQL, a real local SMTP
 mailbox, and a journey scheduler on a clock the test moves."""
 
+import json
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,11 @@ from services.tagger.app import create_app
 from services.tagger.email.sender import MessageLookup, SmtpConfig, SmtpSender
 from services.tagger.journeys.enrolment import SegmentChange
 from services.tagger.journeys.holdout import Group, assign_group
-from services.tagger.journeys_store import apply_segment_changes, install_journeys
+from services.tagger.journeys_store import (
+    apply_segment_changes,
+    forget_compiled,
+    install_journeys,
+)
 from services.tagger.scheduler import JourneyScheduler, Sender
 from services.tagger.service import TaggerHealth
 from tests.helpers import start_server
@@ -75,16 +80,20 @@ class Journeys:
         email: str | None = None,
         segments: Iterable[str] = ("new-customer",),
         country: str | None = None,
+        first_name: str | None = None,
     ) -> None:
-        """A customer row with its facts, and memberships of these segments."""
+        """A customer row with its facts (and first name in its profile, as the segmenter keeps
+        it), and memberships of these segments."""
+        attributes = {"first_name": [first_name, NOW.isoformat()]} if first_name else {}
         await self.db.execute(
             "INSERT INTO customers (shop_id, customer_id, email, accepts_email_marketing,"
-            " country_code) VALUES ($1, $2, $3, $4, $5)",
+            " country_code, profile) VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
             self.shop_id,
             customer_id,
             email or f"customer-{customer_id}@example.com",
             consent,
             country,
+            json.dumps({"attributes": attributes, "tags": {}}),
         )
         for handle in segments:
             await self.db.execute(
@@ -187,6 +196,7 @@ async def journeys(
             "retry_initial_seconds": 1.0,
         }
     )
+    forget_compiled()  # journey ids start again in this test's database
     await install_templates(db, shop.shop_id, NOW)
     await install_journeys(db, shop.shop_id, NOW)
     return Journeys(db, pool, settings, shop.shop_id, shop.domain, mailbox, Clock())

@@ -1,7 +1,8 @@
 """Order webhooks through ingest, Kafka, the segmenter and the tagger (its consumer and send
 scheduler, on the real clock) to journey email in the local mailbox: a subscribed customer
-who becomes a VIP gets the VIP offer; one without marketing consent gets nothing; a holdout
-entrant gets nothing, is recorded suppressed and counted in the journey's stats."""
+who becomes a VIP gets the VIP offer, greeted by the first name the webhook gave; one without
+marketing consent gets nothing; a holdout entrant gets nothing, is recorded suppressed and
+counted in the journey's stats."""
 
 import asyncio
 import json
@@ -92,10 +93,18 @@ async def post_webhook(url: str, shop: ShopCredentials, topic: str, payload: Any
     assert response.status_code == 200, response.text
 
 
-async def vip_order(url: str, shop: ShopCredentials, customer: int, consent: str, n: int) -> None:
+async def vip_order(
+    url: str,
+    shop: ShopCredentials,
+    customer: int,
+    consent: str,
+    n: int,
+    first_name: str | None = None,
+) -> None:
     now = datetime.now(UTC)
     profile = {
         "id": customer,
+        "first_name": first_name,
         "email": f"customer-{customer}@example.com",
         "created_at": (now - timedelta(days=2)).isoformat(),
         "updated_at": (now - timedelta(days=2)).isoformat(),
@@ -141,7 +150,7 @@ async def test_an_order_webhook_ends_as_the_vip_email_in_the_mailbox(
         c for c in range(7001, 8000) if assign_group(vip, c, Decimal("0.1")) is Group.HOLDOUT
     )
     subscribed, unsubscribed = treated[:2]
-    await vip_order(ingest_url, shop, subscribed, "subscribed", 1)
+    await vip_order(ingest_url, shop, subscribed, "subscribed", 1, first_name="Ada <i>")
     await vip_order(ingest_url, shop, unsubscribed, "not_subscribed", 2)
     await vip_order(ingest_url, shop, held, "subscribed", 3)
 
@@ -149,7 +158,12 @@ async def test_an_order_webhook_ends_as_the_vip_email_in_the_mailbox(
     email = message.parse()
     assert email["To"] == f"customer-{subscribed}@example.com"
     assert email["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    assert "WELCOME10" in email.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    text = email.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "WELCOME10" in text
+    # The name the webhook carried, kept by the segmenter, greets them (escaped in HTML).
+    assert "Hi Ada <i>," in text
+    html = email.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "Hi Ada &lt;i&gt;," in html
     async with asyncio.timeout(15):
         while not all([len(await vip_steps(db, c)) == 2 for c in (subscribed, unsubscribed, held)]):
             await asyncio.sleep(0.05)

@@ -126,6 +126,7 @@ async def test_check_access_names_missing_scopes(
 ) -> None:
     check = await client.check_access()
     assert check.ok and check.domain == standin_domain
+    assert check.iana_timezone == "UTC"  # the stand-in's default shop setting
     reader = await create_standin_shop(
         shopify_standin.url, f"ro-{standin_domain}", scopes=["read_customers"]
     )

@@ -33,6 +33,8 @@ def test_current_export_rows_become_customer_payloads() -> None:
     assert ada.payload == {
         "id": 7985351721238,
         "email": "ada@example.com",
+        "first_name": "Ada",
+        "last_name": "Lovelace",
         "tags": "VIP, newsletter",
         "default_address": {"city": "Louisville", "province_code": "KY", "country_code": "US"},
         "email_marketing_consent": {"state": "subscribed"},

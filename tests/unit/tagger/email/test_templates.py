@@ -161,3 +161,50 @@ def test_the_package_data_globs_cover_every_template_file() -> None:
     assert len(files) == 2 + 2 * len(SHIPPED_KEYS)
     uncovered = [p.name for p in files if not any(fnmatch.fnmatch(p.name, g) for g in globs)]
     assert uncovered == []
+
+
+def test_without_a_text_body_the_text_part_is_the_htmls_text(templates: EmailTemplates) -> None:
+    source = TemplateSource(
+        subject="News",
+        text=None,
+        html=(
+            "<style>p{color:red}</style><h1>Hi {{ first_name }}</h1>"
+            '<p>See <a href="https://shop.example/new">what is new</a> &amp; more.</p>'
+            "<ul><li>Hats</li><li>Scarves</li></ul>"
+        ),
+    )
+    rendered = templates.render_source(source, FULL)
+    assert rendered.text.startswith(
+        "Hi Ada\n\nSee what is new (https://shop.example/new) & more.\n\n- Hats\n- Scarves\n"
+    )
+    assert "color:red" not in rendered.text
+    # The layout still adds the link to both parts.
+    assert URL in rendered.text and f'href="{URL}"' in rendered.html
+    templates.check(source)
+
+
+UNSAFE = [
+    ("{{ ''.__class__.__mro__ }}", "access to attribute '__class__'"),
+    ("{{ first_name.__class__.__base__.__subclasses__() }}", "access to attribute '__class__'"),
+    ("{% set items = [] %}{{ items.append(1) }}", "access to attribute 'append'"),
+    ("{{ 'x' * 1000000000 }}", "a repetition longer than 10000"),
+    ("{{ 10 ** 100000000 }}", "an exponent above 64"),
+    ("{{ range(10 ** 9) | list }}", "Range too big"),
+]
+
+
+@pytest.mark.parametrize(("html", "problem"), UNSAFE)
+def test_the_sandbox_refuses_internals_mutation_and_huge_values(
+    templates: EmailTemplates, html: str, problem: str
+) -> None:
+    source = TemplateSource("Hi", None, html)
+    with pytest.raises(TemplateError, match=problem) as refused:
+        templates.check(source)
+    assert refused.value.part == "html"
+    with pytest.raises(TemplateError, match=problem):
+        templates.render_source(source, FULL)
+
+
+def test_small_products_still_work(templates: EmailTemplates) -> None:
+    source = TemplateSource("Hi", "{{ '-' * 3 }} {{ 2 ** 10 }} {{ 6 * 7 }}", "<p>x</p>")
+    assert templates.render_source(source, FULL).text.startswith("--- 1024 42\n")
