@@ -92,6 +92,9 @@ async def test_kill_9_and_restart_loses_and_doubles_nothing(
 
     restarted = SegmenterProcess(segmenter_env(settings), tmp_path / "segmenter.log").start()
     try:
+        # Ready first: the crash may have left nothing to do, and a SIGTERM before the process
+        # has installed its handlers ends it by the signal (-15), not by an orderly stop.
+        await restarted.wait_ready()
         await poll(lambda: all_published(db, restarted), 60, "every event, published")
     finally:
         code = await restarted.stop()
