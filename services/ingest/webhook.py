@@ -13,12 +13,13 @@ from typing import Any
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
 from starlette.types import Receive, Scope, Send
 
-from services.common.envelope import EnvelopeMeta, PayloadError
+from services.common.envelope import EnvelopeMeta, PayloadError, parse_payload_object
 from services.common.errors import ApiError, error_body
 from services.common.fastpath import openapi_error, send_json
 from services.common.signing import verify_webhook
 from services.ingest.payload import payload_customer_id
 from services.ingest.state import IngestState
+from services.ingest.topic_shapes import CHECKED_TOPICS, topic_misfit
 
 PATH = "/webhooks/shopify"
 ENDPOINT = "shopify"
@@ -154,6 +155,10 @@ class ShopifyWebhookEndpoint:
             customer_id = payload_customer_id(topic, raw)
         except PayloadError as exc:
             raise ApiError(400, "invalid_json", str(exc), field="body") from exc
+        if topic.strip().lower() in CHECKED_TOPICS:
+            misfit = topic_misfit(topic, parse_payload_object(raw))
+            if misfit is not None:
+                raise ApiError(400, "payload_does_not_fit_topic", misfit, field="body")
         received_at = datetime.now(UTC)
         meta = EnvelopeMeta(
             event_id=event_id,

@@ -206,3 +206,24 @@ async def test_an_unknown_shop_and_a_wrong_signature_answer_alike_and_count_apar
         metrics = (await client.get("/metrics")).text
     for outcome in ("unknown_shop", "invalid_signature"):
         assert f'endpoint="shopify",outcome="{outcome}"}} 1.0' in metrics
+
+
+async def test_a_captured_update_replayed_as_a_delete_is_refused_and_not_published(
+    ingest_url: str, shop: ShopCredentials, settings: Settings, read_topic: Any
+) -> None:
+    update = json.dumps({"id": 207119551, "email": "bob@example.com", "addresses": []}).encode()
+    # The same signed bytes under another topic header (Shopify signs only the body).
+    replay = await post(ingest_url, update, webhook_headers(shop, update, "customers/delete"))
+    assert replay.status_code == 400, replay.text
+    error = replay.json()["error"]
+    assert (error["code"], error["field"]) == ("payload_does_not_fit_topic", "body")
+    assert "email" in error["message"]
+    genuine = json.dumps({"id": 207119551, "phone": None, "addresses": []}).encode()
+    headers = webhook_headers(shop, genuine, "customers/delete", **{"X-Shopify-Event-Id": "d-1"})
+    accepted = await post(ingest_url, genuine, headers)
+    assert accepted.status_code == 200, accepted.text
+    [record] = await read_topic(settings.topic_events, 1)
+    assert decode_envelope(record.value).event_id == "d-1"
+    async with httpx.AsyncClient(base_url=ingest_url) as client:
+        metrics = (await client.get("/metrics")).text
+    assert 'outcome="payload_does_not_fit_topic"} 1.0' in metrics

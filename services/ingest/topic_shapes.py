@@ -1,0 +1,82 @@
+"""Does a body fit its topic: the check before a body may make a destructive change.
+
+Shopify signs only the body, so a captured delivery can be sent again under another
+`X-Shopify-Topic` (a customers/update body as customers/delete would mark the customer
+deleted for good). The topics whose effect cannot be undone are checked against the shape of
+Shopify's own bodies; other topics' bodies are decoded, and refused, by the segmenter.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+# Fields that only a living customer's (or an order's, product's, checkout's) body carries:
+# customers/delete sends the id with empty or null leftovers only.
+_LIVE_RECORD_FIELDS = frozenset(
+    {
+        "email",
+        "first_name",
+        "last_name",
+        "created_at",
+        "updated_at",
+        "orders_count",
+        "total_spent",
+        "state",
+        "note",
+        "verified_email",
+        "tags",
+        "currency",
+        "default_address",
+        "line_items",
+        "title",
+        "customer",
+    }
+)
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
+def _customer_delete_misfit(body: Mapping[str, Any]) -> str | None:
+    if body.get("id") is None:
+        return "a customers/delete body carries the customer's id"
+    present = sorted(k for k in _LIVE_RECORD_FIELDS if not _empty(body.get(k)))
+    if present:
+        return f"a customers/delete body carries no {', '.join(present)}"
+    if not _empty(body.get("addresses")):
+        return "a customers/delete body carries no addresses"
+    return None
+
+
+def _redact_misfit(topic: str, body: Mapping[str, Any]) -> str | None:
+    if body.get("shop_id") is None or not body.get("shop_domain"):
+        return f"a {topic} body carries shop_id and shop_domain"
+    customer = body.get("customer")
+    if topic == "shop/redact":
+        if customer is not None or "orders_to_redact" in body or "data_request" in body:
+            return "a shop/redact body names no customer"
+        return None
+    if not isinstance(customer, Mapping) or (
+        customer.get("id") is None and not customer.get("email")
+    ):
+        return f"a {topic} body names the customer (customer.id or customer.email)"
+    extra = sorted(set(customer) - {"id", "email", "phone"})
+    if extra:
+        return f"a {topic} body's customer carries no {', '.join(extra)}"
+    return None
+
+
+def topic_misfit(topic: str, body: Mapping[str, Any]) -> str | None:
+    """Why this body cannot be a delivery of this (destructive) topic, or None if it fits or
+    the topic is not one of the checked ones."""
+    topic = topic.strip().lower()
+    if topic == "customers/delete":
+        return _customer_delete_misfit(body)
+    if topic in ("customers/redact", "customers/data_request", "shop/redact"):
+        return _redact_misfit(topic, body)
+    return None
+
+
+CHECKED_TOPICS = frozenset(
+    {"customers/delete", "customers/redact", "customers/data_request", "shop/redact"}
+)
