@@ -136,3 +136,41 @@ async def test_review13b_one_shops_unreadable_token_with_a_late_bulk_op_does_not
         assert outcome == [None], outcome
     finally:
         await fresh.close()
+
+
+async def test_review13b_a_late_bulk_op_shopify_no_longer_knows_does_not_stop_the_tagger(
+    tagging: Tagging,
+) -> None:
+    """Finding: a recorded late operation that Shopify answers `node: null` for (gone: older
+    than Shopify keeps them, the app reinstalled, a wrong id) makes BulkRunner._poll return
+    `{}`, which is not "running", so `_result` reads `operation["status"]`: a KeyError, not a
+    ShopifyError, escapes `_late_bulk`, the shop task records it as `_failure`, and run()
+    stops the reconciler for every shop. Its customers should go on (to the single path)."""
+    t = tagging
+    customers = list(range(1, 26))
+    await t.customers({**dict.fromkeys(customers, "1500"), 99: "1500"}, {})
+    await vip_segment(t)
+    first = _reconciler(t, tagger_bulk_poll_timeout_seconds=0.3, tagger_bulk_repoll_seconds=0.0)
+    await _late_bulk_add(t, first, customers)
+    # Shopify no longer knows the operation: the same row, an id its node() answers null for.
+    await t.db.execute(
+        "UPDATE tag_bulk_operations SET operation_id = 'gid://shopify/BulkOperation/987654321'"
+    )
+    reconciler = _reconciler(t, tagger_interval_seconds=0.1, tagger_bulk_repoll_seconds=0.1)
+    await t.mark(99)  # a live change beside it
+    stop = asyncio.Event()
+    task = asyncio.create_task(reconciler.run(stop))
+    try:
+
+        async def drained() -> bool:
+            assert not task.done(), f"the reconciler stopped: {task.exception()!r}"
+            work = await t.db.fetchval("SELECT count(*) FROM tag_work")
+            late = await t.db.fetchval("SELECT count(*) FROM tag_bulk_operations")
+            return bool(work == 0 and late == 0)
+
+        await _until(drained, 15)
+    finally:
+        stop.set()
+        outcome = await asyncio.gather(asyncio.wait_for(task, 30), return_exceptions=True)
+    assert outcome == [None], outcome
+    assert await t.tags_on_shopify(99) == ["VIP"]
