@@ -26,7 +26,9 @@ from tests.integration.tagger.test_tag_reconciler import (
 pytest_plugins = ["tests.integration.tagger.test_tag_reconciler"]
 
 
-def _reconciler(t: Tagging, clients: ShopClients | None = None, **settings: object) -> TagReconciler:
+def _reconciler(
+    t: Tagging, clients: ShopClients | None = None, **settings: object
+) -> TagReconciler:
     return TagReconciler(
         t.settings.model_copy(update=settings),
         t.reconciler._pool,
@@ -133,7 +135,7 @@ async def test_review13b_one_shops_unreadable_token_with_a_late_bulk_op_does_not
         finally:
             stop.set()
             outcome = await asyncio.gather(asyncio.wait_for(task, 30), return_exceptions=True)
-        assert outcome == [None], outcome
+        assert list(outcome) == [None], outcome
     finally:
         await fresh.close()
 
@@ -172,5 +174,52 @@ async def test_review13b_a_late_bulk_op_shopify_no_longer_knows_does_not_stop_th
     finally:
         stop.set()
         outcome = await asyncio.gather(asyncio.wait_for(task, 30), return_exceptions=True)
-    assert outcome == [None], outcome
+    assert list(outcome) == [None], outcome
     assert await t.tags_on_shopify(99) == ["VIP"]
+
+
+async def test_review13b_a_live_reentry_during_a_late_bulk_remove_keeps_the_tag(
+    tagging: Tagging,
+) -> None:
+    """Finding (the mirror of the stale tag): a customer of a late bulk tagsRemove comes back
+    into the segment and a live change marks them. The live path sees `removing`, sends
+    tagsAdd, records `added` and finishes the row; then Shopify runs the operation and takes
+    the tag off. Settling it changes only entries still `removing`: a member stays untagged."""
+    t = tagging
+    customers = list(range(1, 26))
+    await t.customers(dict.fromkeys(customers, "1500"), {})
+    segment_id = await vip_segment(t)
+    reconciler = _reconciler(
+        t, tagger_bulk_poll_timeout_seconds=0.3, tagger_bulk_repoll_seconds=0.2
+    )
+    await t.mark(*customers, bulk=True)
+    await reconciler.round()
+    assert await t.tags_on_shopify(1) == ["VIP"]
+    # Everyone leaves; the bulk tagsRemove is still running when polling gives up.
+    for threshold in (5000, 1000):
+        spec = SegmentSpec("vip", "VIP", "", vip_rule(threshold), VIP_TAG)
+        async with t.db.transaction():
+            await update_segment(t.db, t.shop_id, segment_id, spec, NOW)
+        if threshold == 5000:
+            fault = {"kind": "bulk", "delay_ms": 2500}
+            answer = await t.http.post(f"/_standin/shops/{t.domain}/faults", json=fault)
+            assert answer.is_success
+            await t.mark(*customers, bulk=True)
+            await reconciler.round()
+            assert await t.db.fetchval("SELECT count(*) FROM tag_bulk_operations") == 1
+    # Back in (the threshold as before), and a live change of customer 1 comes in.
+    await t.mark(1)
+    await reconciler.round()
+
+    async def settled() -> bool:
+        await reconciler.round()
+        work = await t.db.fetchval("SELECT count(*) FROM tag_work")
+        late = await t.db.fetchval("SELECT count(*) FROM tag_bulk_operations")
+        return bool(work == 0 and late == 0)
+
+    await _until(settled, 30)
+    assert await t.tags_on_shopify(2) == ["VIP"]  # re-tagged after the operation
+    assert await t.tags_on_shopify(1) == ["VIP"], (
+        "a member lost the tag to a late removal",
+        await t.ledger(1),
+    )

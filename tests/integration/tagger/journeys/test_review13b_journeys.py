@@ -6,12 +6,14 @@ import json
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime, time
 from html.parser import HTMLParser
 from typing import Any
 
 import httpx
 import pytest
 
+from services.tagger.journeys.timing import QuietHours, is_quiet, load_zone, quiet_hours_end
 from tests.integration.tagger.journeys.support import HOUR, NOW, Journeys
 from tests.integration.tagger.journeys.test_journey_api import token_of
 from tests.integration.tagger.journeys.test_journey_own_templates import OWN, body, enter, parts
@@ -100,3 +102,26 @@ def test_review13b_checking_an_own_template_is_bounded_work(html: str) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("refused:"), done.stdout
     assert "MemoryError" not in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize(
+    ("zone", "moment"),
+    [
+        ("America/New_York", datetime(2024, 3, 9, 7, 15, tzinfo=UTC)),
+        ("Europe/Chisinau", datetime(2024, 3, 30, 0, 15, tzinfo=UTC)),
+        ("Antarctica/Troll", datetime(2024, 3, 30, 2, 30, tzinfo=UTC)),
+    ],
+)
+def test_review13b_the_end_of_quiet_hours_is_never_inside_them(zone: str, moment: datetime) -> None:
+    """Finding (an edge): when DST skips the quiet hours' end and the clock lands past their
+    start again (quiet hours spanning midnight, with less than the DST jump outside them),
+    quiet_hours_end answers the gap's end, an instant is_quiet calls quiet: the send is put
+    inside the quiet hours it was deferred for. Found by a sweep of zones and quiet hours."""
+    # Quiet all day but a quarter of an hour (Troll's jump is two hours: all but 90 min).
+    late = zone == "Antarctica/Troll"
+    quiet = QuietHours(time(2, 30), time(1, 0)) if late else QuietHours(time(2, 15), time(2, 0))
+    tz = load_zone(zone)
+    assert is_quiet(moment, tz, quiet)
+    ended = quiet_hours_end(moment, tz, quiet)
+    assert ended > moment
+    assert not is_quiet(ended, tz, quiet), (ended, ended.astimezone(tz))
