@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from services.segmenter.runtime.health import ComponentHealth
@@ -14,7 +15,7 @@ from services.segmenter.storage.segments import SegmentSpec, update_segment
 from services.tagger.connections import ShopClients
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.reconciler import TagReconciler
-from tests.integration.tagger.test_review13_tags import _second_shop
+from tests.integration.tagger.test_review13_tags import _gate, _second_shop
 from tests.integration.tagger.test_tag_reconciler import (
     NOW,
     VIP_TAG,
@@ -223,3 +224,34 @@ async def test_review13b_a_live_reentry_during_a_late_bulk_remove_keeps_the_tag(
         "a member lost the tag to a late removal",
         await t.ledger(1),
     )
+
+
+async def test_review13b_a_live_change_during_a_bulk_op_is_not_deferred_to_the_repoll(
+    tagging: Tagging, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding: a live change of a customer whose bulk batch is in hand (the live mark bumps
+    the version, bulk becomes false) is held by the renewed bulk lease for the whole poll,
+    and when the operation turns late, PUT_BACK (no version check) sets the live row's
+    due_at to the re-poll time (30 s by default): the live change waits on a bulk
+    operation it has nothing to do with, instead of being due at once like any row marked
+    again while worked on."""
+    t = tagging
+    customers = list(range(1, 26))
+    await t.customers(dict.fromkeys(customers, "1500"), {})
+    await vip_segment(t)
+    reconciler = _reconciler(t, tagger_bulk_poll_timeout_seconds=0.3)
+    fault = {"kind": "bulk", "delay_ms": 2500}
+    assert (await t.http.post(f"/_standin/shops/{t.domain}/faults", json=fault)).is_success
+    gate = await _gate(monkeypatch, t.clients, t.shop_id, "run_bulk_tags")
+    await t.mark(*customers, bulk=True)
+    batch = asyncio.create_task(reconciler.round())
+    await asyncio.wait_for(gate.entered.wait(), 10)
+    await t.mark(1)  # a live change (an order, say) while the bulk batch is in hand
+    gate.release.set()
+    await asyncio.wait_for(batch, 20)
+    assert await t.db.fetchval("SELECT count(*) FROM tag_bulk_operations") == 1
+    row = await t.db.fetchrow(
+        "SELECT bulk, due_at <= now() AS due, leased_until FROM tag_work WHERE customer_id = 1"
+    )
+    assert row is not None and not row["bulk"]
+    assert row["due"] and row["leased_until"] is None, dict(row)
