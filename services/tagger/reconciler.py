@@ -167,7 +167,7 @@ class TagReconciler:
     async def lane_batch(self, shop_id: int, bulk: bool) -> bool:
         """Take and reconcile one batch of a shop's lane; False when it had nothing due."""
         settings = self._settings
-        if bulk and await self._late_bulk(shop_id):
+        if bulk and await self._late_bulk_guarded(shop_id):
             return False  # its customers wait for the operation Shopify still runs
         now = self._clock()
         size, seconds = (
@@ -403,6 +403,24 @@ class TagReconciler:
 
     def _count(self, operation: str, ok: bool) -> None:
         self._metrics.tag_writes.labels(operation, "ok" if ok else "user_error").inc()
+
+    async def _late_bulk_guarded(self, shop_id: int) -> bool:
+        """_late_bulk, where one shop's problem (a token that no longer opens, an answer we
+        cannot read) keeps that shop's bulk lane waiting and stops no other shop."""
+        try:
+            return await self._late_bulk(shop_id)
+        except Exception as exc:
+            if infrastructure_fault(exc) is not None:
+                raise
+            logger.warning(
+                "a shop's late bulk operation could not be looked at",
+                extra={"shop_id": shop_id, "reason": type(exc).__name__},
+            )
+            later = self._clock() + timedelta(seconds=self._settings.tagger_bulk_repoll_seconds)
+            async with self._pool.acquire() as conn:
+                for operation in await storage.bulk_operations(conn, shop_id):
+                    await storage.poll_bulk_later(conn, shop_id, operation.operation_id, later)
+            return True
 
     async def _late_bulk(self, shop_id: int) -> bool:
         """Look again at the shop's late bulk operations that are due; True while one still

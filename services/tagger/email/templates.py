@@ -17,8 +17,11 @@ and, only when known, `coupon_code` and `top_product_type` (guard them with `| d
 or `is defined`; a step that needs a coupon fails clearly without one).
 """
 
+import re
 import sys
 import unicodedata
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import resources
 from types import TracebackType
@@ -28,7 +31,7 @@ import jinja2
 import jinja2.meta
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 from markupsafe import Markup
 
 from services.tagger.email.plaintext import html_to_text
@@ -70,6 +73,36 @@ _MAX_PRODUCT = 10_000
 _MAX_EXPONENT = 64
 
 
+# Elements whose content is raw text up to their end tag, so an unclosed one hides what follows.
+_RAW_TEXT = (
+    "script",
+    "style",
+    "textarea",
+    "title",
+    "xmp",
+    "iframe",
+    "noembed",
+    "noframes",
+    "noscript",
+)
+
+
+def unclosed_markup(html: str) -> str | None:
+    """What this HTML leaves open that would hide the markup after it (a comment, a raw-text
+    element, <plaintext>), or None."""
+    lowered = html.lower()
+    opened = lowered.rfind("<!--")
+    if opened >= 0 and lowered.find("-->", opened + 4) < 0:
+        return "a comment (<!--) is not closed (-->)"
+    if re.search(r"<plaintext\b", lowered):
+        return "<plaintext> is not allowed (nothing after it is markup)"
+    for tag in _RAW_TEXT:
+        for match in re.finditer(rf"<{tag}\b", lowered):
+            if lowered.find(f"</{tag}", match.end()) < 0:
+                return f"<{tag}> is not closed (</{tag}>)"
+    return None
+
+
 class TemplateError(ValueError):
     """A template that cannot be rendered; the message names the template, part and problem
     (`part` is subject, text or html when one part is at fault)."""
@@ -77,6 +110,41 @@ class TemplateError(ValueError):
     def __init__(self, message: str, part: str | None = None) -> None:
         super().__init__(message)
         self.part = part
+
+
+# Work one render may do: loop steps over `range` in all (nesting multiplies them) and
+# characters of output. A merchant's template is checked on the event loop and rendered for
+# every send, so neither its time nor its memory may be unbounded.
+MAX_RANGE_STEPS = 10_000
+MAX_OUTPUT_CHARS = 512 * 1024
+_steps: ContextVar[list[int] | None] = ContextVar("template_range_steps", default=None)
+
+
+def _counted_range(*args: int) -> Iterator[int]:
+    """range() whose steps count against the render's MAX_RANGE_STEPS."""
+    budget = _steps.get()
+    for number in safe_range(*args):  # the sandbox's own bound on one range's size first
+        if budget is not None:
+            budget[0] += 1
+            if budget[0] > MAX_RANGE_STEPS:
+                raise SecurityError(f"more than {MAX_RANGE_STEPS} loop steps in one email")
+        yield number
+
+
+def _bounded_render(template: jinja2.Template, values: dict[str, str]) -> str:
+    """Render with the step budget, stopping once the output passes MAX_OUTPUT_CHARS."""
+    token = _steps.set([0])
+    try:
+        parts: list[str] = []
+        size = 0
+        for chunk in template.generate(values):
+            size += len(chunk)
+            if size > MAX_OUTPUT_CHARS:
+                raise SecurityError(f"renders longer than {MAX_OUTPUT_CHARS} characters")
+            parts.append(chunk)
+        return "".join(parts)
+    finally:
+        _steps.reset(token)
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
@@ -180,7 +248,7 @@ class EmailTemplates:
         for environment in (self._text, self._html):
             # Only the documented variables (and `range`): Jinja's other globals (cycler,
             # joiner, namespace, lipsum, dict) are objects a template has no use for here.
-            environment.globals = {"range": environment.globals["range"]}
+            environment.globals = {"range": _counted_range}
         self._compiled: dict[tuple[bool, str], jinja2.Template] = {}
         folder = resources.files(__package__ or __name__).joinpath("templates")
         self._layout_text = self._text.from_string(folder.joinpath("layout.txt").read_text("utf-8"))
@@ -256,6 +324,12 @@ class EmailTemplates:
             top_product_type="Sample",
         )
         self.render_source(source, sample, name=name)
+        html = self._render(True, source.html, sample.variables(), name, "html")
+        unclosed = unclosed_markup(html)
+        if unclosed is not None:
+            # The layout's footer (the unsubscribe link) follows the merchant's HTML: left
+            # open, a comment or a raw-text element would swallow it.
+            raise TemplateError(f"{name} html: {unclosed}", "html")
 
     def _render(
         self, is_html: bool, source: str, values: dict[str, str], name: str, part: str
@@ -267,7 +341,7 @@ class EmailTemplates:
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(f"{name} {part}, line {exc.lineno}: {exc.message}", part) from None
         try:
-            return template.render(values)
+            return _bounded_render(template, values)
         except Exception as exc:  # noqa: BLE001 - any failure of a template is the template's
             line = _template_line(sys.exc_info()[2])
             where = f"{name} {part}" + (f", line {line}" if line else "")

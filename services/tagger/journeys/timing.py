@@ -79,8 +79,18 @@ def quiet_hours_end(moment: datetime, zone: ZoneInfo, quiet: QuietHours | None) 
     """The first instant at or after `moment` outside the quiet hours (`moment` itself if it
     already is). An end time skipped by a DST gap ends the quiet hours when the gap does."""
     require_aware(moment, "moment")
-    if quiet is None or not is_quiet(moment, zone, quiet):
-        return moment
+    ended = moment
+    # A DST gap can skip the end and land past the start again (quiet hours spanning
+    # midnight with less free time than the jump): then the next end is the one. Each turn
+    # moves to a later day's end, so a few turns always find a free instant.
+    for _ in range(8):
+        if quiet is None or not is_quiet(ended, zone, quiet):
+            return ended
+        ended = _next_end(ended, zone, quiet)
+    return ended
+
+
+def _next_end(moment: datetime, zone: ZoneInfo, quiet: QuietHours) -> datetime:
     local = _wall(moment, zone)
     day = local.date()
     if quiet.start > quiet.end and local.time() >= quiet.start:

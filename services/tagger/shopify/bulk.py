@@ -129,7 +129,9 @@ class BulkRunner:
         lines: Sequence[tuple[int, Sequence[str]]],
         started: float,
     ) -> BulkResult:
-        status = str(operation["status"])
+        # No node: Shopify no longer knows the operation (expired, the app reinstalled). Its
+        # result cannot be read, so every line counts as not applied and is sent again.
+        status = str(operation.get("status") or "NOT_FOUND")
         result_url = (
             operation.get("url") if status == "COMPLETED" else operation.get("partialDataUrl")
         )

@@ -5,7 +5,7 @@ import pytest
 from services.ingest.topic_shapes import topic_misfit
 
 # Shopify's own example bodies.
-DELETE = {
+DELETE: dict[str, object] = {
     "id": 706405506930370084,
     "phone": None,
     "addresses": [],
