@@ -180,6 +180,10 @@ class TagReconciler:
             works = await storage.take_shop_tag_work(conn, shop_id, bulk, now, size, lease_until)
         if not works:
             return False
+        if not bulk:
+            works = await self._wait_for_late_bulk(shop_id, works)
+            if not works:
+                return True
         done = asyncio.Event()
         renewing = asyncio.create_task(self._renew(works, seconds, lease_until, done))
         try:
@@ -188,6 +192,22 @@ class TagReconciler:
             done.set()
             await renewing
         return True
+
+    async def _wait_for_late_bulk(
+        self, shop_id: int, works: list[storage.Work]
+    ) -> list[storage.Work]:
+        """The live work that may go ahead: a customer whose tags a late bulk operation still
+        writes waits for it (it may land after anything sent now, and undo it); once it is
+        read, its customers' work is due at once and finds the tags as it left them."""
+        async with self._pool.acquire() as conn:
+            pending = await storage.in_late_bulk(conn, shop_id, [w.customer_id for w in works])
+            if not pending:
+                return works
+            waiting = [w for w in works if w.customer_id in pending]
+            # Not before the next round either, so a lane never spins on work it must leave.
+            soonest = self._clock() + timedelta(seconds=self._settings.tagger_interval_seconds)
+            await storage.put_back(conn, waiting, max(soonest, min(pending.values())))
+        return [w for w in works if w.customer_id not in pending]
 
     async def _renew(
         self, works: list[storage.Work], seconds: float, held: datetime, done: asyncio.Event

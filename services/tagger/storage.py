@@ -123,10 +123,20 @@ BULK_OPERATION_POLL_LATER = """
 UPDATE tag_bulk_operations SET poll_at = $3 WHERE shop_id = $1 AND operation_id = $2
 """
 # Waiting on a late bulk operation: back in the lane, due when it is looked at again.
+# A row marked again since it was taken (a live change) is due now instead: it waits for
+# nothing of the bulk batch's.
 PUT_BACK = """
-UPDATE tag_work w SET leased_until = NULL, due_at = $3
-FROM unnest($1::bigint[], $2::bigint[]) AS k (shop_id, customer_id)
+UPDATE tag_work w SET leased_until = NULL,
+    due_at = CASE WHEN w.version = k.version THEN $4 ELSE now() END
+FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS k (shop_id, customer_id, version)
 WHERE w.shop_id = k.shop_id AND w.customer_id = k.customer_id
+"""
+# Customers among these whose tags a late bulk operation of the shop is still writing.
+IN_LATE_BULK = """
+SELECT DISTINCT (line ->> 0)::bigint AS customer_id, min(o.poll_at) AS poll_at
+FROM tag_bulk_operations o, jsonb_array_elements(o.lines) AS line
+WHERE o.shop_id = $1 AND (line ->> 0)::bigint = ANY($2::bigint[])
+GROUP BY 1
 """
 DUE_NOW = """
 UPDATE tag_work w SET due_at = LEAST(w.due_at, now())
@@ -281,8 +291,24 @@ async def poll_bulk_later(
 
 
 async def put_back(conn: asyncpg.Connection, works: Sequence[Work], due_at: datetime) -> None:
-    """Give the lease back, the work due at `due_at` (no attempt counted)."""
-    await conn.execute(PUT_BACK, *_columns(w.key for w in works), due_at)
+    """Give the lease back, the work due at `due_at` (no attempt counted); work marked again
+    since it was taken is due now."""
+    await conn.execute(
+        PUT_BACK,
+        [w.shop_id for w in works],
+        [w.customer_id for w in works],
+        [w.version for w in works],
+        due_at,
+    )
+
+
+async def in_late_bulk(
+    conn: asyncpg.Connection, shop_id: int, customer_ids: Sequence[int]
+) -> dict[int, datetime]:
+    """Which of these customers a late bulk operation still writes, and when it is looked at
+    next."""
+    rows = await conn.fetch(IN_LATE_BULK, shop_id, list(customer_ids))
+    return {row["customer_id"]: row["poll_at"] for row in rows}
 
 
 async def due_now(conn: asyncpg.Connection, keys: Iterable[Key]) -> None:
