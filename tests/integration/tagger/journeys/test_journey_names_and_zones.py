@@ -67,24 +67,32 @@ async def stored_zone(journeys: Journeys) -> str | None:
     return zone
 
 
-async def test_connect_reads_the_shops_zone_and_a_reconnect_refreshes_it(
-    journeys: Journeys, shopify_standin: RunningStandin, standin_domain: str
+async def shop_on_standin(
+    journeys: Journeys, shopify_standin: RunningStandin, domain: str, zone: str
 ) -> None:
+    """Give the journeys' shop the stand-in's domain and create it there in `zone`."""
     await journeys.db.execute(
-        "UPDATE shops SET domain = $2 WHERE id = $1", journeys.shop_id, standin_domain
+        "UPDATE shops SET domain = $2 WHERE id = $1", journeys.shop_id, domain
     )
-    assert await stored_zone(journeys) is None  # never connected: unknown
     async with httpx.AsyncClient(base_url=shopify_standin.url) as shopify:
         created = await shopify.post(
             "/_standin/shops",
             json={
-                "domain": standin_domain,
-                "access_token": f"shpat_{standin_domain.split('.')[0]}",
+                "domain": domain,
+                "access_token": f"shpat_{domain.split('.')[0]}",
                 "webhook_secret": "s",
-                "iana_timezone": "Asia/Tokyo",
+                "iana_timezone": zone,
             },
         )
         assert created.status_code == 201, created.text
+
+
+async def test_connect_reads_the_shops_zone_and_a_reconnect_refreshes_it(
+    journeys: Journeys, shopify_standin: RunningStandin, standin_domain: str
+) -> None:
+    assert await stored_zone(journeys) is None  # never connected: unknown
+    await shop_on_standin(journeys, shopify_standin, standin_domain, "Asia/Tokyo")
+    async with httpx.AsyncClient(base_url=shopify_standin.url) as shopify:
         await connect(journeys, shopify_standin, standin_domain)
         assert await stored_zone(journeys) == "Asia/Tokyo"
 
@@ -108,20 +116,7 @@ async def test_the_shops_zone_makes_now_quiet_for_a_customer_without_address(
     await journeys.customer(customer)
     # 13:00 UTC is 22:00 in Tokyo: inside the shipped quiet hours (21:00-09:00) there. The
     # zone comes from Shopify's shop settings, read when the shop is connected.
-    await journeys.db.execute(
-        "UPDATE shops SET domain = $2 WHERE id = $1", journeys.shop_id, standin_domain
-    )
-    async with httpx.AsyncClient(base_url=shopify_standin.url) as shopify:
-        created = await shopify.post(
-            "/_standin/shops",
-            json={
-                "domain": standin_domain,
-                "access_token": f"shpat_{standin_domain.split('.')[0]}",
-                "webhook_secret": "s",
-                "iana_timezone": "Asia/Tokyo",
-            },
-        )
-        assert created.status_code == 201, created.text
+    await shop_on_standin(journeys, shopify_standin, standin_domain, "Asia/Tokyo")
     await connect(journeys, shopify_standin, standin_domain)
     await journeys.change(customer, "new-customer")
     await journeys.at(NOW + HOUR, journeys.scheduler())
