@@ -487,8 +487,9 @@ class TagReconciler:
         becomes added (removed); a failed line's customer gets another look, on the live path.
         Its customers' queued work is due at once, to be found settled."""
         self._metrics.bulk_operations.labels(result.status.lower()).inc()
-        failed = {failure.customer_id for failure in result.failures}
-        keys = [(shop_id, customer_id) for customer_id, _ in operation.lines]
+        # Customer id 0: the line of a customer erased since (storage.erase_customer).
+        failed = {failure.customer_id for failure in result.failures} - {0}
+        keys = [(shop_id, customer_id) for customer_id, _ in operation.lines if customer_id]
         waiting: State = "adding" if operation.kind == "add" else "removing"
         done: State = "added" if operation.kind == "add" else "removed"
         now = self._clock()
