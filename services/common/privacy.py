@@ -30,6 +30,16 @@ FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS k(kind, shop_id, id)
 JOIN shops s ON s.id = k.shop_id
 ON CONFLICT (shop_id, digest) DO NOTHING
 """
+# Per customer, held by an erasure and by every writer that may write the customer's rows
+# after reading them earlier (the tag reconciler), so a write lands before the erasure or
+# sees it. Sorted, so two writers never wait on each other in a cycle.
+LOCK_CUSTOMERS = """
+SELECT pg_advisory_xact_lock(k) FROM (
+    SELECT DISTINCT hashtextextended('erasure:' || s || ':' || c, 0) AS k
+    FROM unnest($1::bigint[], $2::bigint[]) AS u (s, c)
+    ORDER BY 1
+) AS sorted
+"""
 LOG_REQUEST = "INSERT INTO privacy_log (kind, shop_id, rows_erased, at) VALUES ($1, $2, $3, $4)"
 
 # The segmenter's rows of a customer. Orders go by owner and by the ids Shopify names (a guest
@@ -121,6 +131,13 @@ def _columns(customers: Iterable[Key], orders: Iterable[Key]) -> tuple[list[str]
             shops.append(shop_id)
             ids.append(id_)
     return kinds, shops, ids  # type: ignore[return-value]
+
+
+async def lock_customers(conn: asyncpg.Connection, keys: Iterable[Key]) -> None:
+    """Hold these customers against erasure (or writers) until the transaction ends."""
+    pairs = sorted(set(keys))
+    if pairs:
+        await conn.execute(LOCK_CUSTOMERS, [k[0] for k in pairs], [k[1] for k in pairs])
 
 
 async def erased_among(

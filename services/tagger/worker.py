@@ -306,6 +306,7 @@ class TaggerWorker:
                 await journeys_store.apply_order(conn, shop_id, order, now)
         for redaction in redactions:
             if (shop_id := shop_ids.get(redaction.shop)) is not None:
+                await privacy.lock_customers(conn, [(shop_id, redaction.customer_id)])
                 await journeys_store.redact_customer(conn, shop_id, redaction.customer_id)
                 await storage.erase_customer(conn, shop_id, redaction.customer_id)
                 key = (shop_id, redaction.customer_id)
