@@ -368,7 +368,8 @@ async def evaluate_customers(
     for key, customer in customers.items():
         state = customer.state
         facts, derived_until = facts_from(state, aggregates[key], now)
-        before = current.get(key, set())
+        # Memberships of a segment being deleted are its deletion's to end, not this batch's.
+        before = current.get(key, set()) & handles.keys()
         if state.deleted:
             members: frozenset[int] = frozenset()
             next_eval_at = None
