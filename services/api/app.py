@@ -44,7 +44,7 @@ from services.segmenter.domain.rules.validate import (
 )
 from services.segmenter.domain.rules.variables import rule_data
 from services.segmenter.storage import segments as segment_store
-from services.segmenter.storage.backfill import BackfillOptions
+from services.segmenter.storage.backfill import BackfillOptions, BackfillResult
 from services.segmenter.storage.rows import facts_from_row
 
 logger = logging.getLogger(__name__)
@@ -180,6 +180,15 @@ def segment_json(row: asyncpg.Record) -> dict[str, Any]:
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
+
+
+def _with_backfill(row: asyncpg.Record | None, backfill: BackfillResult) -> dict[str, Any]:
+    """A segment just written, with what its backfill changed (404: deleted meanwhile)."""
+    if row is None:
+        raise ApiError(404, "not_found", "the segment was deleted while it was backfilled")
+    result = segment_json(row)
+    result["backfill"] = {"entered": backfill.entered, "exited": backfill.exited}
+    return result
 
 
 def create_app(
@@ -348,9 +357,7 @@ def create_app(
                 raise ApiError(409, "handle_taken", f"a segment {body.handle!r} exists already")
             segment_id, backfill = created
             row = await conn.fetchrow(SEGMENT, shop.id, segment_id)
-        result = segment_json(row)
-        result["backfill"] = {"entered": backfill.entered, "exited": backfill.exited}
-        return JSONText(result, status_code=201)
+        return JSONText(_with_backfill(row, backfill), status_code=201)
 
     @app.get("/v1/segments/{segment_id}")
     async def get_segment(segment_id: str, shop: ShopDep, pool: PoolDep) -> JSONText:
@@ -377,9 +384,7 @@ def create_app(
             if backfill is None:
                 raise ApiError(404, "not_found", "no such segment")
             row = await conn.fetchrow(SEGMENT, shop.id, sid)
-        result = segment_json(row)
-        result["backfill"] = {"entered": backfill.entered, "exited": backfill.exited}
-        return JSONText(result)
+        return JSONText(_with_backfill(row, backfill))
 
     @app.delete("/v1/segments/{segment_id}")
     async def delete_segment(segment_id: str, shop: ShopDep, pool: PoolDep) -> JSONText:

@@ -25,7 +25,7 @@ DEADLINE = 10.0
 
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[str]:
-    limited = settings.model_copy(update={"max_segments_per_shop": 2})
+    limited = settings.model_copy(update={"max_segments_per_shop": 2, "backfill_chunk_size": 3})
     server = make_server(create_app(limited, clock=lambda: NOW), "127.0.0.1", limited.api_port)
     task = await start_server(server)
     yield f"http://127.0.0.1:{limited.api_port}"
@@ -133,3 +133,39 @@ async def test_a_running_backfill_shows_and_a_deleting_segment_is_gone(
         assert member["segments"] == []
         go_on.set()
         assert await asyncio.wait_for(deleting, DEADLINE) == 10
+
+
+WAITING_FOR_SHOP_LOCK = """
+SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+"""
+
+
+async def test_a_create_whose_segment_is_deleted_meanwhile_is_a_404(
+    api: str, shop: ShopCredentials, db: asyncpg.Connection
+) -> None:
+    await store_customers(db, shop.shop_id, dict.fromkeys(range(1, 11), "1500.00"))
+    body = {"handle": "vip", "name": "VIP", "conditions": VIP}
+    async with client(api, shop) as http, client(api, shop) as other:
+        # The create's first chunk waits on customer 2's row lock, held here.
+        holder = db.transaction()
+        await holder.start()
+        await db.execute("SELECT 1 FROM customers WHERE customer_id = 2 FOR UPDATE")
+        creating = asyncio.create_task(http.post("/v1/segments", json=body))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DEADLINE
+        while (segment_id := await db.fetchval("SELECT id FROM segments")) is None:
+            assert loop.time() < deadline, "the segment was never created"
+            await asyncio.sleep(0.01)
+        deleting = asyncio.create_task(other.delete(f"/v1/segments/{segment_id}"))
+        # The delete queues for the shop's exclusive lock behind the chunk in hand, so the
+        # create's next chunk finds the segment being deleted.
+        while await db.fetchval(WAITING_FOR_SHOP_LOCK) == 0:
+            assert loop.time() < deadline, "the delete never waited for the shop lock"
+            await asyncio.sleep(0.01)
+        await holder.rollback()
+        created = await asyncio.wait_for(creating, DEADLINE)
+        deleted = await asyncio.wait_for(deleting, DEADLINE)
+    assert created.status_code == 404, created.text
+    assert created.json()["error"]["code"] == "not_found"
+    assert deleted.json() == {"deleted": True, "exited": 3}
+    assert await db.fetchval("SELECT count(*) FROM memberships") == 0
