@@ -19,10 +19,12 @@ held one of the shop's events, other shops' events of that batch included):
    order every writer locks customers in (see queries.LOCK_CUSTOMERS), after the shop lock,
    as batches do: it cannot deadlock with a batch or the scheduler. Under those row locks it
    evaluates the version's compiled SQL WHERE clause over the stored facts and diffs against
-   the current memberships, as the one statement did. A batch that evaluated one of these
-   customers first, with the new version, wrote the same memberships (the three evaluators
-   agree): the diff is empty and no change row is written twice. One that comes later sees
-   the chunk's memberships, which are those of the new version.
+   the current memberships, as the one statement did. A batch that evaluated the segment for
+   one of these customers first, with the new version, wrote the same membership (the three
+   evaluators agree on the stored facts): the diff is empty, so no change row is written
+   twice. A batch that kept the customer's old result (the rule reads no fact that changed)
+   leaves the chunk that difference to write, once. A later batch sees the chunk's
+   memberships, which are the new version's.
 4. Customers the chunk does not reach are either beyond the cursor (a later chunk), or created
    after the version change by a batch, which evaluated them against the new version in full
    (a customer never evaluated has every segment evaluated).
@@ -100,12 +102,16 @@ SELECT count(*) FILTER (WHERE change = 'entered') AS entered,
        count(*) FILTER (WHERE change = 'exited') AS exited
 FROM changes
 """
-# Members with no customer row beyond the cursor (none are expected: rows are not deleted
-# while their shop exists) exit at the end, so the membership is exactly the rule's.
+# Members beyond the cursor with no customer row (a redaction erases both together, so none
+# are expected) exit at the end, so the membership is exactly the rule's. A customer created
+# since the last chunk has a row: its batch evaluated it against this version.
 _ORPHANS = """
 WITH exited AS (
     DELETE FROM memberships m
     WHERE m.segment_id = $2 AND ($6::bigint IS NULL OR m.customer_id > $6)
+      AND NOT EXISTS (
+          SELECT 1 FROM customers c WHERE c.shop_id = $1 AND c.customer_id = m.customer_id
+      )
     RETURNING customer_id
 )
 INSERT INTO segment_changes (shop_id, customer_id, segment_id, segment_handle,
