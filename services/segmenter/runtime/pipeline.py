@@ -3,6 +3,7 @@
 The caller owns the transaction; nothing here knows about Kafka.
 """
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
@@ -62,6 +63,15 @@ class BatchOutcome:
     changes: list[Change] = field(default_factory=list)
     # With `defer_fanout`: by shop, changed products that already have buyers.
     changed_products: dict[int, list[int]] = field(default_factory=dict)
+    # Time spent evaluating segment rules (CPU only), bounded as README "Bounded evaluation".
+    evaluation_seconds: float = 0.0
+
+
+@dataclass
+class EvaluationTiming:
+    """Seconds spent evaluating rules, summed over the calls given it."""
+
+    seconds: float = 0.0
 
 
 def _first_occurrences(events: Sequence[ShopEvent]) -> tuple[list[ShopEvent], list[ShopEvent]]:
@@ -209,7 +219,11 @@ async def apply_events(
         for key, customer in locked.items()
         if key not in redacted
     }
-    outcome.changes = await evaluate_customers(conn, customers, rules, now, cause, cause_events)
+    timing = EvaluationTiming()
+    outcome.changes = await evaluate_customers(
+        conn, customers, rules, now, cause, cause_events, timing=timing
+    )
+    outcome.evaluation_seconds = timing.seconds
     await _erase(conn, list(redacted.values()), now, outcome)
     await _record_data_requests(conn, fresh, now, outcome)
     return outcome
@@ -353,10 +367,11 @@ async def evaluate_customers(
     cause: str,
     cause_events: dict[Key, Event] | None = None,
     rebuild: bool = False,
+    timing: EvaluationTiming | None = None,
 ) -> list[Change]:
     """Derive facts from the aggregates (building those missing from the stored orders, or
     all with `rebuild`), evaluate the segments whose inputs changed, save the customers and
-    their membership changes."""
+    their membership changes (adding the evaluation's time to `timing`)."""
     if not customers:
         return []
     aggregates = await _aggregates(conn, customers, now, rebuild)
@@ -365,10 +380,12 @@ async def evaluate_customers(
     current = await queries.memberships_of(conn, customers)
     changes: list[Change] = []
     rows = []
+    began = time.perf_counter()
     for key, customer in customers.items():
         state = customer.state
         facts, derived_until = facts_from(state, aggregates[key], now)
-        before = current.get(key, set())
+        # Memberships of a segment being deleted are its deletion's to end, not this batch's.
+        before = current.get(key, set()) & handles.keys()
         if state.deleted:
             members: frozenset[int] = frozenset()
             next_eval_at = None
@@ -399,6 +416,8 @@ async def evaluate_customers(
                     changed_at=now,
                 )
             )
+    if timing is not None:
+        timing.seconds += time.perf_counter() - began
     await queries.save_customers(conn, rows, aggregates)
     await queries.write_changes(conn, changes)
     return changes

@@ -14,6 +14,7 @@ from services.segmenter.runtime.outbox import publish_pending, purge_published
 from services.segmenter.runtime.pipeline import evaluate_customers
 from services.segmenter.runtime.segment_cache import RuleBook
 from services.segmenter.storage import queries
+from services.segmenter.storage.backfill import BackfillOptions, resume_abandoned
 
 logger = logging.getLogger(__name__)
 
@@ -100,11 +101,16 @@ class Scheduler:
         self._clock = clock
         self._batch = batch
         self._rules = RuleBook()
+        self._backfill = BackfillOptions(
+            chunk=settings.backfill_chunk_size, lease_seconds=settings.backfill_lease_seconds
+        )
 
     async def run_once(self, stop: asyncio.Event | None = None) -> int:
         """Evaluate every customer due now, publish the changes; return how many were due.
 
-        With `stop` set, it returns between batches (the rest is due again next start)."""
+        With `stop` set, it returns between batches (the rest is due again next start).
+        First it finishes segment backfills whose runner died (their lease ran out)."""
+        await resume_abandoned(self._pool, self._clock, self._backfill, stop)
         while await fan_out_products(self._pool, self._clock()) > 0:
             if stop is not None and stop.is_set():
                 break
