@@ -81,3 +81,46 @@ async def test_review_privacy_an_imported_customer_leaves_its_id_in_no_table_aft
     # (and its orders') stay in processed_events, declared to name no customer.
     assert await tables_containing(db, str(ERASED)) == []
     assert await tables_containing(db, "777000111222333") == []
+
+
+async def test_review_privacy_the_export_includes_the_orders_shopify_names_in_the_request(
+    db: asyncpg.Connection, shop: ShopCredentials, api: httpx.AsyncClient
+) -> None:
+    guest_order = 777000111222444
+    await run(
+        db,
+        shop.shop_id,
+        shopify_event(
+            "customers/create",
+            customer_payload(ERASED, ERASED_EMAIL, "Zebediah", "Quillfeather"),
+            event_id="c1",
+        ),
+        # The customer's guest checkout: the order names no customer.
+        shopify_event(
+            "orders/create",
+            order_payload(guest_order, ERASED, "42.00") | {"customer": None},
+            event_id="guest",
+        ),
+        shopify_event(
+            "customers/data_request",
+            {
+                "shop_id": 1,
+                "customer": {"id": ERASED, "email": ERASED_EMAIL},
+                "orders_requested": [guest_order],
+                "data_request": {"id": 9},
+            },
+            event_id="dr",
+        ),
+    )
+    assert await db.fetchval(
+        "SELECT count(*) FROM orders WHERE shop_id = $1 AND order_id = $2",
+        shop.shop_id,
+        guest_order,
+    )
+    auth = {"Authorization": f"Bearer {shop.api_token}"}
+    response = await api.get(f"/v1/customers/{ERASED}/export", headers=auth)
+    assert response.status_code == 200
+    # Erasure deletes the orders Shopify names (orders_to_redact); the export leaves out the
+    # ones it names (orders_requested), so the shop cannot answer for them.
+    orders = json.loads(response.content)["data"]["orders"]
+    assert [o["order_id"] for o in orders] == [guest_order]
