@@ -8,7 +8,9 @@ import asyncpg
 import httpx
 import orjson
 
+from services.common.settings import Settings
 from services.common.shops import ShopCredentials
+from services.dev.mailbox import MailboxStore
 from services.segmenter.importer.runner import import_files
 from services.tagger import storage as tag_storage
 from tests.integration.common.test_privacy import (
@@ -18,12 +20,14 @@ from tests.integration.common.test_privacy import (
     NOW,
     api,
     customer_payload,
+    envelope,
     order_payload,
     redact_payload,
     run,
     seeded,
     tables_containing,
 )
+from tests.integration.tagger.journeys.test_journey_enrolment import batch, worker
 from tests.unit.segmenter.events import shopify_event
 
 __all__ = ["api", "seeded"]
@@ -124,3 +128,27 @@ async def test_review_privacy_the_export_includes_the_orders_shopify_names_in_th
     # ones it names (orders_requested), so the shop cannot answer for them.
     orders = json.loads(response.content)["data"]["orders"]
     assert [o["order_id"] for o in orders] == [guest_order]
+
+
+async def test_review_privacy_the_mailbox_forgets_mail_sent_to_an_erased_customers_old_address(
+    db: asyncpg.Connection,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    seeded: ShopCredentials,
+    tmp_path: Path,
+) -> None:
+    store = MailboxStore(tmp_path / "mail")
+    # The journey email the seed recorded as sent to the customer (journey_sends), delivered
+    # to the address it had then; it changed its email since.
+    message = (
+        "To: zebediah.old@example.com\r\nFrom: shop@example.com\r\n"
+        "Message-ID: <901@segflow.test>\r\n\r\nHi Zebediah\r\n"
+    )
+    store.save(message.encode(), NOW)
+    tagger = worker(settings, pool)
+    tagger._erase_mail = store.erase_recipient
+    payload = redact_payload(ERASED, ERASED_EMAIL, [901])
+    await run(db, seeded.shop_id, shopify_event("customers/redact", payload, event_id="r1"))
+    record = envelope(seeded.domain, "customers/redact", payload, "r1")
+    await tagger.process(batch(settings.topic_events, [record]))
+    assert [m.message_id for m in store.messages()] == []
