@@ -176,6 +176,18 @@ async def erase_segmenter_rows(
     return [row["order_id"] for row in orders], erased
 
 
+FORGET_CUSTOMERS = """
+DELETE FROM customers c USING unnest($1::bigint[], $2::bigint[]) AS k (shop_id, customer_id)
+WHERE c.shop_id = k.shop_id AND c.customer_id = k.customer_id
+"""
+
+
+async def forget_customers(conn: asyncpg.Connection, keys: Iterable[Key]) -> None:
+    """Delete the rows of customers already erased (a writer that raced the erasure made them)."""
+    pairs = sorted(keys)
+    await conn.execute(FORGET_CUSTOMERS, [k[0] for k in pairs], [k[1] for k in pairs])
+
+
 async def log_request(
     conn: asyncpg.Connection, kind: str, shop_id: int, rows_erased: int | None, at: datetime
 ) -> None:

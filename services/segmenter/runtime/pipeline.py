@@ -180,8 +180,6 @@ async def apply_events(
     order_keys = {key for item in fresh if (key := _order_key(item)) is not None}
     order_owner = await queries.order_customers(conn, order_keys)
     redactions = [r for item in fresh if (r := _redaction(item)) is not None]
-    fresh = await _drop_erased(conn, fresh, order_owner, redactions, outcome)
-    order_keys = {key for item in fresh if (key := _order_key(item)) is not None}
     cause_events: dict[Key, Event] = {}
     for item in fresh:
         for key in _customer_keys(item, order_owner):
@@ -192,6 +190,13 @@ async def apply_events(
         cause_events.setdefault(key, redaction.event)
     # Customers first, then orders: the lock order every writer follows.
     locked = await queries.lock_states(conn, cause_events)
+    # After the row locks: an erasure that held one of them has committed, and is seen now.
+    fresh, erased = await _drop_erased(conn, fresh, order_owner, redactions, outcome)
+    if gone := erased.keys() & locked.keys() - redacted.keys():
+        # Created by lock_states for an event now dropped: an erased customer has no row.
+        await privacy.forget_customers(conn, gone)
+        locked = {key: value for key, value in locked.items() if key not in gone}
+    order_keys = {key for item in fresh if (key := _order_key(item)) is not None}
     orders, stored_parts = await queries.lock_orders(conn, order_keys)
     if any(order.customer_id != order_owner.get(key) for key, order in orders.items()):
         raise StaleOwnershipError("an order changed hands while the batch was read")
@@ -235,10 +240,12 @@ async def _drop_erased(
     order_owner: Mapping[Key, int | None],
     redactions: Sequence[Redaction],
     outcome: BatchOutcome,
-) -> list[ShopEvent]:
-    """The events that name no erased customer or order (erased before, or by this batch).
+) -> tuple[list[ShopEvent], dict[Key, None]]:
+    """The events that name no erased customer or order (erased before, or by this batch), and
+    the erased customers named.
 
     Events of an erased customer still in Kafka, or sent later, would bring its data back.
+    Called with the batch's customers locked, so an erasure that committed meanwhile is seen.
     """
     wanted_customers = {(r.shop_id, r.customer_id) for r in redactions}
     wanted_orders = {(r.shop_id, o) for r in redactions for o in r.order_ids}
@@ -252,7 +259,7 @@ async def _drop_erased(
     customers |= {(r.shop_id, r.customer_id) for r in redactions}
     orders |= {(r.shop_id, o) for r in redactions for o in r.order_ids}
     if not customers and not orders:
-        return fresh
+        return fresh, {}
     kept = []
     for item in fresh:
         keys = set(_customer_keys(item, order_owner))
@@ -262,7 +269,7 @@ async def _drop_erased(
             outcome.erased.append(item)
         else:
             kept.append(item)
-    return kept
+    return kept, dict.fromkeys(customers)
 
 
 async def _erase(

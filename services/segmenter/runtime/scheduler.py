@@ -31,7 +31,8 @@ async def evaluate_due(
         keys = await queries.due_customers(conn, now, limit)
         if not keys:
             return 0
-        states = await queries.lock_states(conn, keys)
+        # Due customers exist: one erased since it was picked is not made again.
+        states = await queries.lock_states(conn, keys, create=False)
         await evaluate_customers(conn, states, rules, now, cause)
     return len(keys)
 
@@ -57,7 +58,9 @@ async def evaluate_buyers(
             buyers = await queries.buyers_after(conn, shop_id, product_ids, after, limit)
             if not buyers:
                 return changes
-            states = await queries.lock_states(conn, [(shop_id, buyer) for buyer in buyers])
+            keys = [(shop_id, buyer) for buyer in buyers]
+            # Buyers exist: one erased since the orders were read is not made again.
+            states = await queries.lock_states(conn, keys, create=False)
             # Their products changed type or vendor: their aggregates are built anew.
             changes += len(await evaluate_customers(conn, states, rules, now, cause, rebuild=True))
         after = buyers[-1]

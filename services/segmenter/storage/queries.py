@@ -473,11 +473,15 @@ async def schedule_buyers(
     await conn.execute(SCHEDULE_BUYERS, shop_id, list(product_ids), now)
 
 
-async def lock_states(conn: asyncpg.Connection, keys: Iterable[Key]) -> dict[Key, LockedCustomer]:
-    """Create missing customers, lock all of them, and load their state and aggregates (one
-    row each; their orders stay in the table)."""
+async def lock_states(
+    conn: asyncpg.Connection, keys: Iterable[Key], *, create: bool = True
+) -> dict[Key, LockedCustomer]:
+    """Create missing customers (unless not `create`), lock all of them, and load their state
+    and aggregates (one row each; their orders stay in the table). Without `create`, a
+    customer deleted meanwhile (erased) is left out."""
     columns = _columns(sorted(set(keys)))
-    await conn.execute(ENSURE_CUSTOMERS, *columns, _EMPTY_AGGREGATES)
+    if create:
+        await conn.execute(ENSURE_CUSTOMERS, *columns, _EMPTY_AGGREGATES)
     rows = await conn.fetch(LOCK_CUSTOMERS, *columns)
     return {
         (row["shop_id"], row["customer_id"]): LockedCustomer(
