@@ -65,8 +65,8 @@ ORDER BY requested_at, id
 LIMIT 1000
 """
 RECORD_DATA_REQUEST = """
-INSERT INTO data_requests (shop_id, customer_id, shopify_request_id, requested_at)
-VALUES ($1, $2, $3, $4)
+INSERT INTO data_requests (shop_id, customer_id, shopify_request_id, requested_at, order_ids)
+VALUES ($1, $2, $3, $4, $5)
 """
 
 REMEMBER_REDACTED_SHOP = """
@@ -81,10 +81,14 @@ FORGET_REDACTED_SHOP = "DELETE FROM redacted_shops WHERE domain = $1"
 
 # Every table holding a customer's rows, with the condition naming them ($1 shop id, $2
 # customer id): the export reads these, and a test fails when a table with customer data is
-# neither here nor listed as holding none (tests/integration/common/test_privacy_coverage.py).
+# neither here nor listed as holding none (tests/integration/common/test_privacy.py).
 CUSTOMER_TABLES: dict[str, str] = {
     "customers": "shop_id = $1 AND customer_id = $2",
-    "orders": "shop_id = $1 AND customer_id = $2",
+    # With the orders a pending data request names (a guest order has no customer).
+    "orders": (
+        "shop_id = $1 AND (customer_id = $2 OR order_id IN (SELECT unnest(r.order_ids)"
+        " FROM data_requests r WHERE r.shop_id = $1 AND r.customer_id = $2))"
+    ),
     "memberships": "shop_id = $1 AND customer_id = $2",
     "segment_changes": "shop_id = $1 AND customer_id = $2",
     "data_requests": "shop_id = $1 AND customer_id = $2",
@@ -109,11 +113,21 @@ CUSTOMER_TABLES: dict[str, str] = {
 }
 
 
+# A bulk operation holds many customers' lines: the export shows this customer's only.
+_EXPORT_ROW = {
+    "tag_bulk_operations": (
+        "to_jsonb(t) - 'shop_id' || jsonb_build_object('lines', (SELECT jsonb_agg(line)"
+        " FROM jsonb_array_elements(t.lines) AS line WHERE (line ->> 0)::bigint = $2))"
+    ),
+}
+
+
 def export_query() -> str:
     """One statement: a JSON object of every customer table's rows for ($1 shop, $2 customer),
-    built by PostgreSQL so numbers stay exact; NULL when the shop holds nothing of it."""
+    built by PostgreSQL so numbers stay exact."""
+    plain = "to_jsonb(t) - 'shop_id'"
     parts = ", ".join(
-        f"'{table}', (SELECT coalesce(jsonb_agg(to_jsonb(t) - 'shop_id'), '[]'::jsonb)"
+        f"'{table}', (SELECT coalesce(jsonb_agg({_EXPORT_ROW.get(table, plain)}), '[]'::jsonb)"
         f" FROM {table} t WHERE {where})"
         for table, where in CUSTOMER_TABLES.items()
     )
@@ -211,9 +225,12 @@ async def record_data_request(
     customer_id: int,
     shopify_request_id: int | None,
     at: datetime,
+    order_ids: Iterable[int] = (),
 ) -> None:
     """customers/data_request: the export waits for the shop to fetch it."""
-    await conn.execute(RECORD_DATA_REQUEST, shop_id, customer_id, shopify_request_id, at)
+    await conn.execute(
+        RECORD_DATA_REQUEST, shop_id, customer_id, shopify_request_id, at, list(order_ids)
+    )
     await log_request(conn, "data_requested", shop_id, None, at)
 
 

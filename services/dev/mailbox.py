@@ -14,6 +14,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
@@ -93,11 +94,17 @@ class MailboxStore:
             StoredMessage(path, path.read_bytes()) for path in sorted(self.directory.glob("*.eml"))
         ]
 
-    def erase_recipient(self, address: str) -> int:
-        """Delete every kept message to this address (customers/redact); return how many."""
-        wanted = address.strip().lower()
+    def erase_recipient(self, address: str | None, message_ids: Iterable[str] = ()) -> int:
+        """Delete every kept message to this address or with one of these Message-IDs (mail
+        to an address the customer had before), for customers/redact; return how many."""
+        wanted = (address or "").strip().lower()
+        ids = {f"<{m.strip().strip('<>')}>" for m in message_ids}
         erased = 0
         for stored in self.messages():
+            if stored.message_id in ids:
+                stored.path.unlink(missing_ok=True)
+                erased += 1
+                continue
             headers = BytesHeaderParser(policy=policy.default).parsebytes(stored.raw)
             recipients = [
                 a.addr_spec.lower() for h in headers.get_all("To", []) for a in h.addresses

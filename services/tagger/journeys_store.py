@@ -551,6 +551,17 @@ WHERE s.journey_id = j.id AND j.shop_id = $1 AND s.customer_id = $2
 ERASE_OVERRIDE = "DELETE FROM consent_overrides WHERE shop_id = $1 AND customer_id = $2"
 
 
+SENT_MESSAGE_IDS = """
+SELECT s.message_id FROM journey_sends s JOIN journey_enrolments e ON e.id = s.enrolment_id
+WHERE e.shop_id = $1 AND e.customer_id = $2
+"""
+
+
+async def sent_message_ids(conn: asyncpg.Connection, shop_id: int, customer_id: int) -> list[str]:
+    """The Message-IDs of every email decided for the customer (to erase kept copies)."""
+    return [row["message_id"] for row in await conn.fetch(SENT_MESSAGE_IDS, shop_id, customer_id)]
+
+
 async def redact_customer(conn: asyncpg.Connection, shop_id: int, customer_id: int) -> int:
     """customers/redact: every enrolment ends (machine.on_redact) by being erased, with its
     sends and conversions, the seen seqs and the unsubscribe record; return the enrolments

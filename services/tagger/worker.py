@@ -19,8 +19,8 @@ and conversions (by order) are idempotent).
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -127,13 +127,15 @@ def order_placed(value: bytes) -> tuple[str, OrderPlaced] | None:
     )
 
 
-@dataclass(frozen=True)
+@dataclass
 class Redaction:
-    """A customers/redact request as the tagger reads it; the email finds kept .eml files."""
+    """A customers/redact request as the tagger reads it; the email and the erased sends'
+    Message-IDs find kept .eml files."""
 
     shop: str
     customer_id: int
     email: str | None = None
+    message_ids: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
         return f"Redaction(shop={self.shop!r}, customer_id={self.customer_id})"
@@ -194,7 +196,7 @@ class TaggerWorker:
         health: ComponentHealth,
         poke: Callable[[], None],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        erase_mail: Callable[[str], int] | None = None,
+        erase_mail: Callable[[str | None, Sequence[str]], int] | None = None,
     ) -> None:
         # erase_mail: the local mailbox's (development), deleting kept mail to an address.
         self._erase_mail = erase_mail
@@ -306,6 +308,9 @@ class TaggerWorker:
                 await journeys_store.apply_order(conn, shop_id, order, now)
         for redaction in redactions:
             if (shop_id := shop_ids.get(redaction.shop)) is not None:
+                redaction.message_ids = await journeys_store.sent_message_ids(
+                    conn, shop_id, redaction.customer_id
+                )
                 await journeys_store.redact_customer(conn, shop_id, redaction.customer_id)
                 await storage.erase_customer(conn, shop_id, redaction.customer_id)
                 key = (shop_id, redaction.customer_id)
@@ -348,8 +353,8 @@ class TaggerWorker:
         if self._erase_mail is None:
             return
         for redaction in redactions:
-            if redaction.email:
-                erased = self._erase_mail(redaction.email)
+            if redaction.email or redaction.message_ids:
+                erased = self._erase_mail(redaction.email, redaction.message_ids)
                 logger.info(
                     "kept mail of an erased customer deleted",
                     extra={"customer_id": redaction.customer_id, "messages": erased},

@@ -30,6 +30,8 @@ CREATE TABLE data_requests (
     customer_id bigint NOT NULL,
     -- Shopify's data_request.id, when the payload carries one.
     shopify_request_id bigint,
+    -- orders_requested: the export includes them (a guest order names no customer).
+    order_ids bigint[] NOT NULL DEFAULT '{}',
     requested_at timestamptz NOT NULL,
     exported_at timestamptz
 );
@@ -45,3 +47,10 @@ CREATE TABLE privacy_log (
     rows_erased integer,
     at timestamptz NOT NULL DEFAULT now()
 );
+
+-- The dedupe tables keep a digest of each event id (services/segmenter/storage/queries.py
+-- dedupe_id), not the id: the importer's ids carry customer and order ids, custom events' are
+-- whatever the client chose, and these rows outlive an erasure.
+UPDATE processed_events SET event_id = left(encode(sha256(convert_to(event_id, 'UTF8')), 'hex'), 32);
+UPDATE processed_engagement_events
+SET event_id = left(encode(sha256(convert_to(event_id, 'UTF8')), 'hex'), 32);

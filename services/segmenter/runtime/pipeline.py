@@ -297,7 +297,9 @@ async def _record_data_requests(
         payload = item.event.payload
         assert isinstance(payload, CustomerDataRequest)
         request_id = payload.data_request.id if payload.data_request is not None else None
-        await privacy.record_data_request(conn, item.shop_id, customer_id, request_id, now)
+        await privacy.record_data_request(
+            conn, item.shop_id, customer_id, request_id, now, payload.orders_requested
+        )
         outcome.data_requests.append((item.shop_id, customer_id))
 
 

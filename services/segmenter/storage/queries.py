@@ -1,5 +1,6 @@
 """Named queries over the segmenter's tables; every value is a bound parameter."""
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -394,10 +395,21 @@ async def mark_processed(
     for query, chosen in ((MARK_PROCESSED, others), (MARK_ENGAGEMENT_PROCESSED, engagement)):
         if not chosen:
             continue
-        shops, topics, ids = zip(*chosen, strict=True)
+        stored = {
+            (shop, topic, dedupe_id(event_id)): (shop, topic, event_id)
+            for shop, topic, event_id in chosen
+        }
+        shops, topics, ids = zip(*stored, strict=True)
         rows = await conn.fetch(query, list(shops), list(topics), list(ids))
-        fresh.update((row["shop_id"], row["topic"], row["event_id"]) for row in rows)
+        fresh.update(stored[(row["shop_id"], row["topic"], row["event_id"])] for row in rows)
     return fresh
+
+
+def dedupe_id(event_id: str) -> str:
+    """What the dedupe tables keep of an event id: a digest, since ids may name a customer
+    (the importer's carry object ids, custom events' are the client's) and the tables outlive
+    an erasure. 128 bits: no two ids of a shop and topic meet by chance."""
+    return hashlib.sha256(event_id.encode()).hexdigest()[:32]
 
 
 async def purge(conn: asyncpg.Connection, query: str, cutoff: datetime, limit: int) -> int:
