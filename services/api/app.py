@@ -25,12 +25,14 @@ from services.api.lookup import (
     path_id,
 )
 from services.common.auth import ShopDep
+from services.common.bodylimit import add_body_limit
 from services.common.db import create_pool, database_ready
 from services.common.envelope import PayloadError, loads_json, parse_payload_object
 from services.common.errors import ApiError, bad_request, install_error_handlers
 from services.common.fastpath import FastPathApp
 from services.common.jsontext import encode_json
 from services.common.metrics import mount_metrics, new_registry
+from services.common.ratelimit import RateLimiter
 from services.common.settings import Settings
 from services.common.shops import ShopDirectory
 from services.segmenter.domain.rules.validate import (
@@ -192,19 +194,22 @@ def create_app(
         )
         app.state.pool = pool
         app.state.shops = ShopDirectory(pool)
-        lookup.state = LookupState(pool, app.state.shops)
+        lookup.state = LookupState(pool, app.state.shops, limiter)
         try:
             yield
         finally:
             await pool.close()
 
     lookup = CustomerSegmentsEndpoint()
+    limiter = RateLimiter.from_settings(settings, registry, "api")
     app = FastPathApp(
         title="segflow segmenter API",
         version="0.1.0",
         lifespan=lifespan,
         default_response_class=JSONText,
     )
+    app.state.rate_limiter = limiter
+    add_body_limit(app, settings.api_max_body_bytes, registry, "api")
     # The segments lookup, most of the traffic, skips FastAPI's stack (see lookup.py).
     app.add_fast_pattern(PATTERN, TEMPLATE, lookup, LOOKUP_OPENAPI)
     install_error_handlers(app)

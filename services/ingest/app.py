@@ -17,6 +17,7 @@ from services.common.errors import ApiError, bad_request, install_error_handlers
 from services.common.fastpath import FastPathApp
 from services.common.kafka import broker_ready, make_producer, wait_for_broker
 from services.common.metrics import mount_metrics, new_registry
+from services.common.ratelimit import EVENTS, RateLimiter
 from services.common.settings import Settings
 from services.common.shops import Shop, ShopDirectory
 from services.ingest import webhook
@@ -106,6 +107,11 @@ def create_app(settings: Settings) -> FastAPI:
             await pool.close()
 
     app = FastPathApp(title="segflow ingest", version="0.1.0", lifespan=lifespan)
+    # The bearer-token endpoints (custom events) only; Shopify's webhooks and Flow's requests
+    # are never limited: a refusal only makes Shopify send them again.
+    app.state.rate_limiter = RateLimiter.from_settings(
+        settings, registry, "ingest", fixed_class=EVENTS
+    )
     # Shopify's deliveries, the bulk of the traffic, skip FastAPI's stack (see webhook.py).
     app.add_fast_path(webhook.PATH, shopify_webhook, webhook.OPENAPI)
     install_error_handlers(app)
