@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from services.common.auth import ShopDep
 from services.common.db import create_pool, database_ready
@@ -72,6 +72,35 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise ApiError(400, "invalid_json", str(exc), field="body") from exc
 
 
+_EVENT_EXAMPLE = {
+    "event_id": "pv-0001",
+    "type": "product_viewed",
+    "customer_id": "115310627314723954",
+    "properties": {"product_id": 632910392},
+}
+_FLOW_EXAMPLE = {"event_id": "order-1-vip", "event": "vip_candidate", "customer_id": "1"}
+
+
+def body_schema(model: type[BaseModel], example: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI for a body read by hand (ingest reads the raw bytes to bound and check them)."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    # "#/$defs/…" would point into the OpenAPI document's root: put each definition in place.
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(definitions[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    content = {"application/json": {"schema": inline(schema), "example": example}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The ingest ASGI app; it opens its pool and producer in the lifespan and closes them after."""
 
@@ -131,7 +160,7 @@ def create_app(settings: Settings) -> FastAPI:
         body = {"status": "ready" if ready else "not_ready", "checks": checks}
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @app.post("/webhooks/flow")
+    @app.post("/webhooks/flow", openapi_extra=body_schema(FlowEvent, _FLOW_EXAMPLE))
     async def flow_request(request: Request, state: StateDep) -> dict[str, str]:
         """A Shopify Flow "Send HTTP request" action, authenticated by the shop's Flow secret."""
         with counted(state, "flow"):
@@ -157,7 +186,7 @@ def create_app(settings: Settings) -> FastAPI:
             await state.publish([(meta, event.model_dump_json().encode())])
         return {"status": "accepted", "event_id": event.event_id}
 
-    @app.post("/v1/events", status_code=202)
+    @app.post("/v1/events", status_code=202, openapi_extra=body_schema(CustomEvent, _EVENT_EXAMPLE))
     async def custom_event(request: Request, state: StateDep, shop: ShopDep) -> dict[str, Any]:
         """One behavioural event from the storefront or the email tool."""
         with counted(state, "events"):
@@ -169,7 +198,11 @@ def create_app(settings: Settings) -> FastAPI:
             await state.publish([custom_envelope(shop, event)])
         return {"status": "accepted", "accepted": 1, "event_ids": [event.event_id]}
 
-    @app.post("/v1/events/batch", status_code=202)
+    @app.post(
+        "/v1/events/batch",
+        status_code=202,
+        openapi_extra=body_schema(CustomEventBatch, {"events": [_EVENT_EXAMPLE]}),
+    )
     async def custom_event_batch(
         request: Request, state: StateDep, shop: ShopDep
     ) -> dict[str, Any]:
