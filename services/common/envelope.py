@@ -104,6 +104,9 @@ def parse_payload_object(raw: bytes) -> dict[str, Any]:
         value = loads_json(text)
     except json.JSONDecodeError as exc:
         raise PayloadError(f"body is not JSON: {exc.msg} at line {exc.lineno}") from exc
+    except ValueError as exc:
+        # int() refuses integers past 4,300 digits (Python's guard against quadratic parsing).
+        raise PayloadError(f"body has a number too long to read: {exc}"[:200]) from exc
     if not isinstance(value, dict):
         raise PayloadError("body is not a JSON object")
     return value

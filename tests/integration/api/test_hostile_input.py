@@ -144,6 +144,8 @@ async def test_the_tagger_api_caps_bodies_too(
                      "invalid_request", "sample", id="huge-number"),
         pytest.param(b'{"conditions": NaN}', "application/json", 400, "invalid_json", "body",
                      id="nan"),
+        pytest.param(b'{"conditions": {}, "sample": ' + b"1" * 5000 + b"}", "application/json",
+                     400, "invalid_json", "body", id="long-integer"),
     ],
 )  # fmt: skip
 async def test_bodies_that_are_not_what_the_api_reads(
@@ -179,8 +181,9 @@ async def test_the_content_type_is_not_consulted_a_json_body_is_read(
         (b'{"handle": "\xff"}', "application/json", "invalid_request"),
         (b'{"handle": "j"}', "text/plain", "invalid_request"),
         (b"handle=j", "application/x-www-form-urlencoded", "invalid_request"),
+        (b'{"handle": ' + b"1" * 5000 + b"}", "application/json", "invalid_request"),
     ],
-    ids=["deep-json", "invalid-utf8", "text-plain", "form"],
+    ids=["deep-json", "invalid-utf8", "text-plain", "form", "long-integer"],
 )
 async def test_the_tagger_api_refuses_bodies_it_cannot_read_with_400(
     tagger: str, shop: ShopCredentials, body: bytes, content_type: str, code: str
@@ -305,3 +308,25 @@ async def test_each_shop_is_limited_per_class_with_429_and_retry_after(
         assert (await http.get("/v1/segments")).status_code == 200
     assert 'segflow_api_rate_limited_total{endpoint_class="read"} 2.0' in metrics
     assert 'segflow_api_rate_limited_total{endpoint_class="write"} 1.0' in metrics
+
+
+async def test_the_tagger_api_is_limited_per_shop_too(
+    settings: Settings, shop: ShopCredentials
+) -> None:
+    port = free_port()
+    tight = settings.model_copy(
+        update={"tagger_port": port, "rate_limit_read_per_second": 0.01, "rate_limit_read_burst": 1}
+    )
+    server = make_server(
+        create_tagger_app(tight, TaggerHealth(), CollectorRegistry()), "127.0.0.1", port
+    )
+    task = await start_server(server)
+    try:
+        async with client(f"http://127.0.0.1:{port}", shop) as http:
+            assert (await http.get("/v1/journeys")).status_code == 200
+            assert_rate_limited(await http.get("/v1/journeys"))
+            metrics = (await http.get("/metrics")).text
+    finally:
+        server.should_exit = True
+        await task
+    assert 'segflow_tagger_api_rate_limited_total{endpoint_class="read"} 1.0' in metrics

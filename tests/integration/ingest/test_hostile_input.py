@@ -87,8 +87,9 @@ async def test_a_body_over_the_limit_is_413_before_it_is_read_whole(
         (b"id=1&customer=2", "application/x-www-form-urlencoded"),
         (b"<order/>", "text/xml"),
         (b"", "application/json"),
+        (b'{"id": ' + b"9" * 5000 + b"}", "application/json"),
     ],
-    ids=["deep-object", "deep-array", "invalid-utf8", "form", "xml", "empty"],
+    ids=["deep-object", "deep-array", "invalid-utf8", "form", "xml", "empty", "long-integer"],
 )
 async def test_a_body_that_is_not_a_json_object_is_400_invalid_json(
     ingest_url: str, shop: ShopCredentials, endpoint: str, body: bytes, content_type: str
