@@ -85,8 +85,10 @@ def _time_header(value: str | None, name: str) -> datetime | None:
     if not value:
         return None
     try:
-        return _AWARE.validate_python(value.strip())
-    except ValidationError as exc:
+        # In UTC here: a time at the very edge of the calendar (0001-01-01T00:00+14:00) has
+        # no UTC form, and the envelope would fail on it after the checks.
+        return _AWARE.validate_python(value.strip()).astimezone(UTC)
+    except (ValidationError, OverflowError) as exc:
         message = f"header {name} is not an ISO 8601 time with a UTC offset"
         raise ApiError(400, "invalid_header", message, field=name) from exc
 

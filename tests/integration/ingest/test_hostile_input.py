@@ -243,3 +243,18 @@ async def test_a_wrong_signature_on_random_bytes_is_401_not_a_parse_error(
     async with httpx.AsyncClient(base_url=ingest_url) as client:
         response = await client.post("/webhooks/shopify", content=body, headers=headers)
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/webhooks/flow"])
+async def test_a_time_with_no_utc_form_is_400_naming_the_field(
+    ingest_url: str, shop: ShopCredentials, path: str
+) -> None:
+    edge = "0001-01-01T00:00:00+14:00"
+    body: dict[str, Any] = {"event_id": "e", "customer_id": "1", "occurred_at": edge}
+    body.update({"type": "page_viewed"} if path == "/v1/events" else {"event": "vip"})
+    headers = bearer(shop) if path == "/v1/events" else flow(shop)
+    async with httpx.AsyncClient(base_url=ingest_url) as client:
+        response = await client.post(path, json=body, headers=headers)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("invalid_event", "occurred_at")

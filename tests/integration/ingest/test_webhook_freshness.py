@@ -93,6 +93,11 @@ async def test_with_the_window_off_history_is_accepted_but_the_future_is_not(
     response = await post(windowless_ingest, body, headers)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "webhook_from_future"
+    # The edge of the calendar, with no UTC form: refused as a header, not a 500.
+    headers = webhook_headers(shop, body, **{"X-Shopify-Triggered-At": "0001-01-01T00:00:00+14:00"})
+    response = await post(windowless_ingest, body, headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_header"
 
 
 def test_the_window_must_stay_below_the_dedupe_retention() -> None:
