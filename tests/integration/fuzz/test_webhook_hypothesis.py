@@ -4,7 +4,7 @@ body, and ingest healthy after. Derandomized and bounded."""
 
 import asyncio
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -69,7 +69,11 @@ def _time(offset_hours: float) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-TRIGGERED = st.none() | VALUE | st.floats(-72, 2).map(_time)
+# Near now (fresh, stale, ahead), anywhere in the calendar at the widest offsets, or garbage.
+EDGES = st.datetimes(
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=14)), timezone(-timedelta(hours=14))])
+).map(datetime.isoformat)
+TRIGGERED = st.none() | VALUE | st.floats(-72, 2).map(_time) | EDGES
 
 
 def _error_code(response: httpx.Response) -> str:
