@@ -1,7 +1,9 @@
 """Per-shop rate limits: a token bucket per (shop, endpoint class), in this process.
 
-Pure: the clock is injected, so tests step time instead of sleeping. Each process keeps its own
-buckets, so N replicas behind a balancer let a shop through N times the rate (README, "Limits").
+The buckets (TokenBuckets) are pure, on an injected clock, so tests step time instead of
+sleeping; RateLimiter adds the 429 and its metric, enforce_rate_limit the FastAPI hook. Each
+process keeps its own buckets, so N replicas let a shop through N times the rate (README,
+"Limits").
 """
 
 import math
