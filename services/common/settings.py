@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Shopify webhook freshness (X-Shopify-Triggered-At, unsigned): a retry keeps the original
     # trigger time and Shopify retries for 4 hours, so the window is well above that; it stays
-    # under the dedupe retention, so a verbatim replay inside it is a duplicate. 0: off.
+    # within the dedupe retention, so a verbatim replay inside it is a duplicate. 0: off.
     webhook_max_age_seconds: int = Field(default=24 * 3600, ge=0)
     # How far ahead of this clock a trigger time may be (the two clocks' skew).
     webhook_max_future_seconds: int = Field(default=300, ge=0)
@@ -245,9 +245,9 @@ class Settings(BaseSettings):
             )
         if self.retry_max_seconds < self.retry_initial_seconds:
             raise ValueError("retry_max_seconds must be at least retry_initial_seconds")
-        if self.webhook_max_age_seconds >= self.dedupe_retention_days * 86400:
+        if self.webhook_max_age_seconds > self.dedupe_retention_days * 86400:
             raise ValueError(
-                "webhook_max_age_seconds must be below dedupe_retention_days: a replayed "
+                "webhook_max_age_seconds must not exceed dedupe_retention_days: a replayed "
                 "delivery young enough to pass must still be caught as a duplicate"
             )
         return self

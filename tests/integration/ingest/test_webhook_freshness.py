@@ -100,6 +100,8 @@ async def test_with_the_window_off_history_is_accepted_but_the_future_is_not(
     assert response.json()["error"]["code"] == "invalid_header"
 
 
-def test_the_window_must_stay_below_the_dedupe_retention() -> None:
+def test_the_window_must_stay_within_the_dedupe_retention() -> None:
     with pytest.raises(ValueError, match="dedupe_retention_days"):
-        Settings(webhook_max_age_seconds=7 * 86400, dedupe_retention_days=7)
+        Settings(webhook_max_age_seconds=7 * 86400 + 1, dedupe_retention_days=7)
+    # The shortest retention still takes the default window.
+    assert Settings(dedupe_retention_days=1).webhook_max_age_seconds == 86400
