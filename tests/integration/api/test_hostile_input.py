@@ -330,3 +330,22 @@ async def test_the_tagger_api_is_limited_per_shop_too(
         server.should_exit = True
         await task
     assert 'segflow_tagger_api_rate_limited_total{endpoint_class="read"} 1.0' in metrics
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/customers/1%27%3B%20DROP%20TABLE%20customers%3B%20--/segments",
+        "/v1/customers/1%20OR%201%3D1",
+        "/v1/segments/1%3B%20DELETE%20FROM%20segments",
+        "/v1/segments/1%27--/customers",
+    ],
+)
+async def test_sql_looking_path_ids_and_tokens_are_plain_refusals(
+    api: str, shop: ShopCredentials, db: asyncpg.Connection, path: str
+) -> None:
+    async with client(api, shop) as http:
+        assert_error(await http.get(path), 404, "not_found")
+        forged = await http.get("/v1/segments", headers={"Authorization": f"Bearer {SQL_LOOKING}"})
+        assert_error(forged, 401, "unauthorized")
+    assert await db.fetchval("SELECT count(*) FROM shops") == 1
