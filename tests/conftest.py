@@ -193,6 +193,10 @@ async def settings(database_url: str, kafka_bootstrap: str) -> Settings:
         tagger_group=f"segflow-tagger.{suffix}",
         tagger_port=free_port(),
         consumer_session_timeout_ms=2_000,
+        # Tests drive many calls in a row; the rate-limit tests set limits of their own.
+        rate_limit_read_per_second=0,
+        rate_limit_write_per_second=0,
+        rate_limit_events_per_second=0,
     )
     await ensure_topics(
         kafka_bootstrap,

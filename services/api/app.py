@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -28,12 +29,14 @@ from services.api.lookup import (
 from services.api.rule_metrics import RuleMetrics
 from services.common import privacy
 from services.common.auth import ShopDep
+from services.common.bodylimit import add_body_limit
 from services.common.db import create_pool, database_ready
 from services.common.envelope import PayloadError, loads_json, parse_payload_object
 from services.common.errors import ApiError, bad_request, install_error_handlers
 from services.common.fastpath import FastPathApp
 from services.common.jsontext import encode_json
 from services.common.metrics import mount_metrics, new_registry
+from services.common.ratelimit import RateLimiter
 from services.common.settings import Settings
 from services.common.shops import ShopDirectory
 from services.segmenter.domain.rules.validate import (
@@ -77,13 +80,21 @@ ORDER BY customer_id LIMIT $4
 """
 
 
-class JSONText(Response):
-    """JSON with exact numbers (Decimal as a number), never through float."""
+class JSONText(JSONResponse):
+    """JSON with exact numbers (Decimal as a number), never through float.
 
-    media_type = "application/json"
+    A JSONResponse so OpenAPI documents these answers as JSON, not as a string.
+    """
 
     def render(self, content: Any) -> bytes:
         return encode_json(content)
+
+
+# Shown in the OpenAPI document (and tried first by the fuzz): a rule in the stored format.
+_RULE_EXAMPLE = {"all": [{"name": "total_spent", "operator": "greater_than", "value": 1000}]}
+_ACTIONS_EXAMPLE = [{"name": "add_tag", "params": {"tag": "VIP"}}]
+_CHANGE_EXAMPLE = {"name": "VIP", "conditions": _RULE_EXAMPLE, "actions": _ACTIONS_EXAMPLE}
+_SEGMENT_EXAMPLE = {"handle": "vip", **_CHANGE_EXAMPLE}
 
 
 class SegmentChange(BaseModel):
@@ -91,27 +102,27 @@ class SegmentChange(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, examples=["VIP"])
     description: str = Field(default="", max_length=2000)
-    conditions: dict[str, Any]
-    actions: list[dict[str, Any]] = Field(default_factory=list)
+    conditions: dict[str, Any] = Field(examples=[_RULE_EXAMPLE])
+    actions: list[dict[str, Any]] = Field(default_factory=list, examples=[_ACTIONS_EXAMPLE])
 
 
 class SegmentIn(SegmentChange):
-    handle: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
+    handle: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$", examples=["vip"])
 
 
 class PreviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    conditions: dict[str, Any]
+    conditions: dict[str, Any] = Field(examples=[_RULE_EXAMPLE])
     sample: int = Field(default=20, ge=0, le=100)
 
 
-def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+def _body_schema(model: type[BaseModel], example: dict[str, Any]) -> dict[str, Any]:
     """OpenAPI for a body read by hand (bodies skip FastAPI's parser to keep numbers exact)."""
-    schema = model.model_json_schema()
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    content = {"application/json": {"schema": model.model_json_schema(), "example": example}}
+    return {"requestBody": {"required": True, "content": content}}
 
 
 def _id(value: str, what: str) -> int:
@@ -221,19 +232,22 @@ def create_app(
         )
         app.state.pool = pool
         app.state.shops = ShopDirectory(pool)
-        lookup.state = LookupState(pool, app.state.shops)
+        lookup.state = LookupState(pool, app.state.shops, limiter)
         try:
             yield
         finally:
             await pool.close()
 
     lookup = CustomerSegmentsEndpoint()
+    limiter = RateLimiter.from_settings(settings, registry, "api")
     app = FastPathApp(
         title="segflow segmenter API",
         version="0.1.0",
         lifespan=lifespan,
         default_response_class=JSONText,
     )
+    app.state.rate_limiter = limiter
+    add_body_limit(app, settings.api_max_body_bytes, registry, "api")
     # The segments lookup, most of the traffic, skips FastAPI's stack (see lookup.py).
     app.add_fast_pattern(PATTERN, TEMPLATE, lookup, LOOKUP_OPENAPI)
     install_error_handlers(app)
@@ -335,7 +349,9 @@ def create_app(
         rows = await pool.fetch(SEGMENTS, shop.id)
         return JSONText({"segments": [segment_json(row) for row in rows]})
 
-    @app.post("/v1/segments", status_code=201, openapi_extra=_body_schema(SegmentIn))
+    @app.post(
+        "/v1/segments", status_code=201, openapi_extra=_body_schema(SegmentIn, _SEGMENT_EXAMPLE)
+    )
     async def create_segment(request: Request, shop: ShopDep, pool: PoolDep) -> JSONText:
         """Create a segment; its membership is backfilled over all stored customers before
         the answer, in chunks between which the shop's events flow."""
@@ -366,7 +382,9 @@ def create_app(
             raise ApiError(404, "not_found", "no such segment")
         return JSONText(segment_json(row))
 
-    @app.put("/v1/segments/{segment_id}", openapi_extra=_body_schema(SegmentChange))
+    @app.put(
+        "/v1/segments/{segment_id}", openapi_extra=_body_schema(SegmentChange, _CHANGE_EXAMPLE)
+    )
     async def change_segment(
         segment_id: str, request: Request, shop: ShopDep, pool: PoolDep
     ) -> JSONText:
@@ -397,7 +415,9 @@ def create_app(
             raise ApiError(404, "not_found", "no such segment")
         return JSONText({"deleted": True, "exited": exited})
 
-    @app.post("/v1/segments/preview", openapi_extra=_body_schema(PreviewIn))
+    @app.post(
+        "/v1/segments/preview", openapi_extra=_body_schema(PreviewIn, {"conditions": _RULE_EXAMPLE})
+    )
     async def preview(request: Request, shop: ShopDep, pool: PoolDep) -> JSONText:
         """How many customers an unsaved rule matches now, with a sample of them."""
         body: PreviewIn = await _body(request, PreviewIn)

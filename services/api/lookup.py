@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from services.common.errors import error_body
 from services.common.fastpath import openapi_error, send_json
+from services.common.ratelimit import RateLimiter
 from services.common.shops import ShopDirectory
 
 PATTERN = re.compile(r"/v1/customers/([^/]+)/segments")
@@ -63,6 +64,7 @@ class LookupState:
 
     pool: asyncpg.Pool
     shops: ShopDirectory
+    limiter: RateLimiter | None = None
 
 
 class CustomerSegmentsEndpoint:
@@ -83,6 +85,11 @@ class CustomerSegmentsEndpoint:
         shop = await state.shops.by_api_token(token) if token is not None else None
         if shop is None:
             await send_json(send, 401, _UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
+            return
+        refusal = state.limiter.refusal(shop.id, "GET") if state.limiter is not None else None
+        if refusal is not None:
+            body = error_body(refusal.code, refusal.message)
+            await send_json(send, refusal.status, body, refusal.headers)
             return
         match = PATTERN.fullmatch(scope["path"])
         raw_id = match.group(1) if match else ""
@@ -147,6 +154,10 @@ OPENAPI: dict[str, Any] = {
             },
             "401": openapi_error("unauthorized"),
             "404": openapi_error("not_found: no such customer in this shop"),
+            "429": {
+                **openapi_error("rate_limited: this shop's read requests exceed its rate"),
+                "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+            },
         },
     }
 }

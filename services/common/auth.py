@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from services.common.errors import ApiError
+from services.common.ratelimit import enforce_rate_limit
 from services.common.shops import Shop, ShopDirectory
 
 
@@ -20,6 +21,8 @@ async def bearer_shop(request: Request) -> Shop:
             "a valid `Authorization: Bearer <api token>` header is required",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    # After authentication, so the bucket is the shop's (services/common/ratelimit.py).
+    enforce_rate_limit(request, shop)
     return shop
 
 

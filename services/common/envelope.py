@@ -30,8 +30,12 @@ class CustomEventType(StrEnum):
 
 
 def as_utc(moment: datetime) -> datetime:
-    """The same instant expressed in UTC."""
-    return moment.astimezone(UTC)
+    """The same instant expressed in UTC; ValueError (a validation error) when it has none."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        # 0001-01-01T00:00+14:00 and 9999-12-31T23:59-14:00 fall outside the calendar in UTC.
+        raise ValueError("time out of range in UTC") from exc
 
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(as_utc)]
@@ -104,6 +108,9 @@ def parse_payload_object(raw: bytes) -> dict[str, Any]:
         value = loads_json(text)
     except json.JSONDecodeError as exc:
         raise PayloadError(f"body is not JSON: {exc.msg} at line {exc.lineno}") from exc
+    except ValueError as exc:
+        # int() refuses integers past 4,300 digits (Python's guard against quadratic parsing).
+        raise PayloadError(f"body has a number too long to read: {exc}"[:200]) from exc
     if not isinstance(value, dict):
         raise PayloadError("body is not a JSON object")
     return value

@@ -108,6 +108,22 @@ class Settings(BaseSettings):
     topic_retention_hours: int = Field(default=168, ge=1)
 
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    # Request bodies of the segmenter API and the tagger's API (rules, journeys: a few KB).
+    api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Shopify webhook freshness (X-Shopify-Triggered-At, unsigned): a retry keeps the original
+    # trigger time and Shopify retries for 4 hours, so the window is well above that; it stays
+    # within the dedupe retention, so a verbatim replay inside it is a duplicate. 0: off.
+    webhook_max_age_seconds: int = Field(default=24 * 3600, ge=0)
+    # How far ahead of this clock a trigger time may be (the two clocks' skew).
+    webhook_max_future_seconds: int = Field(default=300, ge=0)
+    # Per-shop token buckets (per process): requests per second and burst, per endpoint class.
+    # 0 requests per second: that class is not limited.
+    rate_limit_read_per_second: float = Field(default=50.0, ge=0)
+    rate_limit_read_burst: int = Field(default=200, ge=1)
+    rate_limit_write_per_second: float = Field(default=5.0, ge=0)
+    rate_limit_write_burst: int = Field(default=20, ge=1)
+    rate_limit_events_per_second: float = Field(default=200.0, ge=0)
+    rate_limit_events_burst: int = Field(default=1000, ge=1)
     max_batch_events: int = Field(default=1000, ge=1)
     segmenter_batch_size: int = Field(default=500, ge=1)
     # A segment's backfill runs in chunks of this many customers, each a short transaction of
@@ -242,6 +258,11 @@ class Settings(BaseSettings):
             )
         if self.retry_max_seconds < self.retry_initial_seconds:
             raise ValueError("retry_max_seconds must be at least retry_initial_seconds")
+        if self.webhook_max_age_seconds > self.dedupe_retention_days * 86400:
+            raise ValueError(
+                "webhook_max_age_seconds must not exceed dedupe_retention_days: a replayed "
+                "delivery young enough to pass must still be caught as a duplicate"
+            )
         return self
 
     @field_validator("journey_default_timezone", "demo_shop_timezone")

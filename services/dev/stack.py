@@ -189,6 +189,10 @@ def roles(settings: Settings, metrics_dir: Path) -> list[Role]:
     ingest_env: dict[str, str] = {MULTIPROCESS_DIR_VARIABLE: str(metrics_dir / "ingest")}
     if settings.ingest_processes > 1:
         ingest_env["SEGFLOW_INGEST_REUSE_PORT"] = "true"
+    if "webhook_max_age_seconds" not in settings.model_fields_set:
+        # `segflow demo` replays a store's history with its own trigger times (months old),
+        # which the freshness window would refuse as replays; a given window still applies.
+        ingest_env["SEGFLOW_WEBHOOK_MAX_AGE_SECONDS"] = "0"
 
     def segmenter_port(index: int) -> int:
         return settings.segmenter_health_port + index

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from services.common.auth import ShopDep
 from services.common.db import create_pool, database_ready
@@ -17,6 +17,7 @@ from services.common.errors import ApiError, bad_request, install_error_handlers
 from services.common.fastpath import FastPathApp
 from services.common.kafka import broker_ready, make_producer, wait_for_broker
 from services.common.metrics import mount_metrics, new_registry
+from services.common.ratelimit import EVENTS, RateLimiter
 from services.common.settings import Settings
 from services.common.shops import Shop, ShopDirectory
 from services.ingest import webhook
@@ -71,6 +72,35 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise ApiError(400, "invalid_json", str(exc), field="body") from exc
 
 
+_EVENT_EXAMPLE = {
+    "event_id": "pv-0001",
+    "type": "product_viewed",
+    "customer_id": "115310627314723954",
+    "properties": {"product_id": 632910392},
+}
+_FLOW_EXAMPLE = {"event_id": "order-1-vip", "event": "vip_candidate", "customer_id": "1"}
+
+
+def body_schema(model: type[BaseModel], example: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI for a body read by hand (ingest reads the raw bytes to bound and check them)."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    # "#/$defs/…" would point into the OpenAPI document's root: put each definition in place.
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(definitions[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    content = {"application/json": {"schema": inline(schema), "example": example}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The ingest ASGI app; it opens its pool and producer in the lifespan and closes them after."""
 
@@ -106,6 +136,11 @@ def create_app(settings: Settings) -> FastAPI:
             await pool.close()
 
     app = FastPathApp(title="segflow ingest", version="0.1.0", lifespan=lifespan)
+    # The bearer-token endpoints (custom events) only; Shopify's webhooks and Flow's requests
+    # are never limited: a refusal only makes Shopify send them again.
+    app.state.rate_limiter = RateLimiter.from_settings(
+        settings, registry, "ingest", fixed_class=EVENTS
+    )
     # Shopify's deliveries, the bulk of the traffic, skip FastAPI's stack (see webhook.py).
     app.add_fast_path(webhook.PATH, shopify_webhook, webhook.OPENAPI)
     install_error_handlers(app)
@@ -125,7 +160,7 @@ def create_app(settings: Settings) -> FastAPI:
         body = {"status": "ready" if ready else "not_ready", "checks": checks}
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @app.post("/webhooks/flow")
+    @app.post("/webhooks/flow", openapi_extra=body_schema(FlowEvent, _FLOW_EXAMPLE))
     async def flow_request(request: Request, state: StateDep) -> dict[str, str]:
         """A Shopify Flow "Send HTTP request" action, authenticated by the shop's Flow secret."""
         with counted(state, "flow"):
@@ -151,7 +186,7 @@ def create_app(settings: Settings) -> FastAPI:
             await state.publish([(meta, event.model_dump_json().encode())])
         return {"status": "accepted", "event_id": event.event_id}
 
-    @app.post("/v1/events", status_code=202)
+    @app.post("/v1/events", status_code=202, openapi_extra=body_schema(CustomEvent, _EVENT_EXAMPLE))
     async def custom_event(request: Request, state: StateDep, shop: ShopDep) -> dict[str, Any]:
         """One behavioural event from the storefront or the email tool."""
         with counted(state, "events"):
@@ -163,7 +198,11 @@ def create_app(settings: Settings) -> FastAPI:
             await state.publish([custom_envelope(shop, event)])
         return {"status": "accepted", "accepted": 1, "event_ids": [event.event_id]}
 
-    @app.post("/v1/events/batch", status_code=202)
+    @app.post(
+        "/v1/events/batch",
+        status_code=202,
+        openapi_extra=body_schema(CustomEventBatch, {"events": [_EVENT_EXAMPLE]}),
+    )
     async def custom_event_batch(
         request: Request, state: StateDep, shop: ShopDep
     ) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from services.common.envelope import EnvelopeMeta, PayloadError, parse_payload_object
 from services.common.errors import ApiError, error_body
 from services.common.fastpath import openapi_error, send_json
+from services.common.settings import Settings
 from services.common.signing import verify_webhook
 from services.ingest.payload import payload_customer_id
 from services.ingest.state import IngestState
@@ -84,10 +85,37 @@ def _time_header(value: str | None, name: str) -> datetime | None:
     if not value:
         return None
     try:
-        return _AWARE.validate_python(value.strip())
-    except ValidationError as exc:
+        # In UTC here: a time at the very edge of the calendar (0001-01-01T00:00+14:00) has
+        # no UTC form, and the envelope would fail on it after the checks.
+        return _AWARE.validate_python(value.strip()).astimezone(UTC)
+    except (ValidationError, OverflowError) as exc:
         message = f"header {name} is not an ISO 8601 time with a UTC offset"
         raise ApiError(400, "invalid_header", message, field=name) from exc
+
+
+def _check_freshness(triggered_at: datetime, now: datetime, settings: Settings) -> None:
+    """400 for a trigger time older than the window or ahead of this clock past the skew.
+
+    The header is not signed: this stops a delivery replayed as it was captured (headers and
+    all), not one whose sender rewrote the header. A retry keeps its first trigger time, and a
+    refused one stays refused, so Shopify gives it up after its retries (4 hours), never loops.
+    """
+    max_age = settings.webhook_max_age_seconds
+    if max_age and (now - triggered_at).total_seconds() > max_age:
+        raise ApiError(
+            400,
+            "stale_webhook",
+            f"X-Shopify-Triggered-At is more than {max_age} s old: a replayed delivery",
+            field="X-Shopify-Triggered-At",
+        )
+    ahead = settings.webhook_max_future_seconds
+    if (triggered_at - now).total_seconds() > ahead:
+        raise ApiError(
+            400,
+            "webhook_from_future",
+            f"X-Shopify-Triggered-At is more than {ahead} s ahead of this server's clock",
+            field="X-Shopify-Triggered-At",
+        )
 
 
 class ShopifyWebhookEndpoint:
@@ -121,7 +149,7 @@ class ShopifyWebhookEndpoint:
 
     async def _accept(self, state: IngestState, scope: Scope, receive: Receive) -> str:
         """Verify, wrap and publish one delivery; the event id, or ApiError (same order of
-        checks as ever: body size, shop, signature, topic, ids, time, JSON)."""
+        checks as ever: body size, shop, signature, topic, ids, time and its freshness, JSON)."""
         headers = wanted_headers(scope)
         raw = await read_body(receive, headers.get(_CONTENT_LENGTH), state.settings.max_body_bytes)
         domain = headers.get(_SHOP, "").strip().lower()
@@ -151,6 +179,9 @@ class ShopifyWebhookEndpoint:
                 field="X-Shopify-Event-Id",
             )
         triggered_at = _time_header(headers.get(_TRIGGERED_AT), "X-Shopify-Triggered-At")
+        received_at = datetime.now(UTC)
+        if triggered_at is not None:
+            _check_freshness(triggered_at, received_at, state.settings)
         try:
             customer_id = payload_customer_id(topic, raw)
         except PayloadError as exc:
@@ -159,7 +190,6 @@ class ShopifyWebhookEndpoint:
             misfit = topic_misfit(topic, parse_payload_object(raw))
             if misfit is not None:
                 raise ApiError(400, "payload_does_not_fit_topic", misfit, field="body")
-        received_at = datetime.now(UTC)
         meta = EnvelopeMeta(
             event_id=event_id,
             shop=shop.domain,
@@ -222,7 +252,10 @@ OPENAPI: dict[str, Any] = {
                     }
                 },
             },
-            "400": openapi_error("missing_header, invalid_header or invalid_json"),
+            "400": openapi_error(
+                "missing_header, invalid_header, stale_webhook, webhook_from_future, "
+                "invalid_json or payload_does_not_fit_topic"
+            ),
             "401": openapi_error(
                 "unauthorized: unknown shop or wrong signature (told apart in metrics only)"
             ),

@@ -14,9 +14,11 @@ from prometheus_client import CollectorRegistry
 
 from services.api.lookup import path_id
 from services.common.auth import ShopDep
+from services.common.bodylimit import add_body_limit
 from services.common.db import create_pool
 from services.common.errors import ApiError, install_error_handlers
 from services.common.metrics import mount_metrics
+from services.common.ratelimit import RateLimiter
 from services.common.settings import Settings
 from services.common.shops import ShopDirectory
 from services.tagger import storage
@@ -52,6 +54,8 @@ def create_app(settings: Settings, health: TaggerHealth, registry: CollectorRegi
             await pool.close()
 
     app = FastAPI(title="segflow tagger", version="0.1.0", lifespan=lifespan)
+    app.state.rate_limiter = RateLimiter.from_settings(settings, registry, "tagger_api")
+    add_body_limit(app, settings.api_max_body_bytes, registry, "tagger_api")
     install_error_handlers(app)
     mount_metrics(app, registry)
 

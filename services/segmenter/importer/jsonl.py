@@ -168,6 +168,10 @@ def read_jsonl(
         except PayloadError as exc:
             yield Rejection(number, f"not JSON: {exc}")
             continue
+        except ValueError as exc:
+            # int() refuses integers past 4,300 digits: a line, not the import, is refused.
+            yield Rejection(number, f"not JSON: {exc}"[:200])
+            continue
         if not isinstance(obj, dict):
             yield Rejection(number, "not a JSON object")
         elif _is_graphql(obj):

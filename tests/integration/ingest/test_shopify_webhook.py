@@ -2,7 +2,7 @@
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -14,6 +14,16 @@ from services.common.shops import ShopCredentials
 from services.common.signing import sign_webhook
 
 BIG_CUSTOMER = 820982911946154508
+# A minute ago, with nanoseconds as Shopify may send them (inside the freshness window).
+TRIGGERED = (datetime.now(UTC) - timedelta(minutes=1)).replace(microsecond=123456)
+TRIGGERED_HEADER = f"{TRIGGERED:%Y-%m-%dT%H:%M:%S}.123456789Z"
+
+
+def shopify_time(moment: datetime) -> str:
+    """An X-Shopify-Triggered-At value for `moment`."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 ORDER = {
     "id": 820982911946154600,
     "email": "jon@example.com",
@@ -34,7 +44,7 @@ def webhook_headers(
         "X-Shopify-Hmac-Sha256": sign_webhook(body, shop.webhook_secret),
         "X-Shopify-Webhook-Id": "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043",
         "X-Shopify-Event-Id": "98880550-7158-44d4-b7cd-2c97c8a091b5",
-        "X-Shopify-Triggered-At": "2025-03-01T15:00:00.123456789Z",
+        "X-Shopify-Triggered-At": TRIGGERED_HEADER,
         "X-Shopify-API-Version": "2025-07",
     }
     headers.update(extra)
@@ -64,7 +74,7 @@ async def test_signed_webhook_lands_on_events_topic_keyed_by_customer(
     assert envelope.webhook_id == "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043"
     assert envelope.api_version == "2025-07"
     assert envelope.customer_id == str(BIG_CUSTOMER)
-    assert envelope.occurred_at == datetime(2025, 3, 1, 15, 0, 0, 123456, tzinfo=UTC)
+    assert envelope.occurred_at == TRIGGERED
     assert envelope.received_at >= envelope.occurred_at
     assert envelope.payload["customer"]["id"] == BIG_CUSTOMER
     assert str(envelope.payload["refunds"][0]["refund_line_items"][0]["subtotal"]) == "10.95"
@@ -125,6 +135,8 @@ def _bad(shop: ShopCredentials, body: bytes, **changes: str | None) -> tuple[byt
         ("missing topic", 400, "missing_header", "X-Shopify-Topic"),
         ("no ids", 400, "missing_header", "X-Shopify-Event-Id"),
         ("bad triggered-at", 400, "invalid_header", "X-Shopify-Triggered-At"),
+        ("stale triggered-at", 400, "stale_webhook", "X-Shopify-Triggered-At"),
+        ("future triggered-at", 400, "webhook_from_future", "X-Shopify-Triggered-At"),
         ("not json", 400, "invalid_json", "body"),
         ("json array", 400, "invalid_json", "body"),
     ],
@@ -148,6 +160,13 @@ async def test_bad_input_gets_status_and_json_error(
         "missing topic": lambda: _bad(shop, good, X_Shopify_Topic=None),
         "no ids": lambda: _bad(shop, good, X_Shopify_Event_Id=None, X_Shopify_Webhook_Id=None),
         "bad triggered-at": lambda: _bad(shop, good, X_Shopify_Triggered_At="yesterday"),
+        # A body captured a day and a half ago, replayed with its headers as they were.
+        "stale triggered-at": lambda: _bad(
+            shop, good, X_Shopify_Triggered_At=shopify_time(datetime.now(UTC) - timedelta(hours=36))
+        ),
+        "future triggered-at": lambda: _bad(
+            shop, good, X_Shopify_Triggered_At=shopify_time(datetime.now(UTC) + timedelta(hours=1))
+        ),
         "not json": lambda: (b"not json", webhook_headers(shop, b"not json")),
         "json array": lambda: (b"[1]", webhook_headers(shop, b"[1]")),
     }

@@ -187,3 +187,10 @@ def test_objects_of_other_types_and_bad_ids_are_rejected() -> None:
         Rejection(1, "objects of type Collection are not imported"),
         Rejection(2, "not a Shopify id: 'gid://shopify/Order/99999999999999999999'"),
     ]
+
+
+def test_a_line_with_an_integer_too_long_to_read_is_rejected_not_fatal() -> None:
+    lines = ['{"id": ' + "9" * 5000 + "}", '{"id": "gid://shopify/Customer/1"}']
+    items = list(read_jsonl(lines))
+    assert isinstance(items[0], Rejection) and items[0].line == 1
+    assert "not JSON" in items[0].reason
