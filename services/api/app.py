@@ -1,6 +1,8 @@
-"""The segmenter's REST API: customers' segments and state, segments CRUD, preview, members.
+"""The segmenter's REST API: customers' segments and state, segments CRUD, preview, members,
+and the operator's /v1/admin routes (admin.py).
 
-Every route is scoped to the shop of the bearer token; another shop's data is a 404.
+Every shop route is scoped to the shop of the bearer key; another shop's data is a 404. The
+segments lookup takes the read key or the admin token, every other shop route the admin token.
 Shopify ids are strings in JSON (JavaScript cannot hold them); money is a decimal string.
 """
 
@@ -16,6 +18,7 @@ from fastapi import Depends, FastAPI, Query, Request, Response
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from services.api.admin import admin_router
 from services.api.lookup import OPENAPI as LOOKUP_OPENAPI
 from services.api.lookup import (
     PATTERN,
@@ -191,7 +194,7 @@ def create_app(
             reset_session=False,
         )
         app.state.pool = pool
-        app.state.shops = ShopDirectory(pool)
+        app.state.shops = ShopDirectory(pool, settings.shop_cache_ttl_seconds, clock=now)
         lookup.state = LookupState(pool, app.state.shops)
         try:
             yield
@@ -209,6 +212,7 @@ def create_app(
     app.add_fast_pattern(PATTERN, TEMPLATE, lookup, LOOKUP_OPENAPI)
     install_error_handlers(app)
     mount_metrics(app, registry)
+    app.include_router(admin_router(settings, now))
 
     def pool_of(request: Request) -> asyncpg.Pool:
         # Sync on purpose: made async, the lookup served 2.5x fewer requests from 8

@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from services.common.auth import ShopDep
+from services.common.auth import FLOW_ONLY, EventsShopDep, authenticate, unauthorized
 from services.common.db import create_pool, database_ready
 from services.common.envelope import EnvelopeMeta, PayloadError, parse_payload_object
 from services.common.errors import ApiError, bad_request, install_error_handlers
@@ -94,7 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
             publisher = EventPublisher(
                 producer, settings.topic_events, settings.produce_timeout_seconds, metrics
             )
-            shops = ShopDirectory(pool)
+            shops = ShopDirectory(pool, settings.shop_cache_ttl_seconds)
             app.state.shops = shops
             state = IngestState(settings, pool, producer, shops, publisher, metrics)
             app.state.ingest = shopify_webhook.state = state
@@ -130,9 +130,8 @@ def create_app(settings: Settings) -> FastAPI:
         """A Shopify Flow "Send HTTP request" action, authenticated by the shop's Flow secret."""
         with counted(state, "flow"):
             secret = request.headers.get("x-segflow-flow-secret", "").strip()
-            shop = await state.shops.by_flow_secret(secret) if secret else None
-            if shop is None:
-                raise ApiError(401, "unauthorized", "X-Segflow-Flow-Secret names no known shop")
+            missing = unauthorized("X-Segflow-Flow-Secret names no known shop", bearer=False)
+            shop = await authenticate(state.shops, secret, FLOW_ONLY, missing=missing)
             raw = await read_body(request, settings.max_body_bytes)
             try:
                 event = FlowEvent.model_validate(parse_json_object(raw))
@@ -152,8 +151,10 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "accepted", "event_id": event.event_id}
 
     @app.post("/v1/events", status_code=202)
-    async def custom_event(request: Request, state: StateDep, shop: ShopDep) -> dict[str, Any]:
-        """One behavioural event from the storefront or the email tool."""
+    async def custom_event(
+        request: Request, state: StateDep, shop: EventsShopDep
+    ) -> dict[str, Any]:
+        """One behavioural event from the storefront or the email tool (the events key)."""
         with counted(state, "events"):
             raw = await read_body(request, settings.max_body_bytes)
             try:
@@ -165,7 +166,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/v1/events/batch", status_code=202)
     async def custom_event_batch(
-        request: Request, state: StateDep, shop: ShopDep
+        request: Request, state: StateDep, shop: EventsShopDep
     ) -> dict[str, Any]:
         """Up to `max_batch_events` events; all are checked before any is accepted."""
         with counted(state, "events_batch"):

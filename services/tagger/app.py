@@ -1,6 +1,7 @@
 """The tagger's HTTP API (127.0.0.1:8002): health, metrics, and its state per shop.
 
-Every /v1 route is scoped to the shop of the bearer token (another shop's data is a 404).
+Every /v1 route is scoped to the shop of the bearer token, the shop's admin token (another
+shop's data is a 404).
 """
 
 from collections.abc import AsyncIterator
@@ -45,7 +46,7 @@ def create_app(settings: Settings, health: TaggerHealth, registry: CollectorRegi
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await create_pool(settings.require_database_url(), 1, 4)
         app.state.pool = pool
-        app.state.shops = ShopDirectory(pool)
+        app.state.shops = ShopDirectory(pool, settings.shop_cache_ttl_seconds)
         try:
             yield
         finally:
