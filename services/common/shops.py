@@ -341,9 +341,10 @@ _CacheKey = tuple[str, str | bytes]
 class ShopDirectory:
     """Looks credentials up with a short-lived in-process cache, so hot paths rarely query.
 
-    An entry lives `ttl_seconds` at most, and never past the expiry of a credential in it:
-    a key whose grace ends stops at once, a key revoked early (or a shop deleted) stops
-    within `ttl_seconds`. That bound is SEGFLOW_SHOP_CACHE_TTL_SECONDS (README).
+    An entry lives `ttl_seconds` at most, and never past the expiry of a credential in it.
+    So a key stops at its expiry when it was looked up in its grace, and at most
+    `ttl_seconds` after its expiry (or revocation, or its shop's deletion) when it was
+    looked up before: that bound is SEGFLOW_SHOP_CACHE_TTL_SECONDS (README).
     """
 
     def __init__(
