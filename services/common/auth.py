@@ -88,7 +88,6 @@ def shop_dependency(allowed: frozenset[Kind]) -> Callable[[Request], Awaitable[S
 
 # The shop's admin token: segments, journeys, customer data, tags.
 ShopDep = Annotated[Shop, Depends(shop_dependency(ADMIN_ONLY))]
-EventsShopDep = Annotated[Shop, Depends(shop_dependency(EVENT_SENDERS))]
 
 
 def _digest(token: str) -> bytes:

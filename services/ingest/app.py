@@ -1,7 +1,7 @@
 """The ingest service: Shopify webhooks, Flow requests and custom events → Kafka segflow.events."""
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -10,7 +10,13 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from services.common.auth import FLOW_ONLY, EventsShopDep, authenticate, unauthorized
+from services.common.auth import (
+    EVENT_SENDERS,
+    FLOW_ONLY,
+    authenticate,
+    bearer_shop,
+    unauthorized,
+)
 from services.common.db import create_pool, database_ready
 from services.common.envelope import EnvelopeMeta, PayloadError, parse_payload_object
 from services.common.errors import ApiError, bad_request, install_error_handlers
@@ -45,6 +51,20 @@ def counted(state: IngestState, endpoint: str) -> Iterator[None]:
         state.metrics.requests.labels(endpoint, exc.outcome).inc()
         raise
     state.metrics.requests.labels(endpoint, "accepted").inc()
+
+
+def events_sender(endpoint: str) -> Callable[[Request], Awaitable[Shop]]:
+    """The events key's (or admin token's) dependency; its refusals are counted like others."""
+
+    async def dependency(request: Request) -> Shop:
+        state: IngestState = request.app.state.ingest
+        try:
+            return await bearer_shop(request, EVENT_SENDERS)
+        except ApiError as exc:
+            state.metrics.requests.labels(endpoint, exc.outcome).inc()
+            raise
+
+    return dependency
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -152,7 +172,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/v1/events", status_code=202)
     async def custom_event(
-        request: Request, state: StateDep, shop: EventsShopDep
+        request: Request, state: StateDep, shop: Annotated[Shop, Depends(events_sender("events"))]
     ) -> dict[str, Any]:
         """One behavioural event from the storefront or the email tool (the events key)."""
         with counted(state, "events"):
@@ -166,7 +186,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/v1/events/batch", status_code=202)
     async def custom_event_batch(
-        request: Request, state: StateDep, shop: EventsShopDep
+        request: Request,
+        state: StateDep,
+        shop: Annotated[Shop, Depends(events_sender("events_batch"))],
     ) -> dict[str, Any]:
         """Up to `max_batch_events` events; all are checked before any is accepted."""
         with counted(state, "events_batch"):

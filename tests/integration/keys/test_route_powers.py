@@ -158,7 +158,16 @@ async def test_every_route_admits_exactly_the_kinds_of_its_table(
                     failures.append(f"{where} answered code {error['code']}, not {code}")
                 if wanted == 403 and not all(k in error["message"] for k in access.kinds):
                     failures.append(f"{where} does not name {sorted(access.kinds)}")
+        metrics = (await http.get("/metrics")).text
     assert failures == []
+    if name == "ingest":
+        # Refused keys are counted, by the kind presented (a bounded label).
+        for endpoint in ("events", "events_batch", "flow"):
+            for outcome in ("unauthorized", "forbidden_read", "forbidden_admin"):
+                if endpoint != "flow" and outcome == "forbidden_admin":
+                    continue
+                line = f'segflow_ingest_requests_total{{endpoint="{endpoint}",outcome="{outcome}"}}'
+                assert line in metrics, line
 
 
 async def test_a_new_route_missing_from_the_table_is_caught(settings: Settings) -> None:
