@@ -40,6 +40,15 @@ async def test_dev_starts_from_empty_dir_goes_ready_and_reuses_its_data(
             segments = await client.get(
                 "/v1/segments", headers={"Authorization": f"Bearer {banner['API token']}"}
             )
+            # The printed keys are the running shop's: each with its own power.
+            as_reader = await client.get(
+                "/v1/segments", headers={"Authorization": f"Bearer {banner['read key']}"}
+            )
+            shops = await client.get(
+                "/v1/admin/shops", headers={"Authorization": f"Bearer {banner['operator token']}"}
+            )
+        assert as_reader.status_code == 403, as_reader.text
+        assert [s["domain"] for s in shops.json()["shops"]] == ["demo.myshopify.com"]
         assert api_ready.status_code == 200, api_ready.text
         assert api_ready.json()["checks"] == {"database": True}
         handles = {segment["handle"] for segment in segments.json()["segments"]}
