@@ -167,6 +167,7 @@ async def _cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
         [settings.topic_events, settings.topic_segment_changes, settings.topic_dead_letter],
         settings.topic_partitions,
         settings.topic_replication_factor,
+        settings.topic_retention_hours,
     )
     _out(f"created {created}" if created else "all topics exist")
     return 0

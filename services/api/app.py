@@ -6,6 +6,7 @@ segments lookup takes the read key or the admin token, every other shop route th
 Shopify ids are strings in JSON (JavaScript cannot hold them); money is a decimal string.
 """
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -15,7 +16,7 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, FastAPI, Query, Request, Response
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.api.admin import admin_router
@@ -27,6 +28,7 @@ from services.api.lookup import (
     LookupState,
     path_id,
 )
+from services.common import privacy
 from services.common.auth import ShopDep
 from services.common.db import create_pool, database_ready
 from services.common.envelope import PayloadError, loads_json, parse_payload_object
@@ -44,6 +46,8 @@ from services.segmenter.domain.rules.validate import (
 from services.segmenter.domain.rules.variables import rule_data
 from services.segmenter.storage import segments as segment_store
 from services.segmenter.storage.rows import facts_from_row
+
+logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
@@ -240,6 +244,65 @@ def create_app(
         if row is None:
             raise ApiError(404, "not_found", "no such customer")
         return JSONText(customer_json(row))
+
+    exports = Counter(
+        "segflow_api_data_exports",
+        "Customer data exports served (customers/data_request)",
+        registry=registry,
+    )
+
+    @app.get("/v1/customers/{customer_id}/export")
+    async def export_customer(customer_id: str, shop: ShopDep, pool: PoolDep) -> Response:
+        """Everything segflow holds about a customer, for a data request (GDPR, CCPA).
+
+        Served to the shop's admin token; the request is logged and counted, the data never.
+        """
+        cid = _id(customer_id, "customer")
+        at = now()
+        async with pool.acquire() as conn, conn.transaction():
+            data = await conn.fetchval(privacy.export_query(), shop.id, cid)
+            served = await conn.execute(privacy.MARK_EXPORTED, shop.id, cid, at)
+            await privacy.log_request(conn, "data_exported", shop.id, None, at)
+        exports.inc()
+        logger.info(
+            "customer data exported",
+            extra={
+                "shop_id": shop.id,
+                "customer_id": cid,
+                "requests_served": int(served.split()[-1]),
+            },
+        )
+        head = encode_json({"shop": shop.domain, "customer_id": str(cid), "exported_at": at})[:-1]
+        # The tables' rows come as PostgreSQL wrote them (numbers exact, ids as numbers).
+        return Response(head + b',"data":' + data.encode() + b"}", media_type="application/json")
+
+    @app.get("/v1/privacy/data-requests")
+    async def data_requests(
+        shop: ShopDep,
+        pool: PoolDep,
+        pending: Annotated[bool, Query()] = True,
+    ) -> JSONText:
+        """The shop's customers/data_request requests (pending ones by default), oldest first."""
+        rows = await pool.fetch(privacy.DATA_REQUESTS, shop.id, pending)
+        return JSONText(
+            {
+                "data_requests": [
+                    {
+                        "id": str(r["id"]),
+                        "customer_id": str(r["customer_id"]),
+                        "shopify_request_id": (
+                            str(r["shopify_request_id"])
+                            if r["shopify_request_id"] is not None
+                            else None
+                        ),
+                        "requested_at": r["requested_at"],
+                        "exported_at": r["exported_at"],
+                        "export": f"/v1/customers/{r['customer_id']}/export",
+                    }
+                    for r in rows
+                ]
+            }
+        )
 
     @app.get("/v1/rules/schema")
     async def rules_schema(shop: ShopDep) -> JSONText:

@@ -55,10 +55,23 @@ async def wait_for_broker(bootstrap_servers: str, timeout: float = 30.0) -> None
     raise TimeoutError(f"Kafka at {bootstrap_servers} not reachable: {last_error}")
 
 
+def topic_configs(retention_hours: int | None) -> dict[str, str]:
+    """The configuration segflow gives the topics it creates."""
+    return {"retention.ms": str(retention_hours * 3_600_000)} if retention_hours else {}
+
+
 async def ensure_topics(
-    bootstrap_servers: str, topics: list[str], partitions: int, replication_factor: int = 1
+    bootstrap_servers: str,
+    topics: list[str],
+    partitions: int,
+    replication_factor: int = 1,
+    retention_hours: int | None = None,
 ) -> list[str]:
-    """Create the topics that do not exist yet; return the names created."""
+    """Create the topics that do not exist yet (with that retention); return the names created.
+
+    Existing topics keep their configuration: changing it is the operator's (kafka-configs).
+    """
+    configs = topic_configs(retention_hours)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:
@@ -67,7 +80,10 @@ async def ensure_topics(
         if missing:
             try:
                 await admin.create_topics(
-                    [NewTopic(name, partitions, replication_factor) for name in missing]
+                    [
+                        NewTopic(name, partitions, replication_factor, topic_configs=configs)
+                        for name in missing
+                    ]
                 )
             except TopicAlreadyExistsError:
                 pass  # another process won the race; the topic is there, which is all we need

@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     topic_dead_letter: str = "segflow.dead-letter"
     topic_partitions: int = Field(default=6, ge=1)
     topic_replication_factor: int = Field(default=1, ge=1)
+    # retention.ms of the topics segflow creates. Raw webhook payloads (emails, names) live in
+    # segflow.events and segflow.dead-letter this long: the bound on how long a redacted
+    # customer's data survives in Kafka (SECURITY.md).
+    topic_retention_hours: int = Field(default=168, ge=1)
 
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     max_batch_events: int = Field(default=1000, ge=1)

@@ -93,6 +93,20 @@ class MailboxStore:
             StoredMessage(path, path.read_bytes()) for path in sorted(self.directory.glob("*.eml"))
         ]
 
+    def erase_recipient(self, address: str) -> int:
+        """Delete every kept message to this address (customers/redact); return how many."""
+        wanted = address.strip().lower()
+        erased = 0
+        for stored in self.messages():
+            headers = BytesHeaderParser(policy=policy.default).parsebytes(stored.raw)
+            recipients = [
+                a.addr_spec.lower() for h in headers.get_all("To", []) for a in h.addresses
+            ]
+            if wanted in recipients:
+                stored.path.unlink(missing_ok=True)
+                erased += 1
+        return erased
+
     def has_message_id(self, message_id: str) -> bool:
         """Whether a message with this Message-ID (with or without <>) was kept."""
         wanted = f"<{message_id.strip().strip('<>')}>"

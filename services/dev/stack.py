@@ -118,6 +118,7 @@ async def prepare(settings: Settings, infra: Infrastructure) -> ShopCredentials:
         [settings.topic_events, settings.topic_segment_changes, settings.topic_dead_letter],
         settings.topic_partitions,
         settings.topic_replication_factor,
+        settings.topic_retention_hours,
     )
     conn = await asyncpg.connect(infra.database_url)
     try:

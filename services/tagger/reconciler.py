@@ -37,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from services.common import privacy
 from services.common.settings import Settings
 from services.common.shopify import tag_key
 from services.segmenter.runtime.faults import infrastructure_fault
@@ -487,17 +488,22 @@ class TagReconciler:
         becomes added (removed); a failed line's customer gets another look, on the live path.
         Its customers' queued work is due at once, to be found settled."""
         self._metrics.bulk_operations.labels(result.status.lower()).inc()
-        failed = {failure.customer_id for failure in result.failures}
-        keys = [(shop_id, customer_id) for customer_id, _ in operation.lines]
+        # Customer id 0: the line of a customer erased since (storage.erase_customer).
+        failed = {failure.customer_id for failure in result.failures} - {0}
+        keys = [(shop_id, customer_id) for customer_id, _ in operation.lines if customer_id]
         waiting: State = "adding" if operation.kind == "add" else "removing"
         done: State = "added" if operation.kind == "add" else "removed"
         now = self._clock()
         async with self._pool.acquire() as conn:
             async with conn.transaction():
+                await privacy.lock_customers(conn, keys)
+                erased, _ = await privacy.erased_among(conn, keys)
+                failed -= {c for _, c in erased}
+                keys = [key for key in keys if key not in erased]
                 ledgers = await storage.ledgers(conn, keys)
                 entries: dict[Key, dict[str, Entry | None]] = {}
                 for customer_id, tags in operation.lines:
-                    if customer_id in failed:
+                    if customer_id in failed or (shop_id, customer_id) in erased:
                         continue
                     ledger = ledgers.get((shop_id, customer_id), {})
                     for tag in tags:
@@ -516,6 +522,7 @@ class TagReconciler:
         settings = self._settings
         async with self._pool.acquire() as conn:
             async with conn.transaction():
+                await self._forget_erased(conn, outcome)
                 for late in outcome.late:
                     await storage.save_bulk_operation(conn, late.shop_id, late)
                 if outcome.later:
@@ -549,6 +556,23 @@ class TagReconciler:
                 "tag writes put back for later",
                 extra={"customers": len(outcome.retry), "reason": outcome.retry[0][1][:200]},
             )
+
+    async def _forget_erased(self, conn: asyncpg.Connection, outcome: "_Outcome") -> None:
+        """Leave out what this round would write of customers erased since it read their work
+        (customers/redact); the lock makes an erasure wait for this transaction, or this
+        transaction see it."""
+        keys = set(outcome.entries)
+        keys |= {(late.shop_id, c) for late in outcome.late for c, _ in late.lines}
+        await privacy.lock_customers(conn, keys)
+        erased, _ = await privacy.erased_among(conn, keys)
+        if not erased:
+            return
+        outcome.entries = {k: v for k, v in outcome.entries.items() if k not in erased}
+        for late in outcome.late:
+            # The line keeps its place (the result file numbers lines), not the customer.
+            late.lines[:] = [
+                (0 if (late.shop_id, c) in erased else c, tags) for c, tags in late.lines
+            ]
 
     async def _observe_backlog(self) -> None:
         async with self._pool.acquire() as conn:

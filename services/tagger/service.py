@@ -109,8 +109,21 @@ async def run_tagger(
     clients = ShopClients(settings, pool, client_metrics)
     try:
         reconciler = TagReconciler(settings, pool, clients, metrics, health.reconciler, clock)
+        # The local mailbox keeps every message as a file: a redacted customer's go too.
+        mailbox = (
+            MailboxStore(settings.mailbox_directory())
+            if settings.environment == "development"
+            else None
+        )
         worker = TaggerWorker(
-            settings, pool, consumer, metrics, health.consumer, reconciler.poke, clock
+            settings,
+            pool,
+            consumer,
+            metrics,
+            health.consumer,
+            reconciler.poke,
+            clock,
+            erase_mail=mailbox.erase_recipient if mailbox is not None else None,
         )
         consumer.subscribe([settings.topic_segment_changes, settings.topic_events])
         await consumer.start()

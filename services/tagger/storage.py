@@ -146,6 +146,22 @@ WHERE w.shop_id = k.shop_id AND w.customer_id = k.customer_id
 DROP_BULK_OPERATION = """
 DELETE FROM tag_bulk_operations WHERE shop_id = $1 AND operation_id = $2
 """
+# customers/redact: the customer's ledger and queued work go; in a late bulk operation its
+# line stays (the result file names lines by number) with the customer id 0, which no customer
+# has, so settling the operation writes nothing for it.
+ERASE_LEDGER = "DELETE FROM tag_ledger WHERE shop_id = $1 AND customer_id = $2"
+ERASE_TAG_WORK = "DELETE FROM tag_work WHERE shop_id = $1 AND customer_id = $2"
+ERASE_BULK_LINES = """
+UPDATE tag_bulk_operations o SET lines = (
+    SELECT jsonb_agg(
+        CASE WHEN (line ->> 0)::bigint = $2 THEN jsonb_build_array(0, line -> 1) ELSE line END
+        ORDER BY n)
+    FROM jsonb_array_elements(o.lines) WITH ORDINALITY AS l (line, n)
+)
+WHERE o.shop_id = $1 AND EXISTS (
+    SELECT 1 FROM jsonb_array_elements(o.lines) AS line WHERE (line ->> 0)::bigint = $2
+)
+"""
 # The tags Shopify's webhooks last told the segmenter (profile.tags: tag -> [present, at]).
 KNOWN_TAGS = """
 SELECT c.shop_id, c.customer_id, c.profile -> 'tags' AS tags FROM customers c
@@ -390,6 +406,15 @@ async def ledgers(conn: asyncpg.Connection, keys: Iterable[Key]) -> dict[Key, di
         entry = Entry(row["tag"], row["state"], row["changed_at"])
         found.setdefault((row["shop_id"], row["customer_id"]), {})[row["tag_key"]] = entry
     return found
+
+
+async def erase_customer(conn: asyncpg.Connection, shop_id: int, customer_id: int) -> int:
+    """customers/redact: the customer's ledger, queued work and bulk lines; rows changed."""
+    changed = 0
+    for statement in (ERASE_LEDGER, ERASE_TAG_WORK, ERASE_BULK_LINES):
+        status = await conn.execute(statement, shop_id, customer_id)
+        changed += int(status.split()[-1])
+    return changed
 
 
 async def write_ledger(

@@ -28,6 +28,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from services.common import privacy
 from services.common.backoff import Backoff
 from services.common.envelope import as_utc, decode_envelope
 from services.common.settings import Settings
@@ -126,8 +127,20 @@ def order_placed(value: bytes) -> tuple[str, OrderPlaced] | None:
     )
 
 
-def redacted_customer(value: bytes) -> tuple[str, int] | None:
-    """(shop domain, customer id) of a customers/redact event, or None."""
+@dataclass(frozen=True)
+class Redaction:
+    """A customers/redact request as the tagger reads it; the email finds kept .eml files."""
+
+    shop: str
+    customer_id: int
+    email: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Redaction(shop={self.shop!r}, customer_id={self.customer_id})"
+
+
+def redacted_customer(value: bytes) -> Redaction | None:
+    """The customers/redact request in an events-topic record, or None."""
     if _REDACT_TOPIC_BYTES not in value:
         return None
     try:
@@ -137,7 +150,7 @@ def redacted_customer(value: bytes) -> tuple[str, int] | None:
         return None
     if not isinstance(request, CustomerRedact) or request.customer is None:
         return None
-    return envelope.shop, request.customer.id
+    return Redaction(envelope.shop, request.customer.id, request.customer.email)
 
 
 def tags_echo(value: bytes) -> Echo | None:
@@ -181,7 +194,10 @@ class TaggerWorker:
         health: ComponentHealth,
         poke: Callable[[], None],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        erase_mail: Callable[[str], int] | None = None,
     ) -> None:
+        # erase_mail: the local mailbox's (development), deleting kept mail to an address.
+        self._erase_mail = erase_mail
         self._settings = settings
         self._pool = pool
         self._consumer = consumer
@@ -223,7 +239,7 @@ class TaggerWorker:
         marks: list[tuple[str, int, bool]] = []
         changes: list[tuple[str, SegmentChange]] = []
         orders: list[tuple[str, OrderPlaced]] = []
-        redactions: list[tuple[str, int]] = []
+        redactions: list[Redaction] = []
         echoes: list[Echo] = []
         for tp, records in batch.items():
             for record in records:
@@ -248,6 +264,7 @@ class TaggerWorker:
             async with self._pool.acquire() as conn:
                 async with conn.transaction():
                     await self._apply(conn, marks, echoes, changes, orders, redactions)
+        self._erase_kept_mail(redactions)
         await self._consumer.commit(
             {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
         )
@@ -261,11 +278,19 @@ class TaggerWorker:
         echoes: list[Echo],
         changes: list[tuple[str, SegmentChange]],
         orders: list[tuple[str, OrderPlaced]],
-        redactions: list[tuple[str, int]],
+        redactions: list[Redaction],
     ) -> None:
         domains = {m[0] for m in marks} | {e.shop for e in echoes}
-        domains |= {o[0] for o in orders} | {r[0] for r in redactions}
+        domains |= {o[0] for o in orders} | {r.shop for r in redactions}
         shop_ids = {r["domain"]: r["id"] for r in await conn.fetch(SHOP_IDS, sorted(domains))}
+        erased = await self._erased(conn, shop_ids, marks, echoes, changes, orders, redactions)
+        if erased:
+            # Nothing of an erased customer is written again: not by a change published
+            # before its erasure, nor by an echo or an order still in Kafka.
+            marks = [m for m in marks if (shop_ids.get(m[0]), m[1]) not in erased]
+            echoes = [e for e in echoes if (shop_ids.get(e.shop), e.customer_id) not in erased]
+            changes = [c for c in changes if (shop_ids.get(c[0]), c[1].customer_id) not in erased]
+            orders = [o for o in orders if (shop_ids.get(o[0]), o[1].customer_id) not in erased]
         work: dict[storage.Key, bool] = {}
         for domain, customer_id, bulk in marks:
             if (shop_id := shop_ids.get(domain)) is not None:
@@ -279,10 +304,53 @@ class TaggerWorker:
         for domain, order in orders:
             if (shop_id := shop_ids.get(domain)) is not None:
                 await journeys_store.apply_order(conn, shop_id, order, now)
-        # Last, so a redacted customer's changes and orders in the same batch leave nothing.
-        for domain, customer_id in redactions:
-            if (shop_id := shop_ids.get(domain)) is not None:
-                await journeys_store.redact_customer(conn, shop_id, customer_id)
+        for redaction in redactions:
+            if (shop_id := shop_ids.get(redaction.shop)) is not None:
+                await privacy.lock_customers(conn, [(shop_id, redaction.customer_id)])
+                await journeys_store.redact_customer(conn, shop_id, redaction.customer_id)
+                await storage.erase_customer(conn, shop_id, redaction.customer_id)
+                key = (shop_id, redaction.customer_id)
+                await privacy.remember_erased(conn, [key], [], self._clock())
+                logger.info(
+                    "customer's tags and journeys erased (customers/redact)",
+                    extra={"shop_id": shop_id, "customer_id": redaction.customer_id},
+                )
+
+    async def _erased(
+        self,
+        conn: asyncpg.Connection,
+        shop_ids: Mapping[str, int],
+        marks: list[tuple[str, int, bool]],
+        echoes: list[Echo],
+        changes: list[tuple[str, SegmentChange]],
+        orders: list[tuple[str, OrderPlaced]],
+        redactions: list[Redaction],
+    ) -> set[storage.Key]:
+        """The batch's customers erased by customers/redact, before or in this batch."""
+        named = [(m[0], m[1]) for m in marks] + [(e.shop, e.customer_id) for e in echoes]
+        named += [(c[0], c[1].customer_id) for c in changes]
+        named += [(o[0], o[1].customer_id) for o in orders]
+        named += [(r.shop, r.customer_id) for r in redactions]
+        keys = {(shop_ids[d], c) for d, c in named if d in shop_ids}
+        if not keys:
+            return set()
+        customers, _ = await privacy.erased_among(conn, keys)
+        return customers | {
+            (shop_ids[r.shop], r.customer_id) for r in redactions if r.shop in shop_ids
+        }
+
+    def _erase_kept_mail(self, redactions: Iterable[Redaction]) -> None:
+        """The local mailbox's copies of mail to erased customers (development only). After
+        the commit: a crash before it replays the request, and this runs again."""
+        if self._erase_mail is None:
+            return
+        for redaction in redactions:
+            if redaction.email:
+                erased = self._erase_mail(redaction.email)
+                logger.info(
+                    "kept mail of an erased customer deleted",
+                    extra={"customer_id": redaction.customer_id, "messages": erased},
+                )
 
     async def _enrol(
         self,

@@ -25,6 +25,7 @@ class SegmenterMetrics:
     due_backlog: Gauge
     scheduled_evaluations: Counter
     retries: Counter
+    privacy_requests: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> "SegmenterMetrics":
@@ -32,7 +33,8 @@ class SegmenterMetrics:
         return cls(
             events=Counter(
                 "segflow_segmenter_events",
-                "Events by topic and outcome (applied, duplicate, dead_letter)",
+                "Events by topic and outcome (applied, ignored, duplicate, dead_letter, erased: "
+                "of a customer, order or shop erased by a privacy request)",
                 ["topic", "outcome"],
                 registry=registry,
             ),
@@ -101,6 +103,13 @@ class SegmenterMetrics:
                 "Batches (component=consumer) or scheduler rounds retried because a dependency "
                 "failed, by the dependency and the error's class",
                 ["component", "dependency", "reason"],
+                registry=registry,
+            ),
+            privacy_requests=Counter(
+                "segflow_privacy_requests",
+                "Shopify compliance requests carried out, by kind (customer_redacted, "
+                "shop_redacted, data_requested)",
+                ["kind"],
                 registry=registry,
             ),
         )

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from services.common.shopify import Order, Product, Refund
+from services.common import privacy
+from services.common.shopify import CustomerDataRequest, CustomerRedact, Order, Product, Refund
 from services.segmenter.domain.aggregates import (
     Aggregates,
     Contribution,
@@ -53,6 +54,11 @@ class BatchOutcome:
 
     applied: list[ShopEvent] = field(default_factory=list)
     duplicates: list[ShopEvent] = field(default_factory=list)
+    # Of `applied`: events of customers or orders erased by customers/redact, dropped.
+    erased: list[ShopEvent] = field(default_factory=list)
+    # Customers erased by this batch's customers/redact and data requests recorded, by shop.
+    redacted: list[Key] = field(default_factory=list)
+    data_requests: list[Key] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     # With `defer_fanout`: by shop, changed products that already have buyers.
     changed_products: dict[int, list[int]] = field(default_factory=dict)
@@ -69,6 +75,30 @@ def _first_occurrences(events: Sequence[ShopEvent]) -> tuple[list[ShopEvent], li
     return first, repeated
 
 
+@dataclass(frozen=True)
+class Redaction:
+    """A customers/redact request: the customer and the orders Shopify names."""
+
+    shop_id: int
+    customer_id: int
+    order_ids: tuple[int, ...]
+    event: Event
+
+
+def _redaction(item: ShopEvent) -> Redaction | None:
+    payload = item.event.payload
+    if not isinstance(payload, CustomerRedact) or payload.customer is None:
+        return None
+    return Redaction(item.shop_id, payload.customer.id, tuple(payload.orders_to_redact), item.event)
+
+
+def _requested_customer(item: ShopEvent) -> int | None:
+    payload = item.event.payload
+    if isinstance(payload, CustomerDataRequest) and payload.customer is not None:
+        return payload.customer.id
+    return None
+
+
 class StaleOwnershipError(Exception):
     """An order changed hands between reading it and locking it; the batch is retried."""
 
@@ -82,7 +112,7 @@ def _order_key(item: ShopEvent) -> Key | None:
     return None
 
 
-def _customer_keys(item: ShopEvent, order_owner: dict[Key, int | None]) -> list[Key]:
+def _customer_keys(item: ShopEvent, order_owner: Mapping[Key, int | None]) -> list[Key]:
     """The customers an event may change: for orders and refunds, the order's known owner
     and, for an order naming a customer, that customer too (an order can change hands)."""
     payload = item.event.payload
@@ -139,10 +169,17 @@ async def apply_events(
 
     order_keys = {key for item in fresh if (key := _order_key(item)) is not None}
     order_owner = await queries.order_customers(conn, order_keys)
+    redactions = [r for item in fresh if (r := _redaction(item)) is not None]
+    fresh = await _drop_erased(conn, fresh, order_owner, redactions, outcome)
+    order_keys = {key for item in fresh if (key := _order_key(item)) is not None}
     cause_events: dict[Key, Event] = {}
     for item in fresh:
         for key in _customer_keys(item, order_owner):
             cause_events[key] = item.event
+    redacted = {(r.shop_id, r.customer_id): r for r in redactions}
+    for key, redaction in redacted.items():
+        # Locked like any customer of the batch (in key order), then erased below.
+        cause_events.setdefault(key, redaction.event)
     # Customers first, then orders: the lock order every writer follows.
     locked = await queries.lock_states(conn, cause_events)
     orders, stored_parts = await queries.lock_orders(conn, order_keys)
@@ -170,9 +207,77 @@ async def apply_events(
     customers = {
         key: replace(customer, state=states[key], aggregates=aggregates[key])
         for key, customer in locked.items()
+        if key not in redacted
     }
     outcome.changes = await evaluate_customers(conn, customers, rules, now, cause, cause_events)
+    await _erase(conn, list(redacted.values()), now, outcome)
+    await _record_data_requests(conn, fresh, now, outcome)
     return outcome
+
+
+async def _drop_erased(
+    conn: asyncpg.Connection,
+    fresh: list[ShopEvent],
+    order_owner: Mapping[Key, int | None],
+    redactions: Sequence[Redaction],
+    outcome: BatchOutcome,
+) -> list[ShopEvent]:
+    """The events that name no erased customer or order (erased before, or by this batch).
+
+    Events of an erased customer still in Kafka, or sent later, would bring its data back.
+    """
+    wanted_customers = {(r.shop_id, r.customer_id) for r in redactions}
+    wanted_orders = {(r.shop_id, o) for r in redactions for o in r.order_ids}
+    for item in fresh:
+        wanted_customers.update(_customer_keys(item, order_owner))
+        if (requested := _requested_customer(item)) is not None:
+            wanted_customers.add((item.shop_id, requested))
+        if (order_key := _order_key(item)) is not None:
+            wanted_orders.add(order_key)
+    customers, orders = await privacy.erased_among(conn, wanted_customers, wanted_orders)
+    customers |= {(r.shop_id, r.customer_id) for r in redactions}
+    orders |= {(r.shop_id, o) for r in redactions for o in r.order_ids}
+    if not customers and not orders:
+        return fresh
+    kept = []
+    for item in fresh:
+        keys = set(_customer_keys(item, order_owner))
+        if (requested := _requested_customer(item)) is not None:
+            keys.add((item.shop_id, requested))
+        if keys & customers or _order_key(item) in orders:
+            outcome.erased.append(item)
+        else:
+            kept.append(item)
+    return kept
+
+
+async def _erase(
+    conn: asyncpg.Connection, redactions: Sequence[Redaction], now: datetime, outcome: BatchOutcome
+) -> None:
+    """customers/redact: delete the customers' rows (locked by this batch) and remember them."""
+    for redaction in redactions:
+        key = (redaction.shop_id, redaction.customer_id)
+        erased_orders, rows = await privacy.erase_segmenter_rows(
+            conn, redaction.shop_id, redaction.customer_id, redaction.order_ids
+        )
+        order_keys = {(redaction.shop_id, o) for o in (*redaction.order_ids, *erased_orders)}
+        await privacy.remember_erased(conn, [key], order_keys, now)
+        await privacy.log_request(conn, "customer_redacted", redaction.shop_id, rows, now)
+        outcome.redacted.append(key)
+
+
+async def _record_data_requests(
+    conn: asyncpg.Connection, events: Sequence[ShopEvent], now: datetime, outcome: BatchOutcome
+) -> None:
+    for item in events:
+        customer_id = _requested_customer(item)
+        if customer_id is None:
+            continue
+        payload = item.event.payload
+        assert isinstance(payload, CustomerDataRequest)
+        request_id = payload.data_request.id if payload.data_request is not None else None
+        await privacy.record_data_request(conn, item.shop_id, customer_id, request_id, now)
+        outcome.data_requests.append((item.shop_id, customer_id))
 
 
 async def _settle_orders(

@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord
 
+from services.common import privacy
 from services.common.backoff import Backoff
 from services.common.metrics import topic_label
 from services.common.settings import Settings
@@ -289,10 +290,14 @@ class SegmenterWorker:
         stage.labels("decode").observe(time.perf_counter() - mark)
         outcome = await self._apply(decoded, attempt)
         self._crash_if_told("after_db_commit")
+        erased = {id(item) for item in outcome.erased}
         for item in outcome.applied:
             useful = changes_customer(item.event) or isinstance(item.event.payload, Product)
             outcome_label = "applied" if useful else "ignored"
+            if id(item) in erased:
+                outcome_label = "erased"
             self._metrics.events.labels(topic_label(item.event.topic), outcome_label).inc()
+        self._count_privacy(outcome)
         for item in outcome.duplicates:
             self._metrics.events.labels(topic_label(item.event.topic), "duplicate").inc()
         # The changes are in the outbox: the publisher sends them now, while this batch's
@@ -311,6 +316,46 @@ class SegmenterWorker:
         self._metrics.batch_size.observe(len(records))
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
         self._observe_lag(batch)
+
+    def _count_privacy(self, outcome: BatchOutcome) -> None:
+        """Count and log the batch's privacy requests: ids only, never what was erased."""
+        requests = self._metrics.privacy_requests
+        for shop_id, customer_id in outcome.redacted:
+            requests.labels("customer_redacted").inc()
+            logger.info(
+                "customer erased (customers/redact)",
+                extra={"shop_id": shop_id, "customer_id": customer_id},
+            )
+        for shop_id, customer_id in outcome.data_requests:
+            requests.labels("data_requested").inc()
+            logger.info(
+                "data request recorded (customers/data_request)",
+                extra={"shop_id": shop_id, "customer_id": customer_id},
+            )
+
+    async def _erase_shops(self, decoded: list[_Decoded], attempt: _Attempt) -> None:
+        """shop/redact: erase each named shop in a transaction of its own (its exclusive lock
+        waits for batches evaluating it). Not deduplicated: erasing twice is erasing once."""
+        domains = {
+            item.shop
+            for item in decoded
+            if item.event.topic == "shop/redact" and _could_be_a_domain(item.shop)
+        }
+        if not domains:
+            return
+        attempt.talking_to = "database"
+        now = self._clock()
+        for domain in sorted(domains):
+            async with self._pool.acquire() as conn, conn.transaction():
+                shop_id = await queries.shop_ids(conn, [domain])
+                if domain not in shop_id:
+                    await privacy.remember_redacted_shop(conn, domain, now)
+                    continue
+                await queries.lock_shop_exclusive(conn, shop_id[domain])
+                await privacy.delete_shop(conn, domain, shop_id[domain], now)
+            self._shop_ids.pop(domain, None)
+            self._metrics.privacy_requests.labels("shop_redacted").inc()
+            logger.info("shop erased (shop/redact)", extra={"shop_id": shop_id[domain]})
 
     async def _apply_once(self, items: list[_Item]) -> BatchOutcome:
         """One transaction, retried at once when it conflicts with another replica's."""
@@ -336,6 +381,7 @@ class SegmenterWorker:
         """Apply the batch; if it fails for a reason that is the events' (not a dependency's),
         apply the events one by one and dead-letter those that fail, so one poison event
         cannot stop the partition."""
+        await self._erase_shops(decoded, attempt)
         items = await self._with_shop_ids(decoded, attempt, refresh=False)
         attempt.talking_to = "database"
         try:
@@ -371,6 +417,9 @@ class SegmenterWorker:
             total.applied += outcome.applied
             total.duplicates += outcome.duplicates
             total.changes += outcome.changes
+            total.erased += outcome.erased
+            total.redacted += outcome.redacted
+            total.data_requests += outcome.data_requests
         return total
 
     async def _decode(self, records: list[ConsumerRecord], attempt: _Attempt) -> list[_Decoded]:
@@ -401,10 +450,19 @@ class SegmenterWorker:
             for domain in wanted:
                 self._shop_ids.pop(domain, None)
             self._shop_ids.update(found)
+        unknown = {item.shop for item in decoded if item.shop not in self._shop_ids}
+        redacted: set[str] = set()
+        if unknown & domains:
+            # Events of a shop erased by shop/redact are dropped, not dead-lettered: a dead
+            # letter would keep its customers' payloads.
+            async with self._pool.acquire() as conn:
+                redacted = await privacy.redacted_shops_among(conn, unknown & domains)
         items = []
         for item in decoded:
             shop_id = self._shop_ids.get(item.shop)
-            if shop_id is None:
+            if shop_id is None and item.shop in redacted:
+                self._metrics.events.labels(topic_label(item.event.topic), "erased").inc()
+            elif shop_id is None:
                 await self._dead_letter(
                     item.record, Undecodable("unknown_shop", item.shop), attempt
                 )

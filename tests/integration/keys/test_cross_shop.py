@@ -3,7 +3,9 @@ customers, segments, members, preview counts, journeys, enrolments or tags. Both
 a customer with the same id, so "nothing found" is not the only way to pass. Each test also
 checks that it covered every shop route of its app's table."""
 
+import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -104,6 +106,24 @@ async def test_the_api_shows_and_changes_only_the_keys_shop(
         async with as_shop(url, a.read_key) as reader_a:
             lookup_a = (await reader_a.get("/v1/customers/1/segments")).json()
         assert [s["id"] for s in lookup_a["segments"]] == [seg_a["id"]]
+
+        # A data export gives the key's shop's rows only; so does the list of requests.
+        covered.add(("GET", "/v1/customers/{customer_id}/export"))
+        export_b = await hb.get("/v1/customers/1/export")
+        assert export_b.status_code == 200, export_b.text
+        assert export_b.json()["shop"] == b.domain
+        [row_b] = json.loads(export_b.content, parse_float=Decimal)["data"]["customers"]
+        assert row_b["total_spent"] == Decimal("10.00") and "1500.00" not in export_b.text
+        export_none = (await hb.get("/v1/customers/2/export")).json()["data"]
+        assert all(rows == [] for rows in export_none.values())
+        await db.execute(
+            "INSERT INTO data_requests (shop_id, customer_id, requested_at) VALUES ($1, 2, $2)",
+            a.shop_id,
+            NOW,
+        )
+        covered.add(("GET", "/v1/privacy/data-requests"))
+        assert len((await ha.get("/v1/privacy/data-requests")).json()["data_requests"]) == 1
+        assert (await hb.get("/v1/privacy/data-requests")).json() == {"data_requests": []}
 
         covered.add(("GET", "/v1/rules/schema"))  # the same for every shop: no shop data
         assert (await hb.get("/v1/rules/schema")).json() == (

@@ -42,6 +42,8 @@ API_TABLE: dict[tuple[str, str], Access] = {
     **HEALTH,
     ("GET", "/v1/customers/{customer_id}/segments"): READ,
     ("GET", "/v1/customers/{customer_id}"): ADMIN,
+    ("GET", "/v1/customers/{customer_id}/export"): ADMIN,
+    ("GET", "/v1/privacy/data-requests"): ADMIN,
     ("GET", "/v1/rules/schema"): ADMIN,
     ("GET", "/v1/segments"): ADMIN,
     ("POST", "/v1/segments"): ADMIN,

@@ -2,6 +2,7 @@
 tags follow memberships, the merchant's are never claimed or removed, failures are retried
 and parked (never dropped), and large changes go through the bulk mutation."""
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from services.common import privacy
 from services.common.sealing import new_key_text
 from services.common.settings import Settings
 from services.common.shops import create_shop
@@ -28,6 +30,7 @@ from services.tagger.connections import ShopClients, connect_shop
 from services.tagger.journeys.enrolment import SegmentChange
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.reconciler import TagReconciler
+from services.tagger.worker import Redaction, TaggerWorker
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 SECRET = "standin-webhook-secret"
@@ -257,3 +260,49 @@ async def test_the_journey_gauges_follow_the_stored_enrolments(tagging: Tagging)
         "SELECT count(*) FROM journey_enrolments WHERE state = 'active' AND next_due_at <= now()"
     )
     assert registry.get_sample_value("segflow_tagger_due_steps") == due
+
+
+async def test_a_customer_erased_while_its_tags_are_written_gets_no_ledger_rows_back(
+    tagging: Tagging, pool: asyncpg.Pool
+) -> None:
+    """customers/redact lands between a round reading the customer's work and writing what
+    Shopify answered: the round waits for the erasure and then writes nothing of it."""
+    t = tagging
+    await t.customers({1: "1500", 2: "1500"}, {})
+    await vip_segment(t)
+    await t.mark(1, 2)
+    tagger = TaggerWorker(
+        t.settings,
+        pool,
+        _NoCommits(),
+        TaggerMetrics.create(CollectorRegistry()),
+        ComponentHealth(),
+        lambda: None,
+    )
+    async with t.db.transaction():
+        # The erasure's lock first, so the round takes the work, asks Shopify, and then has to
+        # wait at its write; the erasure itself runs while it waits.
+        await privacy.lock_customers(t.db, [(t.shop_id, 1)])
+        round_task = asyncio.create_task(t.reconciler.round())
+
+        async def round_waits_at_its_write() -> bool:
+            assert not round_task.done(), "the round wrote without waiting for the erasure"
+            waiting = await pool.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            )
+            return bool(waiting)
+
+        async with asyncio.timeout(30):
+            while not await round_waits_at_its_write():
+                await asyncio.sleep(0.05)
+        # As the tagger's consumer runs it (its lock is this session's already).
+        await tagger._apply(t.db, [], [], [], [], [Redaction(t.domain, 1)])
+    await round_task
+    assert await t.ledger(1) == {}
+    assert await t.ledger(2) == {"vip": "added"}
+    assert await t.tags_on_shopify(2) == ["VIP"]
+
+
+class _NoCommits:
+    async def commit(self, offsets: Any) -> None:
+        raise AssertionError("not consumed from Kafka here")

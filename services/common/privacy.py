@@ -1,0 +1,216 @@
+"""Shopify's compliance webhooks in the database: erase a customer or a shop, remember what was
+erased without naming it, and record a customer's data requests.
+
+Each role erases what it writes (the segmenter its state, the tagger its ledger and journeys),
+in the transaction that consumes the request, and both remember the erased ids: whichever reads
+the request first keeps the other from bringing the customer back. Nothing here logs or keeps
+personal data; `privacy_log` says only that a request was carried out.
+"""
+
+from collections.abc import Iterable
+from datetime import datetime
+
+import asyncpg
+
+Key = tuple[int, int]
+
+# The digest of an erased id under the shop's salt; 'c' customers, 'o' orders.
+_DIGEST = "sha256(s.erasure_salt || convert_to(k.kind, 'UTF8') || int8send(k.id))"
+
+ERASED_AMONG = f"""
+SELECT k.kind, k.shop_id, k.id
+FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS k(kind, shop_id, id)
+JOIN shops s ON s.id = k.shop_id
+JOIN erased_ids e ON e.shop_id = k.shop_id AND e.digest = {_DIGEST}
+"""
+REMEMBER_ERASED = f"""
+INSERT INTO erased_ids (shop_id, digest, erased_at)
+SELECT k.shop_id, {_DIGEST}, $4
+FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS k(kind, shop_id, id)
+JOIN shops s ON s.id = k.shop_id
+ON CONFLICT (shop_id, digest) DO NOTHING
+"""
+# Per customer, held by an erasure and by every writer that may write the customer's rows
+# after reading them earlier (the tag reconciler), so a write lands before the erasure or
+# sees it. Sorted, so two writers never wait on each other in a cycle.
+LOCK_CUSTOMERS = """
+SELECT pg_advisory_xact_lock(k) FROM (
+    SELECT DISTINCT hashtextextended('erasure:' || s || ':' || c, 0) AS k
+    FROM unnest($1::bigint[], $2::bigint[]) AS u (s, c)
+    ORDER BY 1
+) AS sorted
+"""
+LOG_REQUEST = "INSERT INTO privacy_log (kind, shop_id, rows_erased, at) VALUES ($1, $2, $3, $4)"
+
+# The segmenter's rows of a customer. Orders go by owner and by the ids Shopify names (a guest
+# order, or one that moved, has another owner or none).
+ERASE_ORDERS = """
+DELETE FROM orders WHERE shop_id = $1 AND (customer_id = $2 OR order_id = ANY($3::bigint[]))
+RETURNING order_id
+"""
+ERASE_SEGMENTER = (
+    "DELETE FROM memberships WHERE shop_id = $1 AND customer_id = $2",
+    "DELETE FROM segment_changes WHERE shop_id = $1 AND customer_id = $2",
+    "DELETE FROM data_requests WHERE shop_id = $1 AND customer_id = $2",
+    "DELETE FROM customers WHERE shop_id = $1 AND customer_id = $2",
+)
+
+MARK_EXPORTED = """
+UPDATE data_requests SET exported_at = $3
+WHERE shop_id = $1 AND customer_id = $2 AND exported_at IS NULL
+"""
+DATA_REQUESTS = """
+SELECT id, customer_id, shopify_request_id, requested_at, exported_at FROM data_requests
+WHERE shop_id = $1 AND (NOT $2 OR exported_at IS NULL)
+ORDER BY requested_at, id
+LIMIT 1000
+"""
+RECORD_DATA_REQUEST = """
+INSERT INTO data_requests (shop_id, customer_id, shopify_request_id, requested_at)
+VALUES ($1, $2, $3, $4)
+"""
+
+REMEMBER_REDACTED_SHOP = """
+INSERT INTO redacted_shops (domain, redacted_at) VALUES ($1, $2)
+ON CONFLICT (domain) DO UPDATE SET redacted_at = EXCLUDED.redacted_at
+"""
+# Every table of the shop goes with this row (ON DELETE CASCADE), its secrets included.
+DELETE_SHOP = "DELETE FROM shops WHERE id = $1"
+REDACTED_SHOPS_AMONG = "SELECT domain FROM redacted_shops WHERE domain = ANY($1::text[])"
+FORGET_REDACTED_SHOP = "DELETE FROM redacted_shops WHERE domain = $1"
+
+
+# Every table holding a customer's rows, with the condition naming them ($1 shop id, $2
+# customer id): the export reads these, and a test fails when a table with customer data is
+# neither here nor listed as holding none (tests/integration/common/test_privacy_coverage.py).
+CUSTOMER_TABLES: dict[str, str] = {
+    "customers": "shop_id = $1 AND customer_id = $2",
+    "orders": "shop_id = $1 AND customer_id = $2",
+    "memberships": "shop_id = $1 AND customer_id = $2",
+    "segment_changes": "shop_id = $1 AND customer_id = $2",
+    "data_requests": "shop_id = $1 AND customer_id = $2",
+    "tag_ledger": "shop_id = $1 AND customer_id = $2",
+    "tag_work": "shop_id = $1 AND customer_id = $2",
+    "tag_bulk_operations": (
+        "shop_id = $1 AND lines @> jsonb_build_array(jsonb_build_array($2::bigint))"
+    ),
+    "journey_enrolments": "shop_id = $1 AND customer_id = $2",
+    "journey_seen": (
+        "journey_id IN (SELECT id FROM journeys WHERE shop_id = $1) AND customer_id = $2"
+    ),
+    "journey_sends": (
+        "enrolment_id IN (SELECT id FROM journey_enrolments"
+        " WHERE shop_id = $1 AND customer_id = $2)"
+    ),
+    "journey_conversions": (
+        "enrolment_id IN (SELECT id FROM journey_enrolments"
+        " WHERE shop_id = $1 AND customer_id = $2)"
+    ),
+    "consent_overrides": "shop_id = $1 AND customer_id = $2",
+}
+
+
+def export_query() -> str:
+    """One statement: a JSON object of every customer table's rows for ($1 shop, $2 customer),
+    built by PostgreSQL so numbers stay exact; NULL when the shop holds nothing of it."""
+    parts = ", ".join(
+        f"'{table}', (SELECT coalesce(jsonb_agg(to_jsonb(t) - 'shop_id'), '[]'::jsonb)"
+        f" FROM {table} t WHERE {where})"
+        for table, where in CUSTOMER_TABLES.items()
+    )
+    return f"SELECT jsonb_build_object({parts})::text"
+
+
+def _columns(customers: Iterable[Key], orders: Iterable[Key]) -> tuple[list[str], ...]:
+    kinds: list[str] = []
+    shops: list[int] = []
+    ids: list[int] = []
+    for kind, keys in (("c", customers), ("o", orders)):
+        for shop_id, id_ in keys:
+            kinds.append(kind)
+            shops.append(shop_id)
+            ids.append(id_)
+    return kinds, shops, ids  # type: ignore[return-value]
+
+
+async def lock_customers(conn: asyncpg.Connection, keys: Iterable[Key]) -> None:
+    """Hold these customers against erasure (or writers) until the transaction ends."""
+    pairs = sorted(set(keys))
+    if pairs:
+        await conn.execute(LOCK_CUSTOMERS, [k[0] for k in pairs], [k[1] for k in pairs])
+
+
+async def erased_among(
+    conn: asyncpg.Connection, customers: Iterable[Key], orders: Iterable[Key] = ()
+) -> tuple[set[Key], set[Key]]:
+    """Which of these customers and orders (by shop) were erased by customers/redact."""
+    kinds, shops, ids = _columns(customers, orders)
+    if not kinds:
+        return set(), set()
+    rows = await conn.fetch(ERASED_AMONG, kinds, shops, ids)
+    erased: dict[str, set[Key]] = {"c": set(), "o": set()}
+    for row in rows:
+        erased[row["kind"]].add((row["shop_id"], row["id"]))
+    return erased["c"], erased["o"]
+
+
+async def remember_erased(
+    conn: asyncpg.Connection, customers: Iterable[Key], orders: Iterable[Key], at: datetime
+) -> None:
+    """Keep the digests of erased customers and orders, so nothing brings them back."""
+    kinds, shops, ids = _columns(customers, orders)
+    if kinds:
+        await conn.execute(REMEMBER_ERASED, kinds, shops, ids, at)
+
+
+async def erase_segmenter_rows(
+    conn: asyncpg.Connection, shop_id: int, customer_id: int, order_ids: Iterable[int]
+) -> tuple[list[int], int]:
+    """Delete the customer's state, orders, memberships, change history and data requests; the
+    caller holds the customer's row lock. Returns the order ids deleted and the rows deleted."""
+    orders = await conn.fetch(ERASE_ORDERS, shop_id, customer_id, list(order_ids))
+    erased = len(orders)
+    for statement in ERASE_SEGMENTER:
+        status = await conn.execute(statement, shop_id, customer_id)
+        erased += int(status.split()[-1])
+    return [row["order_id"] for row in orders], erased
+
+
+async def log_request(
+    conn: asyncpg.Connection, kind: str, shop_id: int, rows_erased: int | None, at: datetime
+) -> None:
+    """Record that a privacy request was carried out (no personal data)."""
+    await conn.execute(LOG_REQUEST, kind, shop_id, rows_erased, at)
+
+
+async def record_data_request(
+    conn: asyncpg.Connection,
+    shop_id: int,
+    customer_id: int,
+    shopify_request_id: int | None,
+    at: datetime,
+) -> None:
+    """customers/data_request: the export waits for the shop to fetch it."""
+    await conn.execute(RECORD_DATA_REQUEST, shop_id, customer_id, shopify_request_id, at)
+    await log_request(conn, "data_requested", shop_id, None, at)
+
+
+async def delete_shop(conn: asyncpg.Connection, domain: str, shop_id: int, at: datetime) -> None:
+    """shop/redact: remember the domain as redacted and delete the shop with all it has.
+
+    The caller holds the shop's exclusive lock, in a transaction of its own.
+    """
+    await conn.execute(REMEMBER_REDACTED_SHOP, domain, at)
+    await conn.execute(DELETE_SHOP, shop_id)
+    await log_request(conn, "shop_redacted", shop_id, None, at)
+
+
+async def remember_redacted_shop(conn: asyncpg.Connection, domain: str, at: datetime) -> None:
+    """A shop/redact of a domain no shop holds (already erased, or never here)."""
+    await conn.execute(REMEMBER_REDACTED_SHOP, domain, at)
+
+
+async def redacted_shops_among(conn: asyncpg.Connection, domains: Iterable[str]) -> set[str]:
+    """Which of these domains belong to shops erased by shop/redact."""
+    rows = await conn.fetch(REDACTED_SHOPS_AMONG, list(domains))
+    return {row["domain"] for row in rows}
