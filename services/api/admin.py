@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, Request
+from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.common.auth import OperatorGuard
@@ -115,9 +116,9 @@ def rotated_json(rotated: Rotated) -> dict[str, Any]:
     }
 
 
-def admin_router(settings: Settings, now: Clock) -> APIRouter:
+def admin_router(settings: Settings, now: Clock, refusals: Counter | None = None) -> APIRouter:
     """The `/v1/admin` routes, every one behind the operator token."""
-    guard = OperatorGuard(settings)
+    guard = OperatorGuard(settings, refusals)
     router = APIRouter(prefix="/v1/admin", dependencies=[Depends(guard)])
 
     def pool_of(request: Request) -> asyncpg.Pool:

@@ -29,7 +29,7 @@ from services.api.lookup import (
     path_id,
 )
 from services.common import privacy
-from services.common.auth import ShopDep
+from services.common.auth import ShopDep, refusal_counter
 from services.common.db import create_pool, database_ready
 from services.common.envelope import PayloadError, loads_json, parse_payload_object
 from services.common.errors import ApiError, bad_request, install_error_handlers
@@ -186,6 +186,7 @@ def create_app(
     """
     now = clock or (lambda: datetime.now(UTC))
     registry = registry or new_registry()
+    refusals = refusal_counter(registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -198,7 +199,9 @@ def create_app(
             reset_session=False,
         )
         app.state.pool = pool
-        app.state.shops = ShopDirectory(pool, settings.shop_cache_ttl_seconds, clock=now)
+        app.state.shops = ShopDirectory(
+            pool, settings.shop_cache_ttl_seconds, clock=now, refusals=refusals
+        )
         lookup.state = LookupState(pool, app.state.shops)
         try:
             yield
@@ -216,7 +219,7 @@ def create_app(
     app.add_fast_pattern(PATTERN, TEMPLATE, lookup, LOOKUP_OPENAPI)
     install_error_handlers(app)
     mount_metrics(app, registry)
-    app.include_router(admin_router(settings, now))
+    app.include_router(admin_router(settings, now, refusals))
 
     def pool_of(request: Request) -> asyncpg.Pool:
         # Sync on purpose: made async, the lookup served 2.5x fewer requests from 8

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from prometheus_client import CollectorRegistry, Counter
 
 from services.common.errors import ApiError
 from services.common.settings import Settings
@@ -27,6 +28,17 @@ BEARER_MESSAGE = "a valid `Authorization: Bearer <key>` header is required"
 _BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 # Kinds in the order people read them in a 403.
 _ORDER = (Kind.ADMIN, Kind.READ, Kind.EVENTS, Kind.FLOW, Kind.WEBHOOK)
+
+
+def refusal_counter(registry: CollectorRegistry) -> Counter:
+    """`segflow_auth_refusals_total{outcome}`: requests refused for their key."""
+    return Counter(
+        "segflow_auth_refusals",
+        "Requests refused for their key: unauthorized (none, unknown or expired), "
+        "forbidden_<kind presented>, operator_unauthorized, operator_disabled",
+        ["outcome"],
+        registry=registry,
+    )
 
 
 def unauthorized(message: str = BEARER_MESSAGE, *, bearer: bool = True) -> ApiError:
@@ -64,9 +76,12 @@ async def authenticate(
     """
     key = await shops.by_token(token) if token else None
     if key is None:
+        shops.refused("unauthorized")
         raise missing or unauthorized()
     if key.kind not in allowed:
-        raise forbidden(allowed, key.kind)
+        refusal = forbidden(allowed, key.kind)
+        shops.refused(refusal.outcome)
+        raise refusal
     return key.shop
 
 
@@ -102,7 +117,8 @@ class OperatorGuard:
     compared as SHA-256 digests in constant time, current and previous both (its rotation).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, refusals: Counter | None = None) -> None:
+        self._refusals = refusals
         configured = [settings.operator_token, settings.operator_token_previous]
         self._digests = [
             _digest(token.get_secret_value()) for token in configured if token is not None
@@ -110,6 +126,7 @@ class OperatorGuard:
 
     async def __call__(self, request: Request) -> None:
         if not self._digests:
+            self._count("operator_disabled")
             raise ApiError(
                 403,
                 "operator_disabled",
@@ -122,4 +139,9 @@ class OperatorGuard:
             # No short cut: both comparisons always run.
             matched |= hmac.compare_digest(digest, presented)
         if token is None or not matched:
+            self._count("operator_unauthorized")
             raise unauthorized("a valid `Authorization: Bearer <operator token>` is required")
+
+    def _count(self, outcome: str) -> None:
+        if self._refusals is not None:
+            self._refusals.labels(outcome).inc()

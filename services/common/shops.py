@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 import asyncpg
+from prometheus_client import Counter
 
 _DOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]*(\.[a-z0-9-]+)+$")
 
@@ -354,8 +355,10 @@ class ShopDirectory:
         *,
         clock: Clock = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
+        refusals: Counter | None = None,
     ) -> None:
         self._pool = pool
+        self._refusals = refusals
         self._ttl = ttl_seconds
         self._clock = clock
         self._monotonic = monotonic
@@ -392,6 +395,11 @@ class ShopDirectory:
         expiries = [r["expires_at"] for r in rows if r["expires_at"] is not None]
         self._store(key, found, min(expiries, default=None))
         return found
+
+    def refused(self, outcome: str) -> None:
+        """Count a request refused for its key (`unauthorized`, `forbidden_<kind>`)."""
+        if self._refusals is not None:
+            self._refusals.labels(outcome).inc()
 
     def _cached(self, key: _CacheKey) -> tuple[bool, object]:
         entry = self._cache.get(key)

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 
 from services.api.lookup import path_id
-from services.common.auth import ShopDep
+from services.common.auth import ShopDep, refusal_counter
 from services.common.db import create_pool
 from services.common.errors import ApiError, install_error_handlers
 from services.common.metrics import mount_metrics
@@ -42,11 +42,14 @@ def _work(row: asyncpg.Record) -> dict[str, Any]:
 def create_app(settings: Settings, health: TaggerHealth, registry: CollectorRegistry) -> FastAPI:
     """The tagger's API; its pool is opened in the lifespan."""
 
+    # Ingest counts its refusals per endpoint (segflow_ingest_requests_total); these here.
+    refusals = refusal_counter(registry)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await create_pool(settings.require_database_url(), 1, 4)
         app.state.pool = pool
-        app.state.shops = ShopDirectory(pool, settings.shop_cache_ttl_seconds)
+        app.state.shops = ShopDirectory(pool, settings.shop_cache_ttl_seconds, refusals=refusals)
         try:
             yield
         finally:

@@ -35,6 +35,8 @@ async def test_without_an_operator_token_the_admin_endpoints_are_closed(
                 answer = await http.request(method, path, json=body, headers=headers)
                 assert answer.status_code == 403, (path, header, answer.text)
                 assert answer.json()["error"]["code"] == "operator_disabled"
+        metrics = (await http.get("/metrics")).text
+    assert 'segflow_auth_refusals_total{outcome="operator_disabled"} 15.0' in metrics
     assert await db.fetchval("SELECT count(*) FROM shops") == 1
     assert await db.fetchval("SELECT count(*) FROM shop_credentials") == 5
 

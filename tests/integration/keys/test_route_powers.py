@@ -162,6 +162,14 @@ async def test_every_route_admits_exactly_the_kinds_of_its_table(
                     failures.append(f"{where} does not name {sorted(access.kinds)}")
         metrics = (await http.get("/metrics")).text
     assert failures == []
+    if name != "ingest":
+        # API and tagger count refused keys by what was presented (a bounded label).
+        outcomes = ["unauthorized", "forbidden_read", "forbidden_events", "forbidden_flow"]
+        if name == "api":
+            outcomes.append("operator_unauthorized")
+        for outcome in outcomes:
+            line = f'segflow_auth_refusals_total{{outcome="{outcome}"}}'
+            assert line in metrics, line
     if name == "ingest":
         # Refused keys are counted, by the kind presented (a bounded label).
         for endpoint in ("events", "events_batch", "flow"):
