@@ -69,6 +69,11 @@ UPDATE shop_credentials SET expires_at = least(expires_at, $3)
 WHERE shop_id = $1 AND kind = $2 AND expires_at > $4
 RETURNING expires_at
 """
+# Secrets past their grace are dropped at the kind's next rotation: nothing opens with them,
+# and an old webhook secret should not stay in clear for good.
+PURGE_EXPIRED = """
+DELETE FROM shop_credentials WHERE shop_id = $1 AND kind = $2 AND expires_at <= $3
+"""
 LOCK_SHOP = "SELECT id FROM shops WHERE id = $1 FOR UPDATE"
 CREDENTIAL_BY_TOKEN = """
 SELECT s.id, s.domain, c.kind, c.expires_at
@@ -302,6 +307,7 @@ async def rotate_credential(
             raise UnknownShopError(domain)
         # One rotation of a shop at a time: two at once would both find "the current" one.
         await conn.execute(LOCK_SHOP, shop_id)
+        await conn.execute(PURGE_EXPIRED, shop_id, kind.value, moment)
         expiries = await conn.fetch(END_GRACE, shop_id, kind.value, moment + grace, moment)
         await _insert(conn, shop_id, kind, fresh, moment)
     latest = max((row["expires_at"] for row in expiries), default=None)

@@ -139,6 +139,9 @@ async def test_rotating_with_no_grace_ends_every_older_grace_too(
     assert expiries[hash_token(second.secret)] <= datetime.now(UTC) + timedelta(hours=2)
     assert expiries[hash_token(third.secret)] > datetime.now(UTC) + timedelta(days=2)
     assert expiries[hash_token(fourth.secret)] is None
+    # Those past their grace were dropped by the next rotation.
+    assert hash_token(shop.events_key) not in expiries
+    assert hash_token(first.secret) not in expiries
 
 
 def delivery(shop: ShopCredentials, body: bytes, secret: str, event_id: str) -> dict[str, str]:
