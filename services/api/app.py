@@ -28,6 +28,7 @@ from services.api.lookup import (
     LookupState,
     path_id,
 )
+from services.api.rule_metrics import RuleMetrics
 from services.common import privacy
 from services.common.auth import ShopDep, refusal_counter
 from services.common.db import create_pool, database_ready
@@ -40,11 +41,13 @@ from services.common.settings import Settings
 from services.common.shops import ShopDirectory
 from services.segmenter.domain.rules.validate import (
     RuleError,
+    RuleLimitError,
     validate_actions,
     validate_conditions,
 )
 from services.segmenter.domain.rules.variables import rule_data
 from services.segmenter.storage import segments as segment_store
+from services.segmenter.storage.backfill import BackfillOptions, BackfillResult
 from services.segmenter.storage.rows import facts_from_row
 
 logger = logging.getLogger(__name__)
@@ -62,11 +65,11 @@ ORDER BY s.handle
 """
 SEGMENTS = """
 SELECT s.*, (SELECT count(*) FROM memberships m WHERE m.segment_id = s.id) AS size
-FROM segments s WHERE s.shop_id = $1 ORDER BY s.handle
+FROM segments s WHERE s.shop_id = $1 AND NOT s.deleting ORDER BY s.handle
 """
 SEGMENT = """
 SELECT s.*, (SELECT count(*) FROM memberships m WHERE m.segment_id = s.id) AS size
-FROM segments s WHERE s.shop_id = $1 AND s.id = $2
+FROM segments s WHERE s.shop_id = $1 AND s.id = $2 AND NOT s.deleting
 """
 # Ids as the API gives them out; `\d` would match every Unicode decimal digit (in re and pydantic).
 
@@ -132,11 +135,17 @@ async def _body(request: Request, model: type[BaseModel]) -> Any:
         raise bad_request(exc, "invalid_request") from exc
 
 
-def _checked_rule(conditions: dict[str, Any], actions: list[dict[str, Any]]) -> None:
+def _checked_rule(
+    conditions: dict[str, Any], actions: list[dict[str, Any]], metrics: RuleMetrics
+) -> None:
     try:
         validate_conditions(conditions)
         validate_actions(actions)
+    except RuleLimitError as exc:
+        metrics.refused.labels(reason=exc.limit).inc()
+        raise ApiError(422, "rule_too_large", f"{exc.path}: {exc.message}", field=exc.path) from exc
     except RuleError as exc:
+        metrics.refused.labels(reason="invalid_rule").inc()
         raise ApiError(422, "invalid_rule", f"{exc.path}: {exc.message}", field=exc.path) from exc
 
 
@@ -168,9 +177,21 @@ def segment_json(row: asyncpg.Record) -> dict[str, Any]:
         "template": row["template"],
         "version": row["version"],
         "size": row["size"],
+        # `running` while its membership is still being brought in line with this version
+        # (members so far are `size`); `complete` once every stored customer was evaluated.
+        "backfill_status": "complete" if row["backfill_version"] is None else "running",
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
+
+
+def _with_backfill(row: asyncpg.Record | None, backfill: BackfillResult) -> dict[str, Any]:
+    """A segment just written, with what its backfill changed (404: deleted meanwhile)."""
+    if row is None:
+        raise ApiError(404, "not_found", "the segment was deleted while it was backfilled")
+    result = segment_json(row)
+    result["backfill"] = {"entered": backfill.entered, "exited": backfill.exited}
+    return result
 
 
 def create_app(
@@ -187,6 +208,10 @@ def create_app(
     now = clock or (lambda: datetime.now(UTC))
     registry = registry or new_registry()
     refusals = refusal_counter(registry)
+    rule_metrics = RuleMetrics.create(registry)
+    backfill_options = BackfillOptions(
+        chunk=settings.backfill_chunk_size, lease_seconds=settings.backfill_lease_seconds
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -319,21 +344,27 @@ def create_app(
 
     @app.post("/v1/segments", status_code=201, openapi_extra=_body_schema(SegmentIn))
     async def create_segment(request: Request, shop: ShopDep, pool: PoolDep) -> JSONText:
-        """Create a segment; its membership is backfilled over all stored customers at once."""
+        """Create a segment; its membership is backfilled over all stored customers before
+        the answer, in chunks between which the shop's events flow."""
         body: SegmentIn = await _body(request, SegmentIn)
-        _checked_rule(body.conditions, body.actions)
+        _checked_rule(body.conditions, body.actions, rule_metrics)
         spec = segment_store.SegmentSpec(
             body.handle, body.name, body.description, body.conditions, body.actions
         )
-        async with pool.acquire() as conn, conn.transaction():
-            created = await segment_store.create_segment(conn, shop.id, spec, now())
+        # No transaction around it: the edit and each backfill chunk commit on their own.
+        async with pool.acquire() as conn:
+            try:
+                created = await segment_store.create_segment(
+                    conn, shop.id, spec, now(), backfill_options, settings.max_segments_per_shop
+                )
+            except segment_store.TooManySegmentsError as exc:
+                rule_metrics.refused.labels(reason="segments").inc()
+                raise ApiError(422, "too_many_segments", str(exc)) from exc
             if created is None:
                 raise ApiError(409, "handle_taken", f"a segment {body.handle!r} exists already")
             segment_id, backfill = created
             row = await conn.fetchrow(SEGMENT, shop.id, segment_id)
-        result = segment_json(row)
-        result["backfill"] = {"entered": backfill.entered, "exited": backfill.exited}
-        return JSONText(result, status_code=201)
+        return JSONText(_with_backfill(row, backfill), status_code=201)
 
     @app.get("/v1/segments/{segment_id}")
     async def get_segment(segment_id: str, shop: ShopDep, pool: PoolDep) -> JSONText:
@@ -349,25 +380,25 @@ def create_app(
         """Change a segment's rule, name or actions: a new version, backfilled at once."""
         sid = _id(segment_id, "segment")
         body: SegmentChange = await _body(request, SegmentChange)
-        _checked_rule(body.conditions, body.actions)
+        _checked_rule(body.conditions, body.actions, rule_metrics)
         spec = segment_store.SegmentSpec(
             "", body.name, body.description, body.conditions, body.actions
         )
-        async with pool.acquire() as conn, conn.transaction():
-            backfill = await segment_store.update_segment(conn, shop.id, sid, spec, now())
+        async with pool.acquire() as conn:
+            backfill = await segment_store.update_segment(
+                conn, shop.id, sid, spec, now(), backfill_options
+            )
             if backfill is None:
                 raise ApiError(404, "not_found", "no such segment")
             row = await conn.fetchrow(SEGMENT, shop.id, sid)
-        result = segment_json(row)
-        result["backfill"] = {"entered": backfill.entered, "exited": backfill.exited}
-        return JSONText(result)
+        return JSONText(_with_backfill(row, backfill))
 
     @app.delete("/v1/segments/{segment_id}")
     async def delete_segment(segment_id: str, shop: ShopDep, pool: PoolDep) -> JSONText:
         """Delete a segment; every member gets an exit change."""
-        async with pool.acquire() as conn, conn.transaction():
+        async with pool.acquire() as conn:
             exited = await segment_store.delete_segment(
-                conn, shop.id, _id(segment_id, "segment"), now()
+                conn, shop.id, _id(segment_id, "segment"), now(), backfill_options
             )
         if exited is None:
             raise ApiError(404, "not_found", "no such segment")
@@ -377,7 +408,7 @@ def create_app(
     async def preview(request: Request, shop: ShopDep, pool: PoolDep) -> JSONText:
         """How many customers an unsaved rule matches now, with a sample of them."""
         body: PreviewIn = await _body(request, PreviewIn)
-        _checked_rule(body.conditions, [])
+        _checked_rule(body.conditions, [], rule_metrics)
         async with pool.acquire() as conn:
             count, sample = await segment_store.preview(
                 conn, shop.id, body.conditions, now(), body.sample

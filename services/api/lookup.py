@@ -22,11 +22,11 @@ PATTERN = re.compile(r"/v1/customers/([^/]+)/segments")
 TEMPLATE = "/v1/customers/{customer_id}/segments"
 
 # One round trip: a known customer gives at least one row (NULLs when in no segment), an
-# unknown one none.
+# unknown one none. A deleted segment whose exits are still being written is not shown.
 CUSTOMER_SEGMENTS = """
 SELECT s.id, s.handle, s.name, m.since
 FROM customers c
-LEFT JOIN (memberships m JOIN segments s ON s.id = m.segment_id)
+LEFT JOIN (memberships m JOIN segments s ON s.id = m.segment_id AND NOT s.deleting)
   ON m.shop_id = c.shop_id AND m.customer_id = c.customer_id
 WHERE c.shop_id = $1 AND c.customer_id = $2
 ORDER BY s.handle

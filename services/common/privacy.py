@@ -30,16 +30,15 @@ FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS k(kind, shop_id, id)
 JOIN shops s ON s.id = k.shop_id
 ON CONFLICT (shop_id, digest) DO NOTHING
 """
-# Per customer, held by an erasure and by every writer that may write the customer's rows
-# after reading them earlier (the tag reconciler), so a write lands before the erasure or
-# sees it. Sorted, so two writers never wait on each other in a cycle.
-LOCK_CUSTOMERS = """
-SELECT pg_advisory_xact_lock(k) FROM (
-    SELECT DISTINCT hashtextextended('erasure:' || s || ':' || c, 0) AS k
-    FROM unnest($1::bigint[], $2::bigint[]) AS u (s, c)
-    ORDER BY 1
-) AS sorted
-"""
+# Held by the tagger's erasure (exclusive) and by every tagger writer that may write a
+# customer's rows after reading them earlier (shared), so a write lands before the erasure or
+# sees it. Customers share ERASURE_BUCKETS locks, so a transaction holds at most that many
+# whatever its size (a bulk round has 100,000 customers; the lock table holds far fewer);
+# writers never wait on each other, only on an erasure in their bucket.
+ERASURE_LOCK_CLASS = 0x5EA
+ERASURE_BUCKETS = 64
+LOCK_BUCKET_SHARED = "SELECT pg_advisory_xact_lock_shared($1::int, $2::int)"
+LOCK_BUCKET_EXCLUSIVE = "SELECT pg_advisory_xact_lock($1::int, $2::int)"
 LOG_REQUEST = "INSERT INTO privacy_log (kind, shop_id, rows_erased, at) VALUES ($1, $2, $3, $4)"
 
 # The segmenter's rows of a customer. Orders go by owner and by the ids Shopify names (a guest
@@ -133,11 +132,22 @@ def _columns(customers: Iterable[Key], orders: Iterable[Key]) -> tuple[list[str]
     return kinds, shops, ids  # type: ignore[return-value]
 
 
-async def lock_customers(conn: asyncpg.Connection, keys: Iterable[Key]) -> None:
-    """Hold these customers against erasure (or writers) until the transaction ends."""
-    pairs = sorted(set(keys))
-    if pairs:
-        await conn.execute(LOCK_CUSTOMERS, [k[0] for k in pairs], [k[1] for k in pairs])
+def erasure_bucket(key: Key) -> int:
+    """The erasure lock a customer falls under (stable across processes)."""
+    shop_id, customer_id = key
+    return (shop_id * 1_000_003 + customer_id) % ERASURE_BUCKETS
+
+
+async def lock_customers(
+    conn: asyncpg.Connection, keys: Iterable[Key], erasing: Iterable[Key] = ()
+) -> None:
+    """Hold these customers against erasure until the transaction ends; those `erasing`
+    exclusively. Each bucket once, in order, so no two holders wait on each other in a cycle."""
+    modes = dict.fromkeys({erasure_bucket(k) for k in keys}, False)
+    modes.update(dict.fromkeys({erasure_bucket(k) for k in erasing}, True))
+    for bucket in sorted(modes):
+        statement = LOCK_BUCKET_EXCLUSIVE if modes[bucket] else LOCK_BUCKET_SHARED
+        await conn.execute(statement, ERASURE_LOCK_CLASS, bucket)
 
 
 async def erased_among(
@@ -174,6 +184,18 @@ async def erase_segmenter_rows(
         status = await conn.execute(statement, shop_id, customer_id)
         erased += int(status.split()[-1])
     return [row["order_id"] for row in orders], erased
+
+
+FORGET_CUSTOMERS = """
+DELETE FROM customers c USING unnest($1::bigint[], $2::bigint[]) AS k (shop_id, customer_id)
+WHERE c.shop_id = k.shop_id AND c.customer_id = k.customer_id
+"""
+
+
+async def forget_customers(conn: asyncpg.Connection, keys: Iterable[Key]) -> None:
+    """Delete the rows of customers already erased (a writer that raced the erasure made them)."""
+    pairs = sorted(keys)
+    await conn.execute(FORGET_CUSTOMERS, [k[0] for k in pairs], [k[1] for k in pairs])
 
 
 async def log_request(

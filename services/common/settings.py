@@ -110,6 +110,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     max_batch_events: int = Field(default=1000, ge=1)
     segmenter_batch_size: int = Field(default=500, ge=1)
+    # A segment's backfill runs in chunks of this many customers, each a short transaction of
+    # its own, so the shop's events (and other shops' in the same batch) flow between them.
+    backfill_chunk_size: int = Field(default=5000, ge=1, le=100_000)
+    # A backfill runner renews this lease every chunk; past it (the API died mid-backfill)
+    # the segmenter claims the backfill and continues from where it stopped.
+    backfill_lease_seconds: float = Field(default=60.0, gt=0)
+    # Every segment of a shop is evaluated for each customer in a batch: this bounds the work
+    # (README, "Bounded evaluation").
+    max_segments_per_shop: int = Field(default=100, ge=1, le=1000)
     segmenter_group: str = "segflow-segmenter"
     # A member missing heartbeats this long is dropped from the group. The embedded broker
     # also waits about half of it before completing a join, so tests lower it.

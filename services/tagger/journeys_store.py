@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from services.common import privacy
 from services.common.envelope import loads_json
 from services.segmenter.storage.rows import dumps
 from services.tagger.journeys.enrolment import (
@@ -379,7 +380,12 @@ async def unsubscribe(
 ) -> int:
     """Record a one-click unsubscribe (queued for Shopify) and end the customer's enrolments
     whose journeys exit on it; return how many ended. Idempotent: a second click changes
-    nothing more. Call in a transaction."""
+    nothing more. Call in a transaction. A customer erased since the email was sent (its
+    link still works in its mailbox) is left erased: nothing is recorded."""
+    key = (shop_id, customer_id)
+    await privacy.lock_customers(conn, [key])
+    if key in (await privacy.erased_among(conn, [key]))[0]:
+        return 0
     # The customer row is locked so a send being decided either saw this or waits for it.
     await conn.fetchval(LOCK_CUSTOMER, shop_id, customer_id)
     await conn.execute(INSERT_OVERRIDE, shop_id, customer_id, now)

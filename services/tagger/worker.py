@@ -306,7 +306,6 @@ class TaggerWorker:
                 await journeys_store.apply_order(conn, shop_id, order, now)
         for redaction in redactions:
             if (shop_id := shop_ids.get(redaction.shop)) is not None:
-                await privacy.lock_customers(conn, [(shop_id, redaction.customer_id)])
                 await journeys_store.redact_customer(conn, shop_id, redaction.customer_id)
                 await storage.erase_customer(conn, shop_id, redaction.customer_id)
                 key = (shop_id, redaction.customer_id)
@@ -326,7 +325,11 @@ class TaggerWorker:
         orders: list[tuple[str, OrderPlaced]],
         redactions: list[Redaction],
     ) -> set[storage.Key]:
-        """The batch's customers erased by customers/redact, before or in this batch."""
+        """The batch's customers erased by customers/redact, before or in this batch.
+
+        Locked first (this batch's redactions exclusively): another replica's erasure of one of
+        them has committed by then and is seen, or waits for this batch and erases its work.
+        """
         named = [(m[0], m[1]) for m in marks] + [(e.shop, e.customer_id) for e in echoes]
         named += [(c[0], c[1].customer_id) for c in changes]
         named += [(o[0], o[1].customer_id) for o in orders]
@@ -334,10 +337,10 @@ class TaggerWorker:
         keys = {(shop_ids[d], c) for d, c in named if d in shop_ids}
         if not keys:
             return set()
+        now_erased = {(shop_ids[r.shop], r.customer_id) for r in redactions if r.shop in shop_ids}
+        await privacy.lock_customers(conn, keys, erasing=now_erased)
         customers, _ = await privacy.erased_among(conn, keys)
-        return customers | {
-            (shop_ids[r.shop], r.customer_id) for r in redactions if r.shop in shop_ids
-        }
+        return customers | now_erased
 
     def _erase_kept_mail(self, redactions: Iterable[Redaction]) -> None:
         """The local mailbox's copies of mail to erased customers (development only). After

@@ -18,6 +18,7 @@ class SegmenterMetrics:
     batch_size: Histogram
     batch_seconds: Histogram
     stage_seconds: Histogram
+    evaluation_seconds: Histogram
     end_to_end_seconds: Histogram
     consumer_lag: Gauge
     segment_changes: Counter
@@ -62,6 +63,12 @@ class SegmenterMetrics:
                 "timestamp to its batch being taken), then per batch decode, apply (the "
                 "transaction's work), db_commit, publish (the outbox) and offset_commit",
                 ["stage"],
+                buckets=_STAGE_BUCKETS,
+                registry=registry,
+            ),
+            evaluation_seconds=Histogram(
+                "segflow_segmenter_evaluation_seconds",
+                "Time one batch spends evaluating segment rules (CPU, within apply)",
                 buckets=_STAGE_BUCKETS,
                 registry=registry,
             ),

@@ -3,6 +3,7 @@
 The caller owns the transaction; nothing here knows about Kafka.
 """
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
@@ -62,6 +63,15 @@ class BatchOutcome:
     changes: list[Change] = field(default_factory=list)
     # With `defer_fanout`: by shop, changed products that already have buyers.
     changed_products: dict[int, list[int]] = field(default_factory=dict)
+    # Time spent evaluating segment rules (CPU only), bounded as README "Bounded evaluation".
+    evaluation_seconds: float = 0.0
+
+
+@dataclass
+class EvaluationTiming:
+    """Seconds spent evaluating rules, summed over the calls given it."""
+
+    seconds: float = 0.0
 
 
 def _first_occurrences(events: Sequence[ShopEvent]) -> tuple[list[ShopEvent], list[ShopEvent]]:
@@ -170,8 +180,6 @@ async def apply_events(
     order_keys = {key for item in fresh if (key := _order_key(item)) is not None}
     order_owner = await queries.order_customers(conn, order_keys)
     redactions = [r for item in fresh if (r := _redaction(item)) is not None]
-    fresh = await _drop_erased(conn, fresh, order_owner, redactions, outcome)
-    order_keys = {key for item in fresh if (key := _order_key(item)) is not None}
     cause_events: dict[Key, Event] = {}
     for item in fresh:
         for key in _customer_keys(item, order_owner):
@@ -182,6 +190,13 @@ async def apply_events(
         cause_events.setdefault(key, redaction.event)
     # Customers first, then orders: the lock order every writer follows.
     locked = await queries.lock_states(conn, cause_events)
+    # After the row locks: an erasure that held one of them has committed, and is seen now.
+    fresh, erased = await _drop_erased(conn, fresh, order_owner, redactions, outcome)
+    if gone := erased.keys() & locked.keys() - redacted.keys():
+        # Created by lock_states for an event now dropped: an erased customer has no row.
+        await privacy.forget_customers(conn, gone)
+        locked = {key: value for key, value in locked.items() if key not in gone}
+    order_keys = {key for item in fresh if (key := _order_key(item)) is not None}
     orders, stored_parts = await queries.lock_orders(conn, order_keys)
     if any(order.customer_id != order_owner.get(key) for key, order in orders.items()):
         raise StaleOwnershipError("an order changed hands while the batch was read")
@@ -209,7 +224,11 @@ async def apply_events(
         for key, customer in locked.items()
         if key not in redacted
     }
-    outcome.changes = await evaluate_customers(conn, customers, rules, now, cause, cause_events)
+    timing = EvaluationTiming()
+    outcome.changes = await evaluate_customers(
+        conn, customers, rules, now, cause, cause_events, timing=timing
+    )
+    outcome.evaluation_seconds = timing.seconds
     await _erase(conn, list(redacted.values()), now, outcome)
     await _record_data_requests(conn, fresh, now, outcome)
     return outcome
@@ -221,10 +240,12 @@ async def _drop_erased(
     order_owner: Mapping[Key, int | None],
     redactions: Sequence[Redaction],
     outcome: BatchOutcome,
-) -> list[ShopEvent]:
-    """The events that name no erased customer or order (erased before, or by this batch).
+) -> tuple[list[ShopEvent], dict[Key, None]]:
+    """The events that name no erased customer or order (erased before, or by this batch), and
+    the erased customers named.
 
     Events of an erased customer still in Kafka, or sent later, would bring its data back.
+    Called with the batch's customers locked, so an erasure that committed meanwhile is seen.
     """
     wanted_customers = {(r.shop_id, r.customer_id) for r in redactions}
     wanted_orders = {(r.shop_id, o) for r in redactions for o in r.order_ids}
@@ -238,7 +259,7 @@ async def _drop_erased(
     customers |= {(r.shop_id, r.customer_id) for r in redactions}
     orders |= {(r.shop_id, o) for r in redactions for o in r.order_ids}
     if not customers and not orders:
-        return fresh
+        return fresh, {}
     kept = []
     for item in fresh:
         keys = set(_customer_keys(item, order_owner))
@@ -248,7 +269,7 @@ async def _drop_erased(
             outcome.erased.append(item)
         else:
             kept.append(item)
-    return kept
+    return kept, dict.fromkeys(customers)
 
 
 async def _erase(
@@ -353,10 +374,11 @@ async def evaluate_customers(
     cause: str,
     cause_events: dict[Key, Event] | None = None,
     rebuild: bool = False,
+    timing: EvaluationTiming | None = None,
 ) -> list[Change]:
     """Derive facts from the aggregates (building those missing from the stored orders, or
     all with `rebuild`), evaluate the segments whose inputs changed, save the customers and
-    their membership changes."""
+    their membership changes (adding the evaluation's time to `timing`)."""
     if not customers:
         return []
     aggregates = await _aggregates(conn, customers, now, rebuild)
@@ -365,10 +387,12 @@ async def evaluate_customers(
     current = await queries.memberships_of(conn, customers)
     changes: list[Change] = []
     rows = []
+    began = time.perf_counter()
     for key, customer in customers.items():
         state = customer.state
         facts, derived_until = facts_from(state, aggregates[key], now)
-        before = current.get(key, set())
+        # Memberships of a segment being deleted are its deletion's to end, not this batch's.
+        before = current.get(key, set()) & handles.keys()
         if state.deleted:
             members: frozenset[int] = frozenset()
             next_eval_at = None
@@ -399,6 +423,8 @@ async def evaluate_customers(
                     changed_at=now,
                 )
             )
+    if timing is not None:
+        timing.seconds += time.perf_counter() - began
     await queries.save_customers(conn, rows, aggregates)
     await queries.write_changes(conn, changes)
     return changes

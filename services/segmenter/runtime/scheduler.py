@@ -14,6 +14,7 @@ from services.segmenter.runtime.outbox import publish_pending, purge_published
 from services.segmenter.runtime.pipeline import evaluate_customers
 from services.segmenter.runtime.segment_cache import RuleBook
 from services.segmenter.storage import queries
+from services.segmenter.storage.backfill import BackfillOptions, resume_abandoned
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,8 @@ async def evaluate_due(
         keys = await queries.due_customers(conn, now, limit)
         if not keys:
             return 0
-        states = await queries.lock_states(conn, keys)
+        # Due customers exist: one erased since it was picked is not made again.
+        states = await queries.lock_states(conn, keys, create=False)
         await evaluate_customers(conn, states, rules, now, cause)
     return len(keys)
 
@@ -56,7 +58,9 @@ async def evaluate_buyers(
             buyers = await queries.buyers_after(conn, shop_id, product_ids, after, limit)
             if not buyers:
                 return changes
-            states = await queries.lock_states(conn, [(shop_id, buyer) for buyer in buyers])
+            keys = [(shop_id, buyer) for buyer in buyers]
+            # Buyers exist: one erased since the orders were read is not made again.
+            states = await queries.lock_states(conn, keys, create=False)
             # Their products changed type or vendor: their aggregates are built anew.
             changes += len(await evaluate_customers(conn, states, rules, now, cause, rebuild=True))
         after = buyers[-1]
@@ -100,11 +104,16 @@ class Scheduler:
         self._clock = clock
         self._batch = batch
         self._rules = RuleBook()
+        self._backfill = BackfillOptions(
+            chunk=settings.backfill_chunk_size, lease_seconds=settings.backfill_lease_seconds
+        )
 
     async def run_once(self, stop: asyncio.Event | None = None) -> int:
         """Evaluate every customer due now, publish the changes; return how many were due.
 
-        With `stop` set, it returns between batches (the rest is due again next start)."""
+        With `stop` set, it returns between batches (the rest is due again next start).
+        First it finishes segment backfills whose runner died (their lease ran out)."""
+        await resume_abandoned(self._pool, self._clock, self._backfill, stop)
         while await fan_out_products(self._pool, self._clock()) > 0:
             if stop is not None and stop.is_set():
                 break

@@ -370,6 +370,8 @@ class SegmenterWorker:
                     stage = self._metrics.stage_seconds
                     stage.labels("apply").observe(applied - began)
                     stage.labels("db_commit").observe(time.perf_counter() - applied)
+                    if outcome.applied:
+                        self._metrics.evaluation_seconds.observe(outcome.evaluation_seconds)
                     return outcome
             except RETRYABLE:
                 if attempt == _CONFLICT_ATTEMPTS - 1:

@@ -234,8 +234,10 @@ INSERT INTO segment_changes (shop_id, customer_id, segment_id, segment_handle, s
 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::int[],
     $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[])
 """
+# A segment being deleted is no longer evaluated; its exits are written by its backfill run.
 SEGMENTS_OF_SHOPS = """
-SELECT id, shop_id, handle, version, conditions FROM segments WHERE shop_id = ANY($1::bigint[])
+SELECT id, shop_id, handle, version, conditions FROM segments
+WHERE shop_id = ANY($1::bigint[]) AND NOT deleting
 """
 # Two-int advisory locks live apart from single-bigint ones (the migration lock uses those).
 SHOP_LOCK_CLASS = 0x5E6
@@ -471,11 +473,15 @@ async def schedule_buyers(
     await conn.execute(SCHEDULE_BUYERS, shop_id, list(product_ids), now)
 
 
-async def lock_states(conn: asyncpg.Connection, keys: Iterable[Key]) -> dict[Key, LockedCustomer]:
-    """Create missing customers, lock all of them, and load their state and aggregates (one
-    row each; their orders stay in the table)."""
+async def lock_states(
+    conn: asyncpg.Connection, keys: Iterable[Key], *, create: bool = True
+) -> dict[Key, LockedCustomer]:
+    """Create missing customers (unless not `create`), lock all of them, and load their state
+    and aggregates (one row each; their orders stay in the table). Without `create`, a
+    customer deleted meanwhile (erased) is left out."""
     columns = _columns(sorted(set(keys)))
-    await conn.execute(ENSURE_CUSTOMERS, *columns, _EMPTY_AGGREGATES)
+    if create:
+        await conn.execute(ENSURE_CUSTOMERS, *columns, _EMPTY_AGGREGATES)
     rows = await conn.fetch(LOCK_CUSTOMERS, *columns)
     return {
         (row["shop_id"], row["customer_id"]): LockedCustomer(

@@ -1,8 +1,8 @@
 """Segments: create, change and delete them, backfilling membership over all stored customers.
 
-Backfill is one SQL statement per segment (the rule compiled to a WHERE clause), not a loop
-over customers. Each holds the shop's exclusive advisory lock, so it never interleaves with a
-batch evaluating the same shop's customers against an older version.
+The edit itself holds the shop's exclusive lock for one short transaction (the new version);
+the backfill then runs in chunks under the shared lock, with events flowing between them.
+Why that is correct: services/segmenter/storage/backfill.py.
 """
 
 from collections.abc import Mapping, Sequence
@@ -14,66 +14,44 @@ import asyncpg
 
 from services.common.jsontext import encode_json
 from services.segmenter.domain.rules.compile_sql import compile_where
-from services.segmenter.domain.rules.schedule import reads_time
 from services.segmenter.domain.rules.templates import builtin_templates
 from services.segmenter.storage import queries
-
-INSERT_SEGMENT = """
-INSERT INTO segments (shop_id, handle, name, description, conditions, actions, template)
-VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7)
-ON CONFLICT (shop_id, handle) DO NOTHING
-RETURNING id, version
-"""
-UPDATE_SEGMENT = """
-UPDATE segments SET name = $3, description = $4, conditions = $5::jsonb, actions = $6::jsonb,
-    version = version + 1, updated_at = now()
-WHERE shop_id = $1 AND id = $2
-RETURNING id, version, handle
-"""
-SEGMENT_FOR_UPDATE = "SELECT * FROM segments WHERE shop_id = $1 AND id = $2 FOR UPDATE"
-EXIT_ALL_MEMBERS = """
-INSERT INTO segment_changes (shop_id, customer_id, segment_id, segment_handle, segment_version,
-    change, cause, changed_at)
-SELECT m.shop_id, m.customer_id, m.segment_id, $3, $4, 'exited', 'segment_deleted', $5
-FROM memberships m WHERE m.shop_id = $1 AND m.segment_id = $2
-"""
-DELETE_SEGMENT = "DELETE FROM segments WHERE shop_id = $1 AND id = $2"
-# Re-evaluated by the scheduler soon, so each customer's next_eval_at accounts for the rule.
-RESCHEDULE_SHOP = """
-UPDATE customers SET next_eval_at = $2
-WHERE shop_id = $1 AND NOT deleted AND (next_eval_at IS NULL OR next_eval_at > $2)
-"""
-
-_BACKFILL = """
-WITH matched AS (
-    SELECT customer_id FROM customers
-    WHERE shop_id = $1 AND NOT deleted AND ({where})
-), entered AS (
-    INSERT INTO memberships (shop_id, segment_id, customer_id, since)
-    SELECT $1, $2, customer_id, $5 FROM matched
-    ON CONFLICT DO NOTHING
-    RETURNING customer_id
-), exited AS (
-    DELETE FROM memberships m
-    WHERE m.segment_id = $2
-      AND NOT EXISTS (SELECT 1 FROM matched WHERE matched.customer_id = m.customer_id)
-    RETURNING customer_id
-), changes AS (
-    INSERT INTO segment_changes (shop_id, customer_id, segment_id, segment_handle,
-        segment_version, change, cause, changed_at)
-    SELECT $1::bigint, customer_id, $2::bigint, $3::text, $4::int, 'entered', 'backfill',
-        $5::timestamptz
-    FROM entered
-    UNION ALL
-    SELECT $1::bigint, customer_id, $2::bigint, $3::text, $4::int, 'exited', 'backfill',
-        $5::timestamptz
-    FROM exited
-    RETURNING change
+from services.segmenter.storage.backfill import (
+    RESTART,
+    BackfillOptions,
+    BackfillResult,
+    Claim,
+    run,
 )
-SELECT count(*) FILTER (WHERE change = 'entered') AS entered,
-       count(*) FILTER (WHERE change = 'exited') AS exited
-FROM changes
+
+# Every segment of a shop is evaluated for each of its customers in a batch: this bounds that
+# work (README, "Bounded evaluation"); SEGFLOW_MAX_SEGMENTS_PER_SHOP changes it for the API.
+MAX_SEGMENTS_PER_SHOP = 100
+
+COUNT_SEGMENTS = "SELECT count(*) FROM segments WHERE shop_id = $1"
+INSERT_SEGMENT = """
+INSERT INTO segments (shop_id, handle, name, description, conditions, actions, template,
+    backfill_version, backfill_owner, backfill_lease_until)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7,
+    1, gen_random_uuid(), clock_timestamp() + make_interval(secs => $8))
+ON CONFLICT (shop_id, handle) DO NOTHING
+RETURNING id, version, backfill_owner
 """
+UPDATE_SEGMENT = f"""
+UPDATE segments SET name = $3, description = $4, conditions = $5::jsonb, actions = $6::jsonb,
+    version = version + 1, updated_at = now(),
+    {RESTART.format(version="version + 1", lease="$7")}
+WHERE shop_id = $1 AND id = $2 AND NOT deleting
+RETURNING id, version, backfill_owner
+"""
+# Batches stop seeing the segment at once; its members' exits are written chunk by chunk.
+MARK_DELETING = f"""
+UPDATE segments SET deleting = true, updated_at = now(),
+    {RESTART.format(version="version", lease="$3")}
+WHERE shop_id = $1 AND id = $2 AND NOT deleting
+RETURNING version, backfill_owner
+"""
+
 # `$2` is the evaluation time; a rule that does not read it still has to name it once.
 _COUNT = """
 SELECT count(*) FROM customers
@@ -84,31 +62,6 @@ SELECT customer_id FROM customers
 WHERE shop_id = $1 AND $2::timestamptz IS NOT NULL AND NOT deleted AND ({where})
 ORDER BY customer_id LIMIT {limit}
 """
-
-
-@dataclass(frozen=True)
-class BackfillResult:
-    entered: int
-    exited: int
-
-
-async def backfill(
-    conn: asyncpg.Connection,
-    shop_id: int,
-    segment_id: int,
-    handle: str,
-    version: int,
-    conditions: Mapping[str, Any],
-    now: datetime,
-) -> BackfillResult:
-    """Bring the segment's memberships in line with its rule for every stored customer."""
-    where, params = compile_where(conditions, now_param=5, first_param=6)
-    row = await conn.fetchrow(
-        _BACKFILL.format(where=where), shop_id, segment_id, handle, version, now, *params
-    )
-    if reads_time(conditions):
-        await conn.execute(RESCHEDULE_SHOP, shop_id, now)
-    return BackfillResult(row["entered"], row["exited"])
 
 
 async def preview(
@@ -143,63 +96,95 @@ class SegmentSpec:
     template: str | None = None
 
 
+class TooManySegmentsError(Exception):
+    """The shop has as many segments as it may have."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"a shop has at most {limit} segments")
+        self.limit = limit
+
+
 async def create_segment(
-    conn: asyncpg.Connection, shop_id: int, spec: SegmentSpec, now: datetime
+    conn: asyncpg.Connection,
+    shop_id: int,
+    spec: SegmentSpec,
+    now: datetime,
+    options: BackfillOptions | None = None,
+    max_segments: int = MAX_SEGMENTS_PER_SHOP,
 ) -> tuple[int, BackfillResult] | None:
-    """Insert and backfill a segment in the caller's transaction; None if the handle is taken."""
-    await queries.lock_shop_exclusive(conn, shop_id)
-    row = await conn.fetchrow(
-        INSERT_SEGMENT,
-        shop_id,
-        spec.handle,
-        spec.name,
-        spec.description,
-        to_json(spec.conditions),
-        to_json(spec.actions),
-        spec.template,
-    )
+    """Insert a segment (one short transaction) and backfill it; None if the handle is taken.
+
+    Raises TooManySegmentsError at the shop's limit. Inside a caller's transaction every step
+    is a savepoint of it, so nothing is visible (and the lock is held) until it commits.
+    """
+    options = options or BackfillOptions()
+    async with conn.transaction():
+        await queries.lock_shop_exclusive(conn, shop_id)
+        if await conn.fetchval(COUNT_SEGMENTS, shop_id) >= max_segments:
+            raise TooManySegmentsError(max_segments)
+        row = await conn.fetchrow(
+            INSERT_SEGMENT,
+            shop_id,
+            spec.handle,
+            spec.name,
+            spec.description,
+            to_json(spec.conditions),
+            to_json(spec.actions),
+            spec.template,
+            options.lease_seconds,
+        )
     if row is None:
         return None
-    result = await backfill(
-        conn, shop_id, row["id"], spec.handle, row["version"], spec.conditions, now
-    )
-    return row["id"], result
+    claim = Claim(shop_id, row["id"], row["version"], row["backfill_owner"])
+    return row["id"], await run(conn, claim, now, options)
 
 
 async def update_segment(
-    conn: asyncpg.Connection, shop_id: int, segment_id: int, spec: SegmentSpec, now: datetime
+    conn: asyncpg.Connection,
+    shop_id: int,
+    segment_id: int,
+    spec: SegmentSpec,
+    now: datetime,
+    options: BackfillOptions | None = None,
 ) -> BackfillResult | None:
-    """Change a segment (a new version) and backfill it; None if the shop has no such segment."""
-    await queries.lock_shop_exclusive(conn, shop_id)
-    row = await conn.fetchrow(
-        UPDATE_SEGMENT,
-        shop_id,
-        segment_id,
-        spec.name,
-        spec.description,
-        to_json(spec.conditions),
-        to_json(spec.actions),
-    )
+    """Change a segment (a new version, one short transaction) and backfill it; None if the
+    shop has no such segment. A backfill of an older version still running stops."""
+    options = options or BackfillOptions()
+    async with conn.transaction():
+        await queries.lock_shop_exclusive(conn, shop_id)
+        row = await conn.fetchrow(
+            UPDATE_SEGMENT,
+            shop_id,
+            segment_id,
+            spec.name,
+            spec.description,
+            to_json(spec.conditions),
+            to_json(spec.actions),
+            options.lease_seconds,
+        )
     if row is None:
         return None
-    return await backfill(
-        conn, shop_id, segment_id, row["handle"], row["version"], spec.conditions, now
-    )
+    claim = Claim(shop_id, segment_id, row["version"], row["backfill_owner"])
+    return await run(conn, claim, now, options)
 
 
 async def delete_segment(
-    conn: asyncpg.Connection, shop_id: int, segment_id: int, now: datetime
+    conn: asyncpg.Connection,
+    shop_id: int,
+    segment_id: int,
+    now: datetime,
+    options: BackfillOptions | None = None,
 ) -> int | None:
-    """Delete a segment, emitting an exit for every member; None if there is no such segment."""
-    await queries.lock_shop_exclusive(conn, shop_id)
-    row = await conn.fetchrow(SEGMENT_FOR_UPDATE, shop_id, segment_id)
+    """Delete a segment, emitting an exit for every member (in chunks); None if there is no
+    such segment. Return how many exits this call wrote."""
+    options = options or BackfillOptions()
+    async with conn.transaction():
+        await queries.lock_shop_exclusive(conn, shop_id)
+        row = await conn.fetchrow(MARK_DELETING, shop_id, segment_id, options.lease_seconds)
     if row is None:
         return None
-    status = await conn.execute(
-        EXIT_ALL_MEMBERS, shop_id, segment_id, row["handle"], row["version"], now
-    )
-    await conn.execute(DELETE_SEGMENT, shop_id, segment_id)
-    return int(status.split()[-1])
+    claim = Claim(shop_id, segment_id, row["version"], row["backfill_owner"])
+    return (await run(conn, claim, now, options)).exited
 
 
 MARK_TEMPLATES_INSTALLED = """

@@ -114,3 +114,8 @@ async def test_changes_are_published_after_the_commit_without_the_scheduler_roun
             "segflow_segmenter_stage_seconds_count", {"stage": stage}
         )
         assert count is not None and count >= 2, stage
+    # And the rule evaluation of each batch that applied events, on its own.
+    evaluated = segmenter.get_sample_value("segflow_segmenter_evaluation_seconds_count")
+    assert evaluated is not None and evaluated >= 2
+    spent = segmenter.get_sample_value("segflow_segmenter_evaluation_seconds_sum")
+    assert spent is not None and spent > 0

@@ -282,7 +282,7 @@ async def test_a_customer_erased_while_its_tags_are_written_gets_no_ledger_rows_
     async with t.db.transaction():
         # The erasure's lock first, so the round takes the work, asks Shopify, and then has to
         # wait at its write; the erasure itself runs while it waits.
-        await privacy.lock_customers(t.db, [(t.shop_id, 1)])
+        await privacy.lock_customers(t.db, [(t.shop_id, 1)], erasing=[(t.shop_id, 1)])
         round_task = asyncio.create_task(t.reconciler.round())
 
         async def round_waits_at_its_write() -> bool:

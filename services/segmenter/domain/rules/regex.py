@@ -18,6 +18,13 @@ import re2
 
 MAX_LENGTH = 200
 MAX_REPEAT = 255  # PostgreSQL's limit for {m,n}
+# RE2's time per character of text grows with its program (the compiled instructions; `a`
+# is 1, `[a-z]{1,255}` about 510): this bounds a pattern's cost per character. 200 characters
+# of counted repeats reach about 11,000.
+MAX_PROGRAM_SIZE = 2000
+# The memory RE2 may take for one pattern (its program and its DFA cache; past the cache it
+# falls back to its NFA, still linear in the text). RE2's default is 8 MiB.
+MAX_MEM = 2 << 20
 
 _SPECIAL = frozenset("\\.^$|()[]{}*+?-")
 _NOT_IN_SET = frozenset("\\[]^&~|")  # escapes, nested classes and set operations differ
@@ -30,6 +37,10 @@ def _is_count(text: str) -> bool:
 
 class RegexError(ValueError):
     """The pattern is outside the portable subset."""
+
+
+class RegexTooLargeError(RegexError):
+    """The pattern compiles to more RE2 instructions than MAX_PROGRAM_SIZE."""
 
 
 class _Translator:
@@ -184,9 +195,15 @@ def compile_search(pattern: str) -> Callable[[str], bool]:
     """A linear-time test: does re.search(pattern, text) find a match; raises RegexError."""
     options = re2.Options()
     options.log_errors = False  # a refused pattern is the caller's RuleError, not a log line
+    options.max_mem = MAX_MEM
     try:
         compiled = re2.compile(to_re2(pattern), options=options)
     except re2.error as exc:
         raise RegexError(f"RE2 refused it: {exc}") from None
+    if compiled.programsize > MAX_PROGRAM_SIZE:
+        raise RegexTooLargeError(
+            f"it compiles to {compiled.programsize} RE2 instructions, more than "
+            f"{MAX_PROGRAM_SIZE}: use fewer or smaller counted repeats"
+        )
     search = compiled.search
     return lambda text: search(text) is not None

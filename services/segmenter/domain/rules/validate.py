@@ -17,7 +17,15 @@ from business_rules.fields import (
 )
 
 from services.segmenter.domain.rules.operators import FIELD_KEY_COUNT, FIELD_NUMERIC_RANGE
-from services.segmenter.domain.rules.regex import RegexError, compile_search, to_postgres
+from services.segmenter.domain.rules.regex import (
+    MAX_LENGTH as MAX_REGEX,
+)
+from services.segmenter.domain.rules.regex import (
+    RegexError,
+    RegexTooLargeError,
+    compile_search,
+    to_postgres,
+)
 from services.segmenter.domain.rules.variables import VARIABLES
 
 MAX_DEPTH = 10  # nested all/any groups
@@ -42,6 +50,15 @@ class RuleError(ValueError):
         super().__init__(f"{path}: {message}")
         self.path = path
         self.message = message
+
+
+class RuleLimitError(RuleError):
+    """A rule exceeds one of the limits that bound its evaluation time; `limit` names it
+    (conditions, depth, text, regex_length, regex_program)."""
+
+    def __init__(self, path: str, message: str, limit: str) -> None:
+        super().__init__(path, message)
+        self.limit = limit
 
 
 def validate_conditions(obj: object) -> None:
@@ -98,7 +115,7 @@ class _Walker:
         if not groups:
             self.conditions += 1
             if self.conditions > MAX_CONDITIONS:
-                raise RuleError(path, f"more than {MAX_CONDITIONS} conditions")
+                raise RuleLimitError(path, f"more than {MAX_CONDITIONS} conditions", "conditions")
             _condition(node, path)
             return
         if len(node) != 1:
@@ -106,7 +123,7 @@ class _Walker:
         key = groups[0]
         group_path = f"{path}.{key}"
         if depth > MAX_DEPTH:
-            raise RuleError(group_path, f"groups nest at most {MAX_DEPTH} deep")
+            raise RuleLimitError(group_path, f"groups nest at most {MAX_DEPTH} deep", "depth")
         children = node[key]
         if not isinstance(children, list) or not children:
             raise RuleError(group_path, "expected a non-empty list")
@@ -182,7 +199,7 @@ def _text(value: object, path: str, max_length: int, *, allow_empty: bool) -> st
     if not value and not allow_empty:
         raise RuleError(path, "expected a non-empty string")
     if len(value) > max_length:
-        raise RuleError(path, f"longer than {max_length} characters")
+        raise RuleLimitError(path, f"longer than {max_length} characters", "text")
     if "\x00" in value:
         raise RuleError(path, "NUL characters are not allowed")
     return value
@@ -190,9 +207,13 @@ def _text(value: object, path: str, max_length: int, *, allow_empty: bool) -> st
 
 def _regex(value: object, path: str) -> None:
     pattern = _text(value, path, MAX_TEXT, allow_empty=False)
+    if len(pattern) > MAX_REGEX:
+        raise RuleLimitError(path, f"a pattern is at most {MAX_REGEX} characters", "regex_length")
     try:
         to_postgres(pattern)
         compile_search(pattern)
+    except RegexTooLargeError as exc:
+        raise RuleLimitError(path, str(exc), "regex_program") from None
     except RegexError as exc:
         raise RuleError(path, f"unsupported regular expression: {exc}") from None
 

@@ -5,10 +5,14 @@ from typing import Any
 
 import pytest
 
+from services.segmenter.domain.rules.regex import MAX_LENGTH as MAX_REGEX
+from services.segmenter.domain.rules.regex import MAX_PROGRAM_SIZE, compile_search
 from services.segmenter.domain.rules.validate import (
     MAX_CONDITIONS,
     MAX_DEPTH,
+    MAX_TEXT,
     RuleError,
+    RuleLimitError,
     validate_actions,
     validate_conditions,
 )
@@ -176,6 +180,50 @@ def test_at_most_max_conditions_in_a_rule() -> None:
     error = error_of({"all": [OK] * 100 + [{"any": [OK] * (MAX_CONDITIONS - 99)}]})
     assert error.path == f"conditions.all[100].any[{MAX_CONDITIONS - 100}]"
     assert "more than" in error.message
+
+
+# Counted repeats of a class: each `[a-z]{1,255}` is about 510 RE2 instructions.
+WIDE = "[a-z]{1,255}"
+
+
+@pytest.mark.parametrize(
+    ("conditions", "limit"),
+    [
+        ({"all": [OK] * (MAX_CONDITIONS + 1)}, "conditions"),
+        (nested(MAX_DEPTH + 1), "depth"),
+        ({"all": [when("city", "equal_to", "x" * (MAX_TEXT + 1))]}, "text"),
+        ({"all": [when("tags", "contains", "x" * (MAX_TEXT + 1))]}, "text"),
+        ({"all": [when("email", "matches_regex", "a" * (MAX_REGEX + 1))]}, "regex_length"),
+        ({"all": [when("email", "matches_regex", WIDE * 5)]}, "regex_program"),
+    ],
+)
+def test_each_limit_is_a_rule_limit_error_naming_it(conditions: object, limit: str) -> None:
+    error = error_of(conditions)
+    assert isinstance(error, RuleLimitError)
+    assert error.limit == limit
+
+
+@pytest.mark.parametrize(
+    "conditions",
+    [
+        {"all": [OK] * MAX_CONDITIONS},
+        {"all": [when("city", "equal_to", "x" * MAX_TEXT)]},
+        {"all": [when("email", "matches_regex", "a" * MAX_REGEX)]},
+        {"all": [when("email", "matches_regex", WIDE * 3)]},
+    ],
+)
+def test_rules_at_each_limit_pass(conditions: object) -> None:
+    validate_conditions(conditions)
+
+
+def test_the_program_size_limit_is_what_re2_compiles() -> None:
+    with pytest.raises(ValueError, match=f"more than {MAX_PROGRAM_SIZE}"):
+        compile_search(WIDE * 5)
+    compile_search(WIDE * 3)
+
+
+def test_an_invalid_rule_is_not_a_limit_error() -> None:
+    assert not isinstance(error_of({"all": [when("nope", "equal_to", 1)]}), RuleLimitError)
 
 
 def test_valid_actions_pass() -> None:
