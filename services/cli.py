@@ -19,7 +19,7 @@ from services.common.serve import (
     stop_event_on_signals,
 )
 from services.common.settings import Settings
-from services.common.shops import LIST_SHOPS, ShopExistsError, create_shop
+from services.common.shops import ShopExistsError
 
 
 def _out(text: str) -> None:
@@ -173,35 +173,74 @@ async def _cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _cmd_shops_add(settings: Settings, args: argparse.Namespace) -> int:
-    from services.segmenter.storage.segments import install_templates
-    from services.tagger.journeys_store import install_journeys
+async def _cmd_shops_create(settings: Settings, args: argparse.Namespace) -> int:
+    from services.api.admin import register_shop
 
     conn = await asyncpg.connect(settings.require_database_url())
     try:
-        async with conn.transaction():
-            creds = await create_shop(
-                conn, args.domain, webhook_secret=args.webhook_secret, replace=args.rotate
-            )
-            installed = await install_templates(conn, creds.shop_id, datetime.now(UTC))
-            journeys = await install_journeys(conn, creds.shop_id, datetime.now(UTC))
+        done = await register_shop(
+            conn, args.domain, datetime.now(UTC), webhook_secret=args.webhook_secret
+        )
     except ShopExistsError:
-        _out(f"shop {args.domain} exists already; use --rotate to issue new credentials")
+        _out(
+            f"shop {args.domain} exists already; issue a new key with "
+            f"`segflow shops rotate {args.domain} KIND`"
+        )
         return 1
     except ValueError as exc:
         _out(str(exc))
         return 2
     finally:
         await conn.close()
+    creds = done.credentials
     _out(f"shop            {creds.domain}")
     _out(f"webhook secret  {creds.webhook_secret}")
-    _out(f"API token       {creds.api_token}")
+    _out(f"admin token     {creds.api_token}   (server side only: everything of the shop)")
+    _out(f"read key        {creds.read_key}   (GET /v1/customers/ID/segments only)")
+    _out(f"events key      {creds.events_key}   (POST /v1/events only; may sit in a storefront)")
     _out(f"Flow secret     {creds.flow_secret}")
-    _out("These are shown once; segflow keeps only hashes of the API token and Flow secret.")
-    if installed:
-        _out(f"Installed {installed} built-in segments (edit or remove them over the API).")
-    if journeys:
-        _out(f"Installed {journeys} built-in email journeys (edit or remove them over the API).")
+    _out("These are shown once; segflow keeps only hashes of the keys and the Flow secret.")
+    if done.segments_installed:
+        _out(
+            f"Installed {done.segments_installed} built-in segments "
+            "(edit or remove them over the API)."
+        )
+    if done.journeys_installed:
+        _out(
+            f"Installed {done.journeys_installed} built-in email journeys "
+            "(edit or remove them over the API)."
+        )
+    return 0
+
+
+async def _cmd_shops_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from services.common.shops import Kind, UnknownShopError, rotate_credential
+
+    conn = await asyncpg.connect(settings.require_database_url())
+    try:
+        rotated = await rotate_credential(
+            conn,
+            args.domain,
+            Kind(args.kind),
+            grace=timedelta(seconds=args.grace_seconds),
+            secret=args.webhook_secret,
+        )
+    except UnknownShopError:
+        _out(f"no shop {args.domain}")
+        return 2
+    except ValueError as exc:
+        _out(str(exc))
+        return 2
+    finally:
+        await conn.close()
+    _out(f"new {rotated.kind.value:<8} {rotated.secret}")
+    if rotated.previous_expire_at is None:
+        _out("There was no previous one.")
+    else:
+        _out(f"The previous ones work until {rotated.previous_expire_at.isoformat()}.")
+    _out("Shown once; segflow keeps only a hash (the webhook secret in clear).")
     return 0
 
 
@@ -214,7 +253,7 @@ async def _cmd_shops_connect(settings: Settings, args: argparse.Namespace) -> in
     try:
         shop_id = await conn.fetchval("SELECT id FROM shops WHERE domain = $1", args.domain)
         if shop_id is None:
-            _out(f"no shop {args.domain}; add it first with `segflow shops add {args.domain}`")
+            _out(f"no shop {args.domain}; create it first: `segflow shops create {args.domain}`")
             return 2
         connected = await connect_shop(
             conn,
@@ -249,13 +288,19 @@ async def _cmd_shops_connect(settings: Settings, args: argparse.Namespace) -> in
 
 
 async def _cmd_shops_list(settings: Settings, args: argparse.Namespace) -> int:
+    from services.common.shops import list_shops
+
     conn = await asyncpg.connect(settings.require_database_url())
     try:
-        rows = await conn.fetch(LIST_SHOPS)
+        shops = await list_shops(conn)
     finally:
         await conn.close()
-    for row in rows:
-        _out(f"{row['id']}\t{row['domain']}\t{row['created_at'].isoformat()}")
+    for shop in shops:
+        keys = " ".join(
+            c.kind.value + (f"(until {c.expires_at.isoformat()})" if c.expires_at else "")
+            for c in shop.credentials
+        )
+        _out(f"{shop.id}\t{shop.domain}\t{shop.created_at.isoformat()}\t{keys}")
     return 0
 
 
@@ -373,11 +418,29 @@ def build_parser() -> argparse.ArgumentParser:
     shops = sub.add_parser("shops", help="manage shops").add_subparsers(
         dest="action", required=True
     )
-    add = shops.add_parser("add", help="register a shop and print its credentials once")
-    add.add_argument("domain")
-    add.add_argument("--webhook-secret", help="the Shopify app's webhook secret (else generated)")
-    add.add_argument("--rotate", action="store_true", help="issue new credentials if it exists")
-    shops.add_parser("list", help="list shops")
+    create = shops.add_parser(
+        "create", aliases=["add"], help="register a shop and print its credentials once"
+    )
+    create.add_argument("domain")
+    create.add_argument(
+        "--webhook-secret", help="the Shopify app's webhook secret (else generated)"
+    )
+    rotate = shops.add_parser(
+        "rotate",
+        help="issue a new key of one kind; the previous ones keep working for the grace",
+    )
+    rotate.add_argument("domain")
+    rotate.add_argument("kind", choices=["admin", "read", "events", "flow", "webhook"])
+    rotate.add_argument(
+        "--grace-seconds",
+        type=int,
+        default=86_400,
+        help="how long the previous ones keep working (default 24 h; 0 revokes them at once)",
+    )
+    rotate.add_argument(
+        "--webhook-secret", help="webhook kind only: the new secret Shopify shows (else generated)"
+    )
+    shops.add_parser("list", help="list shops and their live credentials (never a secret)")
     connect = shops.add_parser(
         "connect", help="store a shop's Admin API token (sealed) and register its webhooks"
     )
@@ -421,7 +484,9 @@ COMMANDS = {
     "migrate": _cmd_migrate,
     "topics": _cmd_topics,
     "demo": _cmd_demo,
-    ("shops", "add"): _cmd_shops_add,
+    ("shops", "create"): _cmd_shops_create,
+    ("shops", "add"): _cmd_shops_create,
+    ("shops", "rotate"): _cmd_shops_rotate,
     ("shops", "list"): _cmd_shops_list,
     ("shops", "connect"): _cmd_shops_connect,
     "tagger": _cmd_tagger,

@@ -208,6 +208,8 @@ async def settings(database_url: str, kafka_bootstrap: str) -> Settings:
 
 @pytest.fixture
 async def shop(db: asyncpg.Connection) -> ShopCredentials:
+    """The test shop with one credential of each kind: `api_token` (admin), `read_key`,
+    `events_key`, `flow_secret`, `webhook_secret` (`shop.of(Kind.READ)` by kind)."""
     return await create_shop(db, "test-shop.myshopify.com")
 
 

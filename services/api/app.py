@@ -1,6 +1,8 @@
-"""The segmenter's REST API: customers' segments and state, segments CRUD, preview, members.
+"""The segmenter's REST API: customers' segments and state, segments CRUD, preview, members,
+and the operator's /v1/admin routes (admin.py).
 
-Every route is scoped to the shop of the bearer token; another shop's data is a 404.
+Every shop route is scoped to the shop of the bearer key; another shop's data is a 404. The
+segments lookup takes the read key or the admin token, every other shop route the admin token.
 Shopify ids are strings in JSON (JavaScript cannot hold them); money is a decimal string.
 """
 
@@ -18,6 +20,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from services.api.admin import admin_router
 from services.api.lookup import OPENAPI as LOOKUP_OPENAPI
 from services.api.lookup import (
     PATTERN,
@@ -28,7 +31,7 @@ from services.api.lookup import (
 )
 from services.api.rule_metrics import RuleMetrics
 from services.common import privacy
-from services.common.auth import ShopDep
+from services.common.auth import ShopDep, refusal_counter
 from services.common.bodylimit import add_body_limit
 from services.common.db import create_pool, database_ready
 from services.common.envelope import PayloadError, loads_json, parse_payload_object
@@ -215,6 +218,7 @@ def create_app(
     """
     now = clock or (lambda: datetime.now(UTC))
     registry = registry or new_registry()
+    refusals = refusal_counter(registry)
     rule_metrics = RuleMetrics.create(registry)
     backfill_options = BackfillOptions(
         chunk=settings.backfill_chunk_size, lease_seconds=settings.backfill_lease_seconds
@@ -231,7 +235,9 @@ def create_app(
             reset_session=False,
         )
         app.state.pool = pool
-        app.state.shops = ShopDirectory(pool)
+        app.state.shops = ShopDirectory(
+            pool, settings.shop_cache_ttl_seconds, clock=now, refusals=refusals
+        )
         lookup.state = LookupState(pool, app.state.shops, limiter)
         try:
             yield
@@ -252,6 +258,7 @@ def create_app(
     app.add_fast_pattern(PATTERN, TEMPLATE, lookup, LOOKUP_OPENAPI)
     install_error_handlers(app)
     mount_metrics(app, registry)
+    app.include_router(admin_router(settings, now, refusals))
 
     def pool_of(request: Request) -> asyncpg.Pool:
         # Sync on purpose: made async, the lookup served 2.5x fewer requests from 8

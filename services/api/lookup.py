@@ -13,7 +13,8 @@ from typing import Any
 import asyncpg
 from starlette.types import Receive, Scope, Send
 
-from services.common.errors import error_body
+from services.common.auth import READERS, authenticate, bearer_token
+from services.common.errors import ApiError, error_body
 from services.common.fastpath import openapi_error, send_json
 from services.common.ratelimit import RateLimiter
 from services.common.shops import ShopDirectory
@@ -33,9 +34,6 @@ ORDER BY s.handle
 """
 
 _ASCII_ID = re.compile(r"[0-9]{1,19}")
-_UNAUTHORIZED = error_body(
-    "unauthorized", "a valid `Authorization: Bearer <api token>` header is required"
-)
 _NOT_FOUND = error_body("not_found", "no such customer")
 
 
@@ -53,8 +51,7 @@ def path_id(value: str) -> int | None:
 def _bearer(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else None
+            return bearer_token(value.decode("latin-1"))
     return None
 
 
@@ -81,10 +78,11 @@ class CustomerSegmentsEndpoint:
         state = self.state
         if state is None:
             raise RuntimeError("the API lifespan has not started")
-        token = _bearer(scope)
-        shop = await state.shops.by_api_token(token) if token is not None else None
-        if shop is None:
-            await send_json(send, 401, _UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
+        try:
+            # The read key or the admin token (auth.READERS); the shared check answers 401/403.
+            shop = await authenticate(state.shops, _bearer(scope), READERS)
+        except ApiError as exc:
+            await send_json(send, exc.status, error_body(exc.code, exc.message), exc.headers)
             return
         refusal = state.limiter.refusal(shop.id, "GET") if state.limiter is not None else None
         if refusal is not None:
@@ -153,6 +151,7 @@ OPENAPI: dict[str, Any] = {
                 },
             },
             "401": openapi_error("unauthorized"),
+            "403": openapi_error("forbidden: an events or Flow key (needs read or admin)"),
             "404": openapi_error("not_found: no such customer in this shop"),
             "429": {
                 **openapi_error("rate_limited: this shop's read requests exceed its rate"),

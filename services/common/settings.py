@@ -206,8 +206,18 @@ class Settings(BaseSettings):
     demo_webhook_secret: str | None = None
     demo_api_token: str | None = None
     demo_flow_secret: str | None = None
+    demo_read_key: str | None = None
+    demo_events_key: str | None = None
     # The demo shop's Admin API token on the local Shopify stand-in (else one per start).
     demo_shopify_token: str | None = None
+
+    # The operator's bearer token for the API's /v1/admin endpoints (shops, rotation); unset,
+    # those endpoints are closed. The previous one also opens them while it is being rotated.
+    operator_token: SecretStr | None = Field(default=None, min_length=32)
+    operator_token_previous: SecretStr | None = Field(default=None, min_length=32)
+    # How long a process may keep using a looked-up shop credential: the bound on how late a
+    # revoked key (or a deleted shop) stops opening anything. An expiry is never outlived.
+    shop_cache_ttl_seconds: float = Field(default=10.0, ge=0, le=300)
 
     # Email (the tagger's journeys). The SMTP server mail is handed to; `segflow mailbox` and
     # `segflow dev` run a local one here that keeps every message as an .eml file.
@@ -280,6 +290,8 @@ class Settings(BaseSettings):
             self.demo_webhook_secret,
             self.demo_api_token,
             self.demo_flow_secret,
+            self.demo_read_key,
+            self.demo_events_key,
             self.demo_shopify_token,
         )
         if self.environment == "production" and any(demo_secrets):
@@ -288,6 +300,12 @@ class Settings(BaseSettings):
             raise ValueError("SEGFLOW_CRASH_AT is a test hook; unset it in production")
         if self.environment == "production" and self.mailbox_refuse:
             raise ValueError("SEGFLOW_MAILBOX_REFUSE is a test hook; unset it in production")
+        return self
+
+    @model_validator(mode="after")
+    def _check_operator_tokens(self) -> "Settings":
+        if self.operator_token_previous is not None and self.operator_token is None:
+            raise ValueError("SEGFLOW_OPERATOR_TOKEN_PREVIOUS needs SEGFLOW_OPERATOR_TOKEN")
         return self
 
     @model_validator(mode="after")

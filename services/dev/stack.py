@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import re
+import secrets
 import shutil
 import sys
 from dataclasses import dataclass
@@ -131,6 +132,8 @@ async def prepare(settings: Settings, infra: Infrastructure) -> ShopCredentials:
                 webhook_secret=settings.demo_webhook_secret,
                 api_token=settings.demo_api_token,
                 flow_secret=settings.demo_flow_secret,
+                read_key=settings.demo_read_key,
+                events_key=settings.demo_events_key,
                 replace=True,
             )
             await install_templates(conn, demo.shop_id, datetime.now(UTC))
@@ -145,8 +148,19 @@ def redact_dsn(dsn: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^/]+@", r"\1***@", dsn)
 
 
+def dev_operator_token(settings: Settings) -> str:
+    """SEGFLOW_OPERATOR_TOKEN for this run: the environment's, else a fresh one (printed)."""
+    if settings.operator_token is not None:
+        return settings.operator_token.get_secret_value()
+    return "sfop_" + secrets.token_urlsafe(32)
+
+
 def banner(
-    settings: Settings, infra: Infrastructure, demo: ShopCredentials, shopify: DemoShopify
+    settings: Settings,
+    infra: Infrastructure,
+    demo: ShopCredentials,
+    shopify: DemoShopify,
+    operator_token: str,
 ) -> str:
     base = f"http://{settings.host}:{settings.ingest_port}"
     health = f"http://{settings.host}:{settings.segmenter_health_port}"
@@ -171,8 +185,11 @@ def banner(
             f"   (every message kept in {settings.mailbox_directory()})",
             f"  demo shop       {demo.domain}",
             f"  webhook secret  {demo.webhook_secret}",
-            f"  API token       {demo.api_token}",
+            f"  API token       {demo.api_token}   (the shop's admin token: server side only)",
+            f"  read key        {demo.read_key}   (GET /v1/customers/ID/segments only)",
+            f"  events key      {demo.events_key}   (POST /v1/events only: storefront)",
             f"  Flow secret     {demo.flow_secret}",
+            f"  operator token  {operator_token}   (/v1/admin/… on the segmenter API)",
             f"  admin token     {shopify.admin_token}   (the demo shop's, on the stand-in)",
             "",
         ]
@@ -236,10 +253,12 @@ async def run_dev(settings: Settings) -> int:
     sealing_keys = dev_sealing_keys(settings)
     # Journey email carries one-click links: the tagger sends none without their keys.
     unsubscribe_keys = dev_unsubscribe_keys(settings)
+    operator_token = dev_operator_token(settings)
     settings = settings.model_copy(
         update={
             "sealing_keys": SecretStr(sealing_keys),
             "unsubscribe_keys": SecretStr(unsubscribe_keys),
+            "operator_token": SecretStr(operator_token),
         }
     )
     infra = await start_infrastructure(settings)
@@ -259,6 +278,7 @@ async def run_dev(settings: Settings) -> int:
             KAFKA_BOOTSTRAP_SERVERS=infra.bootstrap_servers,
             SEGFLOW_SEALING_KEYS=sealing_keys,
             SEGFLOW_UNSUBSCRIBE_KEYS=unsubscribe_keys,
+            SEGFLOW_OPERATOR_TOKEN=operator_token,
             # The shipped offer emails need a coupon: the demo's, unless one is given.
             SEGFLOW_JOURNEY_COUPON_CODE=settings.journey_coupon_code or DEMO_COUPON,
         )
@@ -288,7 +308,7 @@ async def run_dev(settings: Settings) -> int:
         if started:
             shopify = await connect_demo_shop(settings, infra.database_url, demo, standin.url)
             # The banner says "running" once every process of every role is ready.
-            sys.stdout.write(banner(settings, infra, demo, shopify))
+            sys.stdout.write(banner(settings, infra, demo, shopify, operator_token))
             sys.stdout.flush()
             if await supervisor.watch(stop) is not None:
                 return 1

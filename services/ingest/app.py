@@ -1,7 +1,7 @@
 """The ingest service: Shopify webhooks, Flow requests and custom events → Kafka segflow.events."""
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -10,7 +10,13 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
-from services.common.auth import ShopDep
+from services.common.auth import (
+    EVENT_SENDERS,
+    FLOW_ONLY,
+    authenticate,
+    bearer_shop,
+    unauthorized,
+)
 from services.common.db import create_pool, database_ready
 from services.common.envelope import EnvelopeMeta, PayloadError, parse_payload_object
 from services.common.errors import ApiError, bad_request, install_error_handlers
@@ -46,6 +52,20 @@ def counted(state: IngestState, endpoint: str) -> Iterator[None]:
         state.metrics.requests.labels(endpoint, exc.outcome).inc()
         raise
     state.metrics.requests.labels(endpoint, "accepted").inc()
+
+
+def events_sender(endpoint: str) -> Callable[[Request], Awaitable[Shop]]:
+    """The events key's (or admin token's) dependency; its refusals are counted like others."""
+
+    async def dependency(request: Request) -> Shop:
+        state: IngestState = request.app.state.ingest
+        try:
+            return await bearer_shop(request, EVENT_SENDERS)
+        except ApiError as exc:
+            state.metrics.requests.labels(endpoint, exc.outcome).inc()
+            raise
+
+    return dependency
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -124,7 +144,7 @@ def create_app(settings: Settings) -> FastAPI:
             publisher = EventPublisher(
                 producer, settings.topic_events, settings.produce_timeout_seconds, metrics
             )
-            shops = ShopDirectory(pool)
+            shops = ShopDirectory(pool, settings.shop_cache_ttl_seconds)
             app.state.shops = shops
             state = IngestState(settings, pool, producer, shops, publisher, metrics)
             app.state.ingest = shopify_webhook.state = state
@@ -165,9 +185,8 @@ def create_app(settings: Settings) -> FastAPI:
         """A Shopify Flow "Send HTTP request" action, authenticated by the shop's Flow secret."""
         with counted(state, "flow"):
             secret = request.headers.get("x-segflow-flow-secret", "").strip()
-            shop = await state.shops.by_flow_secret(secret) if secret else None
-            if shop is None:
-                raise ApiError(401, "unauthorized", "X-Segflow-Flow-Secret names no known shop")
+            missing = unauthorized("X-Segflow-Flow-Secret names no known shop", bearer=False)
+            shop = await authenticate(state.shops, secret, FLOW_ONLY, missing=missing)
             raw = await read_body(request, settings.max_body_bytes)
             try:
                 event = FlowEvent.model_validate(parse_json_object(raw))
@@ -187,8 +206,10 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "accepted", "event_id": event.event_id}
 
     @app.post("/v1/events", status_code=202, openapi_extra=body_schema(CustomEvent, _EVENT_EXAMPLE))
-    async def custom_event(request: Request, state: StateDep, shop: ShopDep) -> dict[str, Any]:
-        """One behavioural event from the storefront or the email tool."""
+    async def custom_event(
+        request: Request, state: StateDep, shop: Annotated[Shop, Depends(events_sender("events"))]
+    ) -> dict[str, Any]:
+        """One behavioural event from the storefront or the email tool (the events key)."""
         with counted(state, "events"):
             raw = await read_body(request, settings.max_body_bytes)
             try:
@@ -204,7 +225,9 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_extra=body_schema(CustomEventBatch, {"events": [_EVENT_EXAMPLE]}),
     )
     async def custom_event_batch(
-        request: Request, state: StateDep, shop: ShopDep
+        request: Request,
+        state: StateDep,
+        shop: Annotated[Shop, Depends(events_sender("events_batch"))],
     ) -> dict[str, Any]:
         """Up to `max_batch_events` events; all are checked before any is accepted."""
         with counted(state, "events_batch"):

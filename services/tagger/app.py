@@ -1,6 +1,7 @@
 """The tagger's HTTP API (127.0.0.1:8002): health, metrics, and its state per shop.
 
-Every /v1 route is scoped to the shop of the bearer token (another shop's data is a 404).
+Every /v1 route is scoped to the shop of the bearer token, the shop's admin token (another
+shop's data is a 404).
 """
 
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 
 from services.api.lookup import path_id
-from services.common.auth import ShopDep
+from services.common.auth import ShopDep, refusal_counter
 from services.common.bodylimit import add_body_limit
 from services.common.db import create_pool
 from services.common.errors import ApiError, install_error_handlers
@@ -43,11 +44,14 @@ def _work(row: asyncpg.Record) -> dict[str, Any]:
 def create_app(settings: Settings, health: TaggerHealth, registry: CollectorRegistry) -> FastAPI:
     """The tagger's API; its pool is opened in the lifespan."""
 
+    # Ingest counts its refusals per endpoint (segflow_ingest_requests_total); these here.
+    refusals = refusal_counter(registry)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await create_pool(settings.require_database_url(), 1, 4)
         app.state.pool = pool
-        app.state.shops = ShopDirectory(pool)
+        app.state.shops = ShopDirectory(pool, settings.shop_cache_ttl_seconds, refusals=refusals)
         try:
             yield
         finally:

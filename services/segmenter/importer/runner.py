@@ -223,7 +223,9 @@ async def shop_id_of(pool: asyncpg.Pool, shop_domain: str) -> int:
     async with pool.acquire() as conn:
         found = await queries.shop_ids(conn, [domain])
     if domain not in found:
-        raise UnknownShopError(f"no shop {domain} is registered (add it with `segflow shops add`)")
+        raise UnknownShopError(
+            f"no shop {domain} is registered (create it with `segflow shops create`)"
+        )
     return found[domain]
 
 

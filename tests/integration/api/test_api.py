@@ -327,7 +327,7 @@ async def test_the_segments_lookup_answers_like_every_other_route(
         assert wrong_method.json()["error"]["code"] == "method_not_allowed"
         spec = (await http.get("/openapi.json")).json()
     lookup = spec["paths"]["/v1/customers/{customer_id}/segments"]["get"]
-    assert set(lookup["responses"]) == {"200", "401", "404", "429"}
+    assert set(lookup["responses"]) == {"200", "401", "403", "404", "429"}
     async with httpx.AsyncClient(base_url=api) as anonymous:
         for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer wrong"}):
             refused = await anonymous.get("/v1/customers/7/segments", headers=headers)

@@ -4,7 +4,7 @@ import asyncpg
 import pytest
 
 from services.common.db import create_pool, load_migrations, migrate
-from services.common.shops import ShopDirectory, ShopExistsError, create_shop, hash_token
+from services.common.shops import Kind, ShopDirectory, ShopExistsError, create_shop, hash_token
 
 
 async def test_migrations_apply_once_and_are_recorded(db: asyncpg.Connection) -> None:
@@ -28,35 +28,53 @@ async def test_shop_credentials_are_stored_hashed_and_found_by_each(
 ) -> None:
     creds = await create_shop(db, "Mixed-Case.myshopify.com")
     assert creds.domain == "mixed-case.myshopify.com"
-    row = await db.fetchrow("SELECT * FROM shops WHERE domain = $1", creds.domain)
-    assert row["api_token_hash"] == hash_token(creds.api_token)
-    assert creds.api_token.encode() not in bytes(row["api_token_hash"])
+    rows = await db.fetch(
+        "SELECT kind, token_hash, webhook_secret, expires_at FROM shop_credentials"
+        " WHERE shop_id = $1",
+        creds.shop_id,
+    )
+    stored = {r["kind"]: r for r in rows}
+    assert set(stored) == {k.value for k in Kind}
+    for kind in (Kind.ADMIN, Kind.READ, Kind.EVENTS, Kind.FLOW):
+        assert stored[kind.value]["token_hash"] == hash_token(creds.of(kind))
+        assert stored[kind.value]["webhook_secret"] is None
+        assert stored[kind.value]["expires_at"] is None
+    assert stored["webhook"]["webhook_secret"] == creds.webhook_secret
     assert creds.webhook_secret not in repr(creds)
+    assert creds.read_key.startswith("sfread_") and creds.events_key.startswith("sfevt_")
+    assert creds.api_token.startswith("sfadmin_") and creds.flow_secret.startswith("sfflow_")
 
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:
         shops = ShopDirectory(pool)
-        by_domain = await shops.by_domain("MIXED-CASE.myshopify.com")
-        assert by_domain is not None and by_domain.id == creds.shop_id
-        by_token = await shops.by_api_token(creds.api_token)
-        assert by_token is not None and by_token.id == creds.shop_id
-        by_flow = await shops.by_flow_secret(creds.flow_secret)
-        assert by_flow is not None and by_flow.id == creds.shop_id
-        assert await shops.by_api_token(creds.flow_secret) is None
-        assert await shops.by_domain("nobody.myshopify.com") is None
+        found = await shops.webhook_secrets("MIXED-CASE.myshopify.com")
+        assert found is not None and found.shop.id == creds.shop_id
+        assert found.secrets == (creds.webhook_secret,)
+        assert creds.webhook_secret not in repr(found)
+        for kind in (Kind.ADMIN, Kind.READ, Kind.EVENTS, Kind.FLOW):
+            key = await shops.by_token(creds.of(kind))
+            assert key is not None and (key.shop.id, key.kind) == (creds.shop_id, kind)
+        # The webhook secret is no bearer key; an unknown token is nobody's.
+        assert await shops.by_token(creds.webhook_secret) is None
+        assert await shops.by_token("sfadmin_" + "x" * 43) is None
+        assert await shops.webhook_secrets("nobody.myshopify.com") is None
     finally:
         await pool.close()
 
 
-async def test_adding_a_shop_twice_needs_rotate(db: asyncpg.Connection) -> None:
+async def test_adding_a_shop_twice_needs_replace(db: asyncpg.Connection) -> None:
     first = await create_shop(db, "twice.myshopify.com")
     with pytest.raises(ShopExistsError):
         await create_shop(db, "twice.myshopify.com")
-    rotated = await create_shop(db, "twice.myshopify.com", replace=True)
-    assert rotated.shop_id == first.shop_id
-    assert rotated.api_token != first.api_token
-    stored = await db.fetchval("SELECT api_token_hash FROM shops WHERE id = $1", first.shop_id)
-    assert stored == hash_token(rotated.api_token)
+    replaced = await create_shop(db, "twice.myshopify.com", replace=True)
+    assert replaced.shop_id == first.shop_id
+    assert replaced.api_token != first.api_token
+    hashes = await db.fetch(
+        "SELECT token_hash FROM shop_credentials WHERE shop_id = $1 AND kind = 'admin'",
+        first.shop_id,
+    )
+    # Replacing keeps nothing of the old ones (no grace: that is what rotation is for).
+    assert [r["token_hash"] for r in hashes] == [hash_token(replaced.api_token)]
 
 
 @pytest.mark.parametrize("domain", ["", "no spaces.myshopify.com", "nodot", "-x.myshopify.com"])

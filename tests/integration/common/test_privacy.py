@@ -50,7 +50,8 @@ ERASED_STRINGS = (ERASED_EMAIL, "Zebediah", "Quillfeather")
 # services/common/privacy.py CUSTOMER_TABLES (erased and exported), or this test fails.
 NO_CUSTOMER_DATA = {
     "schema_migrations": "migration bookkeeping",
-    "shops": "the shop: its domain and secrets (erased by shop/redact)",
+    "shops": "the shop: its domain (erased by shop/redact)",
+    "shop_credentials": "the shop's key hashes and webhook secret (erased with the shop)",
     "shop_connections": "the shop's sealed Admin API token (erased by shop/redact)",
     "segments": "the merchant's rules",
     "products": "the catalog (product type, vendor, title)",

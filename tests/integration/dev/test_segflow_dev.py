@@ -24,7 +24,10 @@ async def test_dev_starts_from_empty_dir_goes_ready_and_reuses_its_data(
     async with running_dev(tmp_path, env) as stack:
         banner = await stack.wait_for_banner()
         assert banner["webhook secret"] == "dev-test-secret"
-        assert banner["API token"].startswith("sfapi_")
+        assert banner["API token"].startswith("sfadmin_")
+        assert banner["read key"].startswith("sfread_")
+        assert banner["events key"].startswith("sfevt_")
+        assert banner["operator token"].startswith("sfop_")
         assert banner["ingest"] == stack.url("ingest")
         assert banner["segmenter API"] == stack.url("api")
         assert banner["segmenter"] == stack.url("segmenter_health")
@@ -37,6 +40,15 @@ async def test_dev_starts_from_empty_dir_goes_ready_and_reuses_its_data(
             segments = await client.get(
                 "/v1/segments", headers={"Authorization": f"Bearer {banner['API token']}"}
             )
+            # The printed keys are the running shop's: each with its own power.
+            as_reader = await client.get(
+                "/v1/segments", headers={"Authorization": f"Bearer {banner['read key']}"}
+            )
+            shops = await client.get(
+                "/v1/admin/shops", headers={"Authorization": f"Bearer {banner['operator token']}"}
+            )
+        assert as_reader.status_code == 403, as_reader.text
+        assert [s["domain"] for s in shops.json()["shops"]] == ["demo.myshopify.com"]
         assert api_ready.status_code == 200, api_ready.text
         assert api_ready.json()["checks"] == {"database": True}
         handles = {segment["handle"] for segment in segments.json()["segments"]}
@@ -48,10 +60,7 @@ async def test_dev_starts_from_empty_dir_goes_ready_and_reuses_its_data(
         await an_order_of_1500_tags_the_customer_vip_on_the_standin(stack.url("ingest"), banner)
         conn = await asyncpg.connect(banner["database"])
         try:
-            await conn.execute(
-                "INSERT INTO shops (domain, webhook_secret, api_token_hash, flow_secret_hash)"
-                " VALUES ('kept.myshopify.com', 's', 'a', 'f')"
-            )
+            await conn.execute("INSERT INTO shops (domain) VALUES ('kept.myshopify.com')")
         finally:
             await conn.close()
     assert (data_dir / "postgres" / "PG_VERSION").exists()
