@@ -175,6 +175,10 @@ def stack_env(ports: Ports, data_dir: Path, database_url: str | None = None) -> 
         SEGFLOW_DEMO_WEBHOOK_SECRET=WEBHOOK_SECRET,
         SEGFLOW_DEMO_API_TOKEN=API_TOKEN,
         SEGFLOW_LOG_LEVEL="WARNING",
+        # The benchmark measures capacity: one shop's per-shop rate limits would be the figure.
+        SEGFLOW_RATE_LIMIT_READ_PER_SECOND="0",
+        SEGFLOW_RATE_LIMIT_WRITE_PER_SECOND="0",
+        SEGFLOW_RATE_LIMIT_EVENTS_PER_SECOND="0",
     )
     if database_url is not None:
         env["DATABASE_URL"] = database_url

@@ -146,8 +146,11 @@ def customer(seed: int, number: int, now: datetime, products: tuple[Product, ...
                 placed,
                 lines,
                 paid=not cancelled and rng.random() < PAID_RATE,
-                cancelled_at=placed + timedelta(hours=2) if cancelled else None,
-                refund_at=placed + timedelta(days=rng.randrange(1, 20)) if refunded else None,
+                # Never after `now`: ingest refuses a trigger time from the future.
+                cancelled_at=min(placed + timedelta(hours=2), now) if cancelled else None,
+                refund_at=(
+                    min(placed + timedelta(days=rng.randrange(1, 20)), now) if refunded else None
+                ),
             )
         )
     orders.sort(key=lambda order: order.placed_at)
