@@ -75,8 +75,9 @@ ON CONFLICT (domain) DO UPDATE SET redacted_at = EXCLUDED.redacted_at
 """
 # Every table of the shop goes with this row (ON DELETE CASCADE), its secrets included.
 DELETE_SHOP = "DELETE FROM shops WHERE id = $1"
+SHOP_CREATED = "SELECT id, created_at FROM shops WHERE domain = $1 FOR UPDATE"
+REDACTIONS_OF = "SELECT domain, redacted_at FROM redacted_shops WHERE domain = ANY($1::text[])"
 REDACTED_SHOPS_AMONG = "SELECT domain FROM redacted_shops WHERE domain = ANY($1::text[])"
-FORGET_REDACTED_SHOP = "DELETE FROM redacted_shops WHERE domain = $1"
 
 
 # Every table holding a customer's rows, with the condition naming them ($1 shop id, $2
@@ -247,6 +248,12 @@ async def delete_shop(conn: asyncpg.Connection, domain: str, shop_id: int, at: d
 async def remember_redacted_shop(conn: asyncpg.Connection, domain: str, at: datetime) -> None:
     """A shop/redact of a domain no shop holds (already erased, or never here)."""
     await conn.execute(REMEMBER_REDACTED_SHOP, domain, at)
+
+
+async def redactions_of(conn: asyncpg.Connection, domains: Iterable[str]) -> dict[str, datetime]:
+    """When each of these domains' shops was erased by shop/redact (the latest), if it was."""
+    rows = await conn.fetch(REDACTIONS_OF, list(domains))
+    return {row["domain"]: row["redacted_at"] for row in rows}
 
 
 async def redacted_shops_among(conn: asyncpg.Connection, domains: Iterable[str]) -> set[str]:

@@ -15,8 +15,8 @@ CREATE TABLE erased_ids (
 );
 
 -- Shops erased by shop/redact: their events still in Kafka are dropped, not dead-lettered
--- (a dead letter would keep their customers' payloads). Registering the domain again
--- removes the row.
+-- (a dead letter would keep their customers' payloads). The row stays when the domain is
+-- registered again: events received before `redacted_at` were the erased shop's.
 CREATE TABLE redacted_shops (
     domain text PRIMARY KEY,
     redacted_at timestamptz NOT NULL

@@ -18,6 +18,10 @@ class Undecodable:
 
     reason: str
     detail: str
+    # Whose event it is, when the envelope could be read: an erased customer's or shop's is
+    # dropped rather than dead-lettered with its data.
+    shop: str | None = None
+    customer_id: int | None = None
 
 
 def decode_event(raw: bytes | None) -> tuple[Envelope, Event] | Undecodable:
@@ -47,7 +51,10 @@ def _decode(raw: bytes | None) -> tuple[Envelope, Event] | Undecodable:
             payload = parse_payload(envelope.topic, envelope.payload)
         except ValidationError as exc:
             return Undecodable(
-                "invalid_payload", f"{envelope.topic}: {first_validation_error(exc)}"
+                "invalid_payload",
+                f"{envelope.topic}: {first_validation_error(exc)}",
+                envelope.shop,
+                _customer_id(envelope.customer_id),
             )
     else:
         payload = envelope.payload
@@ -66,3 +73,10 @@ def _decode(raw: bytes | None) -> tuple[Envelope, Event] | Undecodable:
         payload=payload,
     )
     return envelope, event
+
+
+def _customer_id(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None

@@ -148,6 +148,9 @@ class SegmenterWorker:
         # Domain → id. A shop deleted and registered again gets a new id: the database's
         # foreign keys say so (see `_apply`), and the batch's shops are looked up again.
         self._shop_ids: dict[str, int] = {}
+        # Domains erased by shop/redact, with when: events received before it were the erased
+        # shop's, even once the domain is registered again (a lagging partition's).
+        self._redacted_at: dict[str, datetime] = {}
         self.listener = _FinishBatchOnRevoke(self._batch_lock, self._revoking, self._health)
         point, _, rest = (settings.crash_at or "").partition(":")
         count, _, mode = rest.partition(":")
@@ -336,26 +339,32 @@ class SegmenterWorker:
     async def _erase_shops(self, decoded: list[_Decoded], attempt: _Attempt) -> None:
         """shop/redact: erase each named shop in a transaction of its own (its exclusive lock
         waits for batches evaluating it). Not deduplicated: erasing twice is erasing once."""
-        domains = {
-            item.shop
-            for item in decoded
-            if item.event.topic == "shop/redact" and _could_be_a_domain(item.shop)
-        }
-        if not domains:
+        requests: dict[str, datetime] = {}
+        for item in decoded:
+            if item.event.topic == "shop/redact" and _could_be_a_domain(item.shop):
+                received = item.event.received_at
+                requests[item.shop] = max(requests.get(item.shop, received), received)
+        if not requests:
             return
         attempt.talking_to = "database"
         now = self._clock()
-        for domain in sorted(domains):
+        for domain, received_at in sorted(requests.items()):
             async with self._pool.acquire() as conn, conn.transaction():
-                shop_id = await queries.shop_ids(conn, [domain])
-                if domain not in shop_id:
-                    await privacy.remember_redacted_shop(conn, domain, now)
+                shop = await conn.fetchrow(privacy.SHOP_CREATED, domain)
+                if shop is not None and shop["created_at"] > received_at:
+                    # A redelivery of an earlier shop's request: this shop came after it.
+                    logger.info("shop/redact older than the shop: ignored")
                     continue
-                await queries.lock_shop_exclusive(conn, shop_id[domain])
-                await privacy.delete_shop(conn, domain, shop_id[domain], now)
+                if shop is None:
+                    await privacy.remember_redacted_shop(conn, domain, now)
+                else:
+                    await queries.lock_shop_exclusive(conn, shop["id"])
+                    await privacy.delete_shop(conn, domain, shop["id"], now)
             self._shop_ids.pop(domain, None)
-            self._metrics.privacy_requests.labels("shop_redacted").inc()
-            logger.info("shop erased (shop/redact)", extra={"shop_id": shop_id[domain]})
+            self._redacted_at[domain] = max(self._redacted_at.get(domain, now), now)
+            if shop is not None:
+                self._metrics.privacy_requests.labels("shop_redacted").inc()
+                logger.info("shop erased (shop/redact)", extra={"shop_id": shop["id"]})
 
     async def _apply_once(self, items: list[_Item]) -> BatchOutcome:
         """One transaction, retried at once when it conflicts with another replica's."""
@@ -425,16 +434,44 @@ class SegmenterWorker:
         return total
 
     async def _decode(self, records: list[ConsumerRecord], attempt: _Attempt) -> list[_Decoded]:
-        """The records that decode; the others are dead-lettered with the reason."""
+        """The records that decode; the others are dead-lettered with the reason (or, of an
+        erased customer or shop, dropped: a dead letter would keep its data)."""
         decoded = []
+        unreadable: list[tuple[ConsumerRecord, Undecodable]] = []
         for record in records:
             result = decode_event(record.value)
             if isinstance(result, Undecodable):
-                await self._dead_letter(record, result, attempt)
+                unreadable.append((record, result))
             else:
                 envelope, event = result
                 decoded.append(_Decoded(record, envelope.shop, event))
+        erased = await self._erased_owners(unreadable, attempt) if unreadable else set()
+        for record, why in unreadable:
+            if (why.shop, why.customer_id) in erased or (why.shop, None) in erased:
+                self._metrics.events.labels("unknown", "erased").inc()
+            else:
+                await self._dead_letter(record, why, attempt)
         return decoded
+
+    async def _erased_owners(
+        self, unreadable: list[tuple[ConsumerRecord, Undecodable]], attempt: _Attempt
+    ) -> set[tuple[str | None, int | None]]:
+        """Of the unreadable records' owners, those erased: (shop, customer) erased by
+        customers/redact, (shop, None) for a shop erased by shop/redact."""
+        owners = {(w.shop, w.customer_id) for _, w in unreadable if w.shop is not None}
+        domains = {shop for shop, _ in owners if shop is not None and _could_be_a_domain(shop)}
+        if not domains:
+            return set()
+        attempt.talking_to = "database"
+        async with self._pool.acquire() as conn:
+            found = await queries.shop_ids(conn, domains)
+            redacted = await privacy.redacted_shops_among(conn, domains - found.keys())
+            keys = {(found[s], c) for s, c in owners if s in found and c is not None}
+            customers, _ = await privacy.erased_among(conn, keys)
+        by_id = {shop_id: domain for domain, shop_id in found.items()}
+        erased: set[tuple[str | None, int | None]] = {(d, None) for d in redacted}
+        erased |= {(by_id[shop_id], customer_id) for shop_id, customer_id in customers}
+        return erased
 
     async def _with_shop_ids(
         self, decoded: list[_Decoded], attempt: _Attempt, *, refresh: bool
@@ -449,20 +486,22 @@ class SegmenterWorker:
             attempt.talking_to = "database"
             async with self._pool.acquire() as conn:
                 found = await queries.shop_ids(conn, wanted)
+                redactions = await privacy.redactions_of(conn, wanted)
             for domain in wanted:
                 self._shop_ids.pop(domain, None)
+                self._redacted_at.pop(domain, None)
             self._shop_ids.update(found)
-        unknown = {item.shop for item in decoded if item.shop not in self._shop_ids}
-        redacted: set[str] = set()
-        if unknown & domains:
-            # Events of a shop erased by shop/redact are dropped, not dead-lettered: a dead
-            # letter would keep its customers' payloads.
-            async with self._pool.acquire() as conn:
-                redacted = await privacy.redacted_shops_among(conn, unknown & domains)
+            self._redacted_at.update(redactions)
         items = []
         for item in decoded:
             shop_id = self._shop_ids.get(item.shop)
-            if shop_id is None and item.shop in redacted:
+            redacted_at = self._redacted_at.get(item.shop)
+            if redacted_at is not None and (
+                shop_id is None or item.event.received_at < redacted_at
+            ):
+                # An erased shop's event (still in Kafka, or on a lagging partition after the
+                # domain was registered again): dropped, not dead-lettered, which would keep
+                # its customers' payloads.
                 self._metrics.events.labels(topic_label(item.event.topic), "erased").inc()
             elif shop_id is None:
                 await self._dead_letter(
