@@ -35,7 +35,7 @@ from services.common.auth import ShopDep, refusal_counter
 from services.common.bodylimit import add_body_limit
 from services.common.db import create_pool, database_ready
 from services.common.envelope import PayloadError, loads_json, parse_payload_object
-from services.common.errors import ApiError, bad_request, install_error_handlers
+from services.common.errors import ApiError, bad_request, error_counter, install_error_handlers
 from services.common.fastpath import FastPathApp
 from services.common.jsontext import encode_json
 from services.common.metrics import mount_metrics, new_registry
@@ -256,7 +256,7 @@ def create_app(
     add_body_limit(app, settings.api_max_body_bytes, registry, "api")
     # The segments lookup, most of the traffic, skips FastAPI's stack (see lookup.py).
     app.add_fast_pattern(PATTERN, TEMPLATE, lookup, LOOKUP_OPENAPI)
-    install_error_handlers(app)
+    install_error_handlers(app, errors=error_counter(registry))
     mount_metrics(app, registry)
     app.include_router(admin_router(settings, now, refusals))
 

@@ -5,6 +5,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -60,11 +61,30 @@ def bad_request(exc: ValidationError, code: str) -> ApiError:
     return ApiError(400, code, f"{field}: {first['msg']}", field=field)
 
 
-def install_error_handlers(app: FastAPI, bad_request_status: int = 400) -> None:
-    """Answer ApiError, validation errors and HTTP errors with the JSON error body."""
+def error_counter(registry: CollectorRegistry) -> Counter:
+    """`segflow_http_errors_total{code}`: requests answered with an error body, by its code
+    (codes are this code base's own, so the label is bounded)."""
+    return Counter(
+        "segflow_http_errors",
+        "Requests answered with an error body, by error code",
+        ["code"],
+        registry=registry,
+    )
+
+
+def install_error_handlers(
+    app: FastAPI, bad_request_status: int = 400, errors: Counter | None = None
+) -> None:
+    """Answer ApiError, validation errors and HTTP errors with the JSON error body; count each
+    by its code in `errors` when given."""
+
+    def count(code: str) -> None:
+        if errors is not None:
+            errors.labels(code).inc()
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        count(exc.code)
         return JSONResponse(
             error_body(exc.code, exc.message, exc.field), exc.status, headers=exc.headers
         )
@@ -74,6 +94,7 @@ def install_error_handlers(app: FastAPI, bad_request_status: int = 400) -> None:
         first = exc.errors()[0]
         field = field_path(tuple(first.get("loc", ())))
         message = f"{field}: {first.get('msg', 'invalid')}"
+        count("invalid_request")
         return JSONResponse(error_body("invalid_request", message, field), bad_request_status)
 
     @app.exception_handler(StarletteHTTPException)
@@ -81,4 +102,5 @@ def install_error_handlers(app: FastAPI, bad_request_status: int = 400) -> None:
         # 400: FastAPI's "error parsing the body" (not UTF-8, nested past the parser's stack).
         codes = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
         code = codes.get(exc.status_code, "http_error")
+        count(code)
         return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)

@@ -17,7 +17,7 @@ from services.api.lookup import path_id
 from services.common.auth import ShopDep, refusal_counter
 from services.common.bodylimit import add_body_limit
 from services.common.db import create_pool
-from services.common.errors import ApiError, install_error_handlers
+from services.common.errors import ApiError, error_counter, install_error_handlers
 from services.common.metrics import mount_metrics
 from services.common.ratelimit import RateLimiter
 from services.common.settings import Settings
@@ -60,7 +60,7 @@ def create_app(settings: Settings, health: TaggerHealth, registry: CollectorRegi
     app = FastAPI(title="segflow tagger", version="0.1.0", lifespan=lifespan)
     app.state.rate_limiter = RateLimiter.from_settings(settings, registry, "tagger_api")
     add_body_limit(app, settings.api_max_body_bytes, registry, "tagger_api")
-    install_error_handlers(app)
+    install_error_handlers(app, errors=error_counter(registry))
     mount_metrics(app, registry)
 
     app.include_router(unsubscribe_router(settings))

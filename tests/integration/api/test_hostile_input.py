@@ -349,3 +349,20 @@ async def test_sql_looking_path_ids_and_tokens_are_plain_refusals(
         forged = await http.get("/v1/segments", headers={"Authorization": f"Bearer {SQL_LOOKING}"})
         assert_error(forged, 401, "unauthorized")
     assert await db.fetchval("SELECT count(*) FROM shops") == 1
+
+
+async def test_every_refusal_is_counted_by_its_code(api: str, shop: ShopCredentials) -> None:
+    async with client(api, shop) as http:
+        bad_rule = {"conditions": {"all": [{"name": "email; DROP", "operator": "equal_to"}]}}
+        assert (await http.post("/v1/segments/preview", json=bad_rule)).status_code == 422
+        assert (await http.get("/v1/segments/999999")).status_code == 404
+        assert (await http.post("/v1/segments", content=b"[")).status_code == 400
+        metrics = (await http.get("/metrics")).text
+    counted = {
+        code: value
+        for code in ("invalid_rule", "not_found", "invalid_json")
+        for line in metrics.splitlines()
+        if line.startswith(f'segflow_http_errors_total{{code="{code}"}}')
+        for value in [float(line.split()[-1])]
+    }
+    assert counted == {"invalid_rule": 1.0, "not_found": 1.0, "invalid_json": 1.0}
