@@ -209,6 +209,29 @@ def order_event(
     return partition_key(shop, str(customer)), encode_envelope(meta, json.dumps(payload).encode())
 
 
+def shopify_record(
+    shop: str,
+    topic: str,
+    payload: dict[str, Any],
+    event_id: str,
+    customer: int | None,
+    received_at: datetime | None = None,
+) -> tuple[bytes, bytes]:
+    """(key, value) of any Shopify webhook as ingest writes it (received now, or then)."""
+    at = received_at or datetime.now(UTC)
+    customer_id = str(customer) if customer is not None else None
+    meta = EnvelopeMeta(
+        event_id=event_id,
+        shop=shop,
+        topic=topic,
+        source="shopify",
+        customer_id=customer_id,
+        occurred_at=at,
+        received_at=at,
+    )
+    return partition_key(shop, customer_id), encode_envelope(meta, json.dumps(payload).encode())
+
+
 async def produce(settings: Settings, records: list[tuple[bytes, bytes]]) -> dict[int, int]:
     """Produce one record at a time; return, per partition, the offset after the last one."""
     producer = make_producer(settings.kafka_bootstrap_servers or "")

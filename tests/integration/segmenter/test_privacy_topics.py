@@ -2,14 +2,11 @@
 writes to its topics after customers/redact names nothing of the customer, and the events of a
 shop erased by shop/redact are dropped (never dead-lettered with their payloads)."""
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 
-from services.common.envelope import EnvelopeMeta, encode_envelope, partition_key
 from services.common.settings import Settings
 from services.common.shops import ShopCredentials
 from services.segmenter.storage.segments import SegmentSpec, create_segment
@@ -20,29 +17,13 @@ from tests.integration.segmenter.processes import (
     poll,
     produce,
     segmenter_env,
+    shopify_record,
 )
 
 CUSTOMER = 913357024681357933
 EMAIL = "redact.topics@example.com"
 NAME = "Quintessa"
 VIP = {"all": [{"name": "total_spent", "operator": "greater_than", "value": 100}]}
-
-
-def shopify_record(
-    shop: str, topic: str, payload: dict[str, Any], event_id: str, customer: int | None
-) -> tuple[bytes, bytes]:
-    now = datetime.now(UTC)
-    meta = EnvelopeMeta(
-        event_id=event_id,
-        shop=shop,
-        topic=topic,
-        source="shopify",
-        customer_id=str(customer) if customer is not None else None,
-        occurred_at=now,
-        received_at=now,
-    )
-    key = partition_key(shop, str(customer) if customer is not None else None)
-    return key, encode_envelope(meta, json.dumps(payload).encode())
 
 
 def customer_record(shop: str, event_id: str, updated: datetime) -> tuple[bytes, bytes]:

@@ -2,14 +2,12 @@
 real broker: what reaches the dead-letter topic after customers/redact, and shop/redact against
 a domain registered again. Expected to fail until the findings are fixed."""
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from services.common.envelope import EnvelopeMeta, encode_envelope, partition_key
 from services.common.settings import Settings
 from services.common.shops import ShopCredentials, create_shop
 from tests.helpers import drain_topic
@@ -19,33 +17,12 @@ from tests.integration.segmenter.processes import (
     poll,
     produce,
     segmenter_env,
+    shopify_record,
 )
 
 CUSTOMER = 913357024681357944
 EMAIL = "review.redact@example.com"
 NAME = "Ottoline"
-
-
-def record(
-    shop: str,
-    topic: str,
-    payload: dict[str, Any],
-    event_id: str,
-    customer: int | None,
-    received_at: datetime | None = None,
-) -> tuple[bytes, bytes]:
-    at = received_at or datetime.now(UTC)
-    meta = EnvelopeMeta(
-        event_id=event_id,
-        shop=shop,
-        topic=topic,
-        source="shopify",
-        customer_id=str(customer) if customer is not None else None,
-        occurred_at=at,
-        received_at=at,
-    )
-    key = partition_key(shop, str(customer) if customer is not None else None)
-    return key, encode_envelope(meta, json.dumps(payload).encode())
 
 
 def customer_update(
@@ -60,7 +37,7 @@ def customer_update(
         "created_at": (at - timedelta(days=1)).isoformat(),
         "updated_at": at.isoformat(),
     } | extra
-    return record(shop, "customers/update", payload, event_id, CUSTOMER, received_at)
+    return shopify_record(shop, "customers/update", payload, event_id, CUSTOMER, received_at)
 
 
 async def customer_in(db: asyncpg.Connection, shop_id: int) -> bool:
@@ -87,7 +64,9 @@ async def test_review_privacy_an_erased_customers_unreadable_event_is_not_dead_l
         await produce(settings, [customer_update(shop.domain, "u1")])
         await poll(lambda: customer_in(db, shop.shop_id), 30, "the customer")
         redact = {"shop_id": 1, "customer": {"id": CUSTOMER, "email": EMAIL}}
-        await produce(settings, [record(shop.domain, "customers/redact", redact, "r1", CUSTOMER)])
+        await produce(
+            settings, [shopify_record(shop.domain, "customers/redact", redact, "r1", CUSTOMER)]
+        )
         await poll(
             lambda: segmenter.metric_at_least(
                 "segflow_privacy_requests_total", 1, kind="customer_redacted"
@@ -111,7 +90,7 @@ async def test_review_privacy_an_erased_customers_unreadable_event_is_not_dead_l
 async def test_review_privacy_a_redelivered_shop_redact_does_not_erase_the_shop_registered_again(
     settings: Settings, shop: ShopCredentials, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    erase_shop = record(
+    erase_shop = shopify_record(
         shop.domain, "shop/redact", {"shop_id": 1, "shop_domain": shop.domain}, "s1", None
     )
     segmenter = SegmenterProcess(segmenter_env(settings), tmp_path / "segmenter.log").start()
@@ -148,7 +127,9 @@ async def test_review_privacy_an_erased_shops_old_events_stay_out_of_the_shop_re
     try:
         await segmenter.wait_ready()
         erase_shop = {"shop_id": 1, "shop_domain": shop.domain}
-        await produce(settings, [record(shop.domain, "shop/redact", erase_shop, "s1", None)])
+        await produce(
+            settings, [shopify_record(shop.domain, "shop/redact", erase_shop, "s1", None)]
+        )
         await poll(
             lambda: segmenter.metric_at_least(
                 "segflow_privacy_requests_total", 1, kind="shop_redacted"
