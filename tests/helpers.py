@@ -195,7 +195,12 @@ def run_pytest(
     (directory / "conftest.py").write_text('pytest_plugins = ["tests.conftest"]\n')
     test_file = directory / "test_inner.py"
     test_file.write_text(test_source)
-    environment = {k: v for k, v in os.environ.items() if k not in _SERVER_VARIABLES}
+    # The inner session is no pytest-xdist worker, even when this one is.
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in _SERVER_VARIABLES and not k.startswith("PYTEST_XDIST_")
+    }
     environment["PYTHONPATH"] = str(ROOT)
     environment.update(env or {})
     return subprocess.run(
