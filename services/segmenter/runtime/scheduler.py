@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaProducer
 
 from services.common.settings import Settings
 from services.segmenter.runtime.metrics import SegmenterMetrics
-from services.segmenter.runtime.outbox import publish_pending, purge_published
+from services.segmenter.runtime.outbox import observe_backlog, publish_pending, purge_published
 from services.segmenter.runtime.pipeline import evaluate_customers
 from services.segmenter.runtime.segment_cache import RuleBook
 from services.segmenter.storage import queries
@@ -175,6 +175,7 @@ class Scheduler:
             async with self._pool.acquire() as conn:
                 backlog = await conn.fetchval(DUE_BACKLOG, self._clock())
             self._metrics.due_backlog.set(backlog)
+            await observe_backlog(self._pool, self._metrics)
             # A bounded slice every round: a backlog (an upgrade, a long stop) drains over
             # rounds instead of stalling one.
             await self.purge_processed_events()
