@@ -24,6 +24,7 @@ class SegmenterMetrics:
     segment_changes: Counter
     changes_published: Counter
     outbox_backlog: Gauge
+    segment_members: Gauge
     outbox_oldest_seconds: Gauge
     due_backlog: Gauge
     scheduled_evaluations: Counter
@@ -109,6 +110,13 @@ class SegmenterMetrics:
                 "segflow_outbox_oldest_unpublished_seconds",
                 "Age of the lane's oldest unpublished outbox row (0 when none waits)",
                 ["lane"],
+                registry=registry,
+            ),
+            segment_members=Gauge(
+                "segflow_segment_members",
+                "Customers in each segment, summed over shops, by handle (built-in handles; "
+                "the merchants' own read other), counted every segment_sizes_interval_seconds",
+                ["segment"],
                 registry=registry,
             ),
             due_backlog=Gauge(
