@@ -298,12 +298,12 @@ async def run_dev(settings: Settings, monitoring: bool = False) -> int:
         if binary is not None:
             planned.append(prometheus_role(settings, binary))
         taken = [
-            role.shared_port
+            (role.shared_port, role.name)
             for role in planned
             if role.shared_port is not None and port_in_use(settings.host, role.shared_port)
         ]
         if taken:
-            logger.error("segflow dev could not start: port %s is in use already", taken[0])
+            logger.error("segflow dev could not start: port %s (%s) is in use already", *taken[0])
             return 1
         supervisor = Supervisor(
             planned,
