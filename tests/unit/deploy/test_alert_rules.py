@@ -39,6 +39,15 @@ def test_promtool_accepts_the_rules() -> None:
     assert f"SUCCESS: {len(alerts())} rules found" in result.stdout
 
 
+def test_promtool_accepts_the_compose_config_with_the_rules_it_loads() -> None:
+    # prometheus.yml names alerts.yml beside it; check config loads and checks those too.
+    result = promtool("check", "config", "prometheus.yml")
+    assert result.returncode == 0, (
+        f"promtool check config prometheus.yml:\n{result.stdout}{result.stderr}"
+    )
+    assert f"SUCCESS: {len(alerts())} rules found" in result.stdout
+
+
 def test_the_rules_unit_tests_pass() -> None:
     result = promtool("test", "rules", RULE_TESTS.name)
     assert result.returncode == 0, (
