@@ -21,10 +21,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Debian tools the tests and the benchmark drive (wrk: the load client). Installed where missing
-# and apt can (these machines run as root); where it cannot, the tests that need one fail and
-# name it.
-DEBIAN_TOOLS := wrk
+# Debian tools the tests and the benchmark drive (wrk: the load client; prometheus: the server
+# `segflow dev --with-monitoring` runs, and promtool, which checks the alert rules). Installed
+# where missing and apt can (these machines run as root); where it cannot, the tests that need
+# one fail and name it.
+DEBIAN_TOOLS := wrk prometheus
 tools:
 	@for tool in $(DEBIAN_TOOLS); do \
 	  command -v $$tool >/dev/null && continue; \

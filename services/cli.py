@@ -30,7 +30,7 @@ def _out(text: str) -> None:
 async def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from services.dev.stack import run_dev
 
-    return await run_dev(settings)
+    return await run_dev(settings, monitoring=args.with_monitoring)
 
 
 async def _cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
@@ -392,7 +392,13 @@ def _aware_time(text: str) -> datetime:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("dev", help="run everything on one machine (embedded PostgreSQL + Kafka)")
+    dev = sub.add_parser("dev", help="run everything on one machine (embedded PostgreSQL + Kafka)")
+    dev.add_argument(
+        "--with-monitoring",
+        action="store_true",
+        help="also run a local Prometheus (Debian's `prometheus` on PATH) scraping every role, "
+        "with the alert rules, on SEGFLOW_PROMETHEUS_PORT (9090)",
+    )
     sub.add_parser("ingest", help="run the ingest service (needs DATABASE_URL, Kafka)")
     sub.add_parser("segmenter", help="run a segmenter: consumer, scheduler, outbox (same needs)")
     sub.add_parser("api", help="run the REST API (needs DATABASE_URL)")
