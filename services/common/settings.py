@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     # scrapes every role and evaluates the alert rules.
     prometheus_port: int = Field(default=9090, ge=1, le=65535)
     prometheus_scrape_interval_seconds: float = Field(default=5.0, ge=0.1, le=300)
+    # Every role: how long it may take to stop after SIGINT/SIGTERM (answer the requests in
+    # flight, finish and commit the batch in hand, close its clients). Past it the process
+    # logs what it abandons and exits 1 at once, before an orchestrator's SIGKILL would (keep
+    # it below Kubernetes' terminationGracePeriodSeconds, compose's stop_grace_period).
+    shutdown_timeout_seconds: float = Field(default=25.0, gt=0)
 
     # The tagger (`segflow tagger`): its HTTP port (health, metrics, journeys API), its
     # consumer group on the changes and events topics, and its tag reconciler.
@@ -271,6 +276,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "consumer_rebalance_timeout_ms must exceed consumer_max_poll_interval_ms: "
                 "a member finishing its batch in a rebalance must not be evicted"
+            )
+        if self.dev_stop_timeout_seconds <= self.shutdown_timeout_seconds:
+            raise ValueError(
+                "dev_stop_timeout_seconds must exceed shutdown_timeout_seconds: a role's own "
+                "bound must run out before segflow dev kills it"
             )
         if self.retry_max_seconds < self.retry_initial_seconds:
             raise ValueError("retry_max_seconds must be at least retry_initial_seconds")
