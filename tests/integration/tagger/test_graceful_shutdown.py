@@ -169,3 +169,57 @@ async def test_sigterm_with_tag_writes_in_flight_finishes_their_batch_and_starts
     # One tagsAdd per customer: the batch in flight at SIGTERM was recorded, not redone.
     adds = [r for r in await t.requests() if r["operation"] == "tagsAdd"]
     assert len(adds) == CUSTOMERS, len(adds)
+
+
+async def test_sigterm_while_a_bulk_operation_runs_leaves_it_to_be_read_not_sent_again(
+    tagging: Tagging, tmp_path: Path
+) -> None:
+    t = tagging
+    customers = list(range(1, CUSTOMERS + 1))
+    await t.customers(dict.fromkeys(customers, "1500"), {})
+    await vip_segment(t)
+    # The bulk mutation waits 4 s on Shopify before it runs: the tagger polls it meanwhile.
+    hold = {"kind": "bulk", "delay_ms": 4000}
+    assert (await t.http.post(f"/_standin/shops/{t.domain}/faults", json=hold)).is_success
+    await t.mark(*customers, bulk=True)
+    sealing = t.settings.sealing_keys
+    assert sealing is not None
+    env = role_env(
+        t.settings,
+        SEGFLOW_SEALING_KEYS=sealing.get_secret_value(),
+        SEGFLOW_TAGGER_INTERVAL_SECONDS="0.05",
+        SEGFLOW_TAGGER_BULK_THRESHOLD=str(BATCH),
+        SEGFLOW_TAGGER_BULK_REPOLL_SECONDS="0.2",
+    )
+    tagger = RoleProcess("tagger", env, tmp_path / "tagger.log").start()
+    try:
+
+        async def polling() -> bool:
+            tagger.assert_alive()
+            operations = [r["operation"] for r in await t.requests()]
+            return "bulkOperationRunMutation" in operations
+
+        await poll(polling, 30, "the bulk mutation to start")
+        signalled = tagger.terminate()
+        code, took = await tagger.exit_after(signalled, BOUND_SECONDS + 5)
+    finally:
+        await tagger.stop()
+    assert code == 0, tagger.log_tail()
+    assert took < 3, f"took {took:.1f} s to exit: it waited for the bulk operation"
+    late = await t.db.fetchval("SELECT count(*) FROM tag_bulk_operations")
+    assert late == 1, "the running operation was not recorded to be read later"
+
+    again = RoleProcess("tagger", env, tmp_path / "again.log").start()
+    try:
+
+        async def queue_empty() -> bool:
+            again.assert_alive()
+            return bool(await t.db.fetchval("SELECT count(*) FROM tag_work") == 0)
+
+        await poll(queue_empty, 30, "the restart to read the operation's result")
+    finally:
+        assert await again.stop() == 0, again.log_tail()
+    assert [c for c in customers if await t.tags_on_shopify(c) != ["VIP"]] == []
+    operations = [r["operation"] for r in await t.requests()]
+    assert operations.count("bulkOperationRunMutation") == 1, operations
+    assert "tagsAdd" not in operations
