@@ -36,7 +36,7 @@ async def test_sigterm_mid_stream_loses_and_doubles_no_accepted_webhook(
     ingest = RoleProcess("ingest", role_env(settings), tmp_path / "ingest.log").start()
     await ingest.wait_ready()
     accepted: list[str] = []
-    refused: Counter[str] = Counter()
+    answered_otherwise: Counter[int] = Counter()
     numbers = iter(range(1_000_000))
 
     async def sender() -> None:
@@ -48,13 +48,12 @@ async def test_sigterm_mid_stream_loses_and_doubles_no_accepted_webhook(
                     answer = await client.post("/webhooks/shopify", content=body, headers=headers)
                 except httpx.ConnectError:
                     return  # the listener is closed: stop taking work
-                except httpx.TransportError as exc:
-                    refused[type(exc).__name__] += 1  # a keep-alive closed under the request
-                    continue
+                except httpx.TransportError:
+                    continue  # a keep-alive closed under the request: unanswered, not accepted
                 if answer.status_code == 200:
                     accepted.append(event_id)
                 else:
-                    refused[str(answer.status_code)] += 1
+                    answered_otherwise[answer.status_code] += 1
 
     body, headers, held_id = delivery(shop, -1)
     held = await HeldRequest(ingest.port, "POST", "/webhooks/shopify", headers, body).begin()
@@ -80,7 +79,7 @@ async def test_sigterm_mid_stream_loses_and_doubles_no_accepted_webhook(
     assert status == 200, answer
     assert code == 0, ingest.log_tail()
     assert took < BOUND_SECONDS, f"took {took:.1f} s to exit"
-    assert set(refused) <= {"RemoteProtocolError", "ReadError"}, refused
+    assert not answered_otherwise, f"answers other than 200 while stopping: {answered_otherwise}"
     on_topic = Counter(
         decode_envelope(record.value).event_id
         for record in await drain_topic(

@@ -205,9 +205,10 @@ async def test_sigterm_while_a_bulk_operation_runs_leaves_it_to_be_read_not_sent
     finally:
         await tagger.stop()
     assert code == 0, tagger.log_tail()
-    assert took < 3, f"took {took:.1f} s to exit: it waited for the bulk operation"
+    assert took < BOUND_SECONDS, f"took {took:.1f} s to exit"
+    # Not waited for (it would have been read and settled then): recorded, to be read later.
     late = await t.db.fetchval("SELECT count(*) FROM tag_bulk_operations")
-    assert late == 1, "the running operation was not recorded to be read later"
+    assert late == 1, "the running operation was waited for, not recorded to be read later"
 
     again = RoleProcess("tagger", env, tmp_path / "again.log").start()
     try:
