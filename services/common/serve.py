@@ -97,6 +97,10 @@ def exit_after(seconds: float, still_running: Callable[[], list[str]]) -> thread
     `seconds`: a thread, so the bound holds whatever the event loop is stuck on."""
 
     def expire() -> None:
+        # Logging can block (a full stderr pipe nobody reads): the exit must not wait on it.
+        last_resort = threading.Timer(1.0, os._exit, (1,))
+        last_resort.daemon = True
+        last_resort.start()
         logger.error(
             "shutdown took longer than its bound; exiting now, abandoning the work in hand",
             extra={"shutdown_timeout_seconds": seconds, "still_running": still_running()},
