@@ -56,12 +56,27 @@ def k8s_problems(docs: list[Any]) -> list[str]:
         grace = float(spec.get("terminationGracePeriodSeconds", K8S_DEFAULT_GRACE))
         env = {**config, **{e["name"]: str(e.get("value", "")) for e in _env(doc)}}
         bound = _bound(env)
-        if grace <= bound:
+        # The grace period runs from the preStop hook's start: its sleep comes out of it.
+        pause = max(_pre_stop_sleep(c) for c in k8s_checks.containers(doc))
+        if grace <= pause + bound:
             problems.append(
                 f"{k8s_checks.name(doc)}: terminationGracePeriodSeconds {grace:g} "
-                f"<= shutdown bound {bound:g} s"
+                f"<= preStop sleep {pause:g} s + shutdown bound {bound:g} s"
             )
     return problems
+
+
+def _pre_stop_sleep(container: dict[str, Any]) -> float:
+    """Seconds a container's preStop hook sleeps (`sleep N`, or the sleep action), else 0."""
+    hook = (container.get("lifecycle") or {}).get("preStop") or {}
+    if "sleep" in hook:
+        return float(hook["sleep"]["seconds"])
+    command = (hook.get("exec") or {}).get("command") or []
+    if len(command) == 2 and command[0] == "sleep":
+        return float(command[1])
+    if command:
+        raise ValueError(f"a preStop hook this check cannot time: {command!r}")
+    return 0.0
 
 
 def _env(doc: Any) -> list[dict[str, Any]]:
@@ -87,7 +102,17 @@ def test_every_roles_grace_period_on_kubernetes_outlasts_its_shutdown_bound() ->
     short = copy.deepcopy(docs)
     api = k8s_checks.deployment(short, "api")
     assert api is not None
-    k8s_checks.pod_spec(api)["terminationGracePeriodSeconds"] = 25
+    k8s_checks.pod_spec(api)["terminationGracePeriodSeconds"] = 30
     assert k8s_problems(short) == [
-        f"{k8s_checks.name(api)}: terminationGracePeriodSeconds 25 <= shutdown bound 25 s"
+        f"{k8s_checks.name(api)}: terminationGracePeriodSeconds 30 "
+        "<= preStop sleep 5 s + shutdown bound 25 s"
     ]
+
+
+def test_roles_behind_a_service_sleep_before_sigterm_on_kubernetes() -> None:
+    """Endpoints are removed while the pod sleeps, so its listener closes to no new traffic."""
+    docs = k8s_checks.load()
+    for cmd in ("ingest", "api", "tagger"):
+        found = k8s_checks.deployment(docs, cmd)
+        assert found is not None
+        assert [_pre_stop_sleep(c) for c in k8s_checks.containers(found)] == [5.0], cmd
