@@ -78,3 +78,26 @@ def test_every_alert_is_tested_firing_and_not_firing() -> None:
     names = {rule["alert"] for rule in alerts()}
     assert names - fires == set()
     assert names - quiet == set()
+
+
+def runbook_entries(text: str) -> dict[str, str]:
+    """The runbook's entries: each `### Name` heading under `## Runbook`, with its text."""
+    runbook = text.split("\n## Runbook\n", 1)[1].split("\n## ", 1)[0]
+    entries = {}
+    for part in runbook.split("\n### ")[1:]:
+        heading, _, body = part.partition("\n")
+        entries[heading.strip()] = body.strip()
+    return entries
+
+
+def test_every_alert_has_its_runbook_entry_and_every_entry_an_alert() -> None:
+    operations = Path(__file__).resolve().parents[3] / "docs" / "operations.md"
+    entries = runbook_entries(operations.read_text())
+    names = {rule["alert"] for rule in alerts()}
+    assert set(entries) == names
+    for name, body in entries.items():
+        # An entry says what to do, not only what fired: a few lines at least.
+        assert len(body.splitlines()) >= 3, name
+    # The reader sees a missing entry.
+    cut = operations.read_text().replace("### SegflowRoleDown\n", "### Something else\n")
+    assert "SegflowRoleDown" not in runbook_entries(cut)
