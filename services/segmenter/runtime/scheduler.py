@@ -166,6 +166,9 @@ class Scheduler:
     async def run(self, stop: asyncio.Event) -> None:
         """Loop until `stop` is set, waiting `scheduler_interval_seconds` between rounds."""
         while not stop.is_set():
+            # Before publishing as well as after: a round whose publish fails (the broker
+            # gone) still reports the backlog, which is how SegflowOutboxBacklog sees it.
+            await observe_backlog(self._pool, self._metrics)
             await self.run_once(stop)
             # Changes written outside a batch (segment edits in the API) are published here.
             await publish_pending(
