@@ -23,6 +23,8 @@ from tests.unit.deploy.settings_env import (
 Doc = dict[str, Any]
 
 MANIFESTS = REPO / "deploy" / "k8s"
+# Prometheus's configuration for Kubernetes: the alerts need job names it must set.
+SCRAPE_CONFIG = REPO / "deploy" / "prometheus" / "kubernetes.yml"
 # The Kubernetes version the manifests are validated against (kubernetes-validate ships the
 # schemas, so this runs offline).
 K8S_VERSION = "1.35.0"
@@ -264,6 +266,72 @@ def annotation_problems(docs: list[Doc]) -> list[str]:
     return problems
 
 
+def _pod_meta(doc: Mapping[str, Any], ip: str) -> dict[str, str]:
+    """The `__meta_kubernetes_pod_*` labels Prometheus's pod discovery gives a pod of `doc`
+    (one target per declared container port), as its documentation names them."""
+    meta = {"__meta_kubernetes_pod_ip": ip, "__meta_kubernetes_namespace": "default"}
+    template = doc["spec"]["template"]["metadata"]
+    for key, prefix in (("labels", "label"), ("annotations", "annotation")):
+        for k, v in (template.get(key) or {}).items():
+            meta[f"__meta_kubernetes_pod_{prefix}_{re.sub(r'[^a-zA-Z0-9_]', '_', k)}"] = str(v)
+    meta["__meta_kubernetes_pod_name"] = f"{doc['metadata']['name']}-0"
+    return meta
+
+
+def relabel(labels: dict[str, str], configs: list[dict[str, Any]]) -> dict[str, str] | None:
+    """Apply Prometheus relabel_configs (the keep, drop and replace actions); None: dropped."""
+    labels = dict(labels)
+    for config in configs:
+        value = config.get("separator", ";").join(
+            labels.get(name, "") for name in config.get("source_labels", [])
+        )
+        match = re.fullmatch(config.get("regex", "(.*)"), value)
+        action = config.get("action", "replace")
+        if action == "keep" and match is None or action == "drop" and match is not None:
+            return None
+        if action == "replace" and match is not None:
+            replacement = config.get("replacement", "$1")
+            # Prometheus writes a group as $1 or ${1}; Python's expand as \g<1>.
+            template = re.sub(r"\$\{?(\d+)\}?", r"\\g<\1>", replacement)
+            labels[config["target_label"]] = match.expand(template)
+    return labels
+
+
+def scrape_problems(docs: list[Doc]) -> list[str]:
+    """Prometheus's Kubernetes scrape configuration finds each role's pods and names their job
+    as the alerts do (`segflow ROLE` runs under job ROLE), on the role's port and path."""
+    if not SCRAPE_CONFIG.exists():
+        return [f"{SCRAPE_CONFIG.name} is missing: no job is named after a role on Kubernetes"]
+    config = yaml.safe_load(SCRAPE_CONFIG.read_text(encoding="utf-8"))
+    problems = []
+    for cmd in ROLE_PORTS:
+        doc = deployment(docs, cmd)
+        if doc is None:
+            continue
+        targets = []
+        for job in config.get("scrape_configs", []):
+            if not any(sd.get("role") == "pod" for sd in job.get("kubernetes_sd_configs", [])):
+                continue
+            for port in containers(doc)[0].get("ports") or []:
+                meta = _pod_meta(doc, "10.1.2.3")
+                meta["__meta_kubernetes_pod_container_port_number"] = str(port["containerPort"])
+                start = {
+                    **meta,
+                    "job": job["job_name"],
+                    "__address__": f"10.1.2.3:{port['containerPort']}",
+                    "__metrics_path__": job.get("metrics_path", "/metrics"),
+                }
+                found = relabel(start, job.get("relabel_configs", []))
+                if found is not None:
+                    targets.append(found)
+        wanted = (cmd, f"10.1.2.3:{settings_port(cmd)}", "/metrics")
+        # Prometheus keeps one of identical targets (a pod's several ports made the same).
+        seen = sorted({(t["job"], t["__address__"], t["__metrics_path__"]) for t in targets})
+        if seen != [wanted]:
+            problems.append(f"{name(doc)}: scraped as {seen}, not once as {wanted}")
+    return problems
+
+
 def _config_data(docs: list[Doc], config_map: str) -> dict[str, str]:
     for doc in of_kind(docs, "ConfigMap"):
         if doc["metadata"]["name"] == config_map:
@@ -352,6 +420,7 @@ CHECKS: dict[str, Callable[[list[Doc]], list[str]]] = {
     "disruption budgets": disruption_problems,
     "services": service_problems,
     "annotations": annotation_problems,
+    "scrape": scrape_problems,
     "env names": env_name_problems,
     "secrets": secret_problems,
 }

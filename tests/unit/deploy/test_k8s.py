@@ -149,6 +149,24 @@ BREAKAGES: list[tuple[str, Mutation, str]] = [
         ),
         "prometheus.io/port is not '8010'",
     ),
+    (
+        "scrape",
+        _edit(
+            SEGMENTER,
+            lambda d: d["spec"]["template"]["metadata"]["labels"].update(
+                {"app.kubernetes.io/component": "worker"}
+            ),
+        ),
+        "scraped as [('worker'",
+    ),
+    (
+        "scrape",
+        _edit(
+            API,
+            lambda d: d["spec"]["template"]["metadata"]["annotations"].pop("prometheus.io/scrape"),
+        ),
+        "scraped as []",
+    ),
     ("env names", _config("SEGFLOW_KAFKA_SERVERS", "k:9092"), "SEGFLOW_KAFKA_SERVERS is no"),
     ("env names", _env(API, {"name": "SEGFLOW_APIPORT", "value": "1"}), "SEGFLOW_APIPORT"),
     ("secrets", _config("SEGFLOW_SMTP_PASSWORD", "x"), "SEGFLOW_SMTP_PASSWORD is a secret"),
