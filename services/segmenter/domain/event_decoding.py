@@ -2,7 +2,7 @@
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pydantic import ValidationError
 
@@ -11,12 +11,19 @@ from services.common.shopify import ShopifyModel, parse_payload
 from services.common.validation import first_validation_error
 from services.segmenter.domain.reducer import Event
 
+# Every reason an event is dead-lettered for (the label values of the dead-letter counter,
+# which exports each at 0 from the start).
+DeadLetterReason = Literal[
+    "empty_record", "invalid_envelope", "invalid_payload", "processing_error", "unknown_shop"
+]
+DEAD_LETTER_REASONS: tuple[str, ...] = get_args(DeadLetterReason)
+
 
 @dataclass(frozen=True)
 class Undecodable:
     """Why an event went to the dead-letter topic; `reason` is a short stable code."""
 
-    reason: str
+    reason: DeadLetterReason
     detail: str
     # Whose event it is, when the envelope could be read: an erased customer's or shop's is
     # dropped rather than dead-lettered with its data.

@@ -4,6 +4,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.segmenter.domain.event_decoding import DEAD_LETTER_REASONS
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # Stages take from under a millisecond (decode) to seconds (a backlog in the fetch buffer).
 _STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
@@ -33,7 +35,16 @@ class SegmenterMetrics:
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> "SegmenterMetrics":
-        """Register the segmenter metrics in `registry`."""
+        """Register the segmenter metrics in `registry`, every dead-letter reason at 0."""
+        metrics = cls._register(registry)
+        # A series born at 1 has no sample before it: increase() would read 0, and the
+        # dead-letter alert miss a process's first of each reason.
+        for reason in DEAD_LETTER_REASONS:
+            metrics.dead_letters.labels(reason)
+        return metrics
+
+    @classmethod
+    def _register(cls, registry: CollectorRegistry) -> "SegmenterMetrics":
         return cls(
             events=Counter(
                 "segflow_segmenter_events",
