@@ -19,6 +19,7 @@ and conversions (by order) are idempotent).
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -259,6 +260,9 @@ class TaggerWorker:
         orders: list[tuple[str, OrderPlaced]] = []
         redactions: list[Redaction] = []
         echoes: list[Echo] = []
+        # Counted once the batch is committed: a batch retried is consumed once, and a tagger
+        # stuck on one must show none consumed (SegflowTaggerStalled).
+        lanes: Counter[str] = Counter()
         for tp, records in batch.items():
             for record in records:
                 if record.value is None:
@@ -266,12 +270,12 @@ class TaggerWorker:
                 if tp.topic == self._settings.topic_segment_changes:
                     mark = change_mark(record.value)
                     if mark is None:
-                        self._metrics.changes.labels("unreadable").inc()
+                        lanes["unreadable"] += 1
                         continue
                     marks.append(mark)
                     if (parsed := segment_change(record.value)) is not None:
                         changes.append(parsed)
-                    self._metrics.changes.labels("bulk" if mark[2] else "live").inc()
+                    lanes["bulk" if mark[2] else "live"] += 1
                 elif (echo := tags_echo(record.value)) is not None:
                     echoes.append(echo)
                 elif (order := order_placed(record.value)) is not None:
@@ -286,6 +290,8 @@ class TaggerWorker:
         await self._consumer.commit(
             {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
         )
+        for lane, count in lanes.items():
+            self._metrics.changes.labels(lane).inc(count)
         self._observe_lag(batch)
         if marks or echoes:
             self._poke()

@@ -1,0 +1,65 @@
+"""A batch the tagger retries counts its segment changes once, when it is committed: counted on
+every attempt, a tagger stuck on one batch kept segflow_tagger_changes_total rising, and
+SegflowTaggerStalled (changes published, none consumed) could never fire."""
+
+import asyncio
+
+import asyncpg
+from aiokafka import ConsumerRecord, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from services.common.kafka import make_consumer, make_producer
+from services.common.settings import Settings
+from services.common.shops import ShopCredentials
+from services.segmenter.runtime.health import ComponentHealth
+from services.tagger.metrics import TaggerMetrics
+from services.tagger.worker import TaggerWorker
+from tests.integration.tagger.test_tagger_worker import change
+
+SENT = 3
+
+
+async def test_a_failed_attempt_counts_nothing_and_the_commit_counts_each_change_once(
+    settings: Settings, pool: asyncpg.Pool, database_url: str, shop: ShopCredentials
+) -> None:
+    producer = make_producer(settings.require_kafka())
+    await producer.start()
+    try:
+        for seq in range(1, SENT + 1):
+            value = change(shop.domain, 5, "event", seq)
+            await producer.send_and_wait(settings.topic_segment_changes, value, key=b"k")
+    finally:
+        await producer.stop()
+
+    registry = CollectorRegistry()
+    metrics = TaggerMetrics.create(registry)
+    consumer = make_consumer(settings.require_kafka(), settings.tagger_group)
+    consumer.subscribe([settings.topic_segment_changes])
+    await consumer.start()
+    # The database gone for this worker: its pool is closed, every attempt fails.
+    gone = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    await gone.close()
+    failing = TaggerWorker(settings, gone, consumer, metrics, ComponentHealth(), lambda: None)
+    working = TaggerWorker(settings, pool, consumer, metrics, ComponentHealth(), lambda: None)
+
+    def consumed() -> float:
+        return registry.get_sample_value("segflow_tagger_changes_total", {"lane": "live"}) or 0
+
+    try:
+        batch: dict[TopicPartition, list[ConsumerRecord]] = {}
+        async with asyncio.timeout(30):
+            while sum(len(r) for r in batch.values()) < SENT:
+                for tp, records in (await consumer.getmany(timeout_ms=200)).items():
+                    batch.setdefault(tp, []).extend(records)
+        for _ in range(3):
+            try:
+                await failing.process(batch)
+            except asyncpg.InterfaceError:
+                pass
+            else:
+                raise AssertionError("a closed pool let the batch through")
+        assert consumed() == 0
+        await working.process(batch)
+        assert consumed() == SENT
+    finally:
+        await consumer.stop()
