@@ -10,6 +10,7 @@ class TaggerMetrics:
     changes: Counter
     echoes: Counter
     consumer_lag: Gauge
+    retries: Counter
     tag_writes: Counter
     reconciled: Counter
     tag_backlog: Gauge
@@ -40,6 +41,13 @@ class TaggerMetrics:
                 "segflow_tagger_consumer_lag",
                 "Records behind the partition's high watermark, as of the last batch taken",
                 ["topic", "partition"],
+                registry=registry,
+            ),
+            retries=Counter(
+                "segflow_tagger_retries",
+                "Consumer batches retried because a dependency failed, by the dependency and "
+                "the error's class",
+                ["component", "dependency", "reason"],
                 registry=registry,
             ),
             tag_writes=Counter(

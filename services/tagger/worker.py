@@ -242,6 +242,7 @@ class TaggerWorker:
                     if fault is None:
                         raise
                     failures += 1
+                    self._metrics.retries.labels("consumer", fault.dependency, fault.reason).inc()
                     self._health.retrying(fault, failures)
                     logger.warning("tagger batch failed; retrying", extra={"reason": fault.reason})
                     try:

@@ -1,6 +1,7 @@
 """A batch the tagger retries counts its segment changes once, when it is committed: counted on
 every attempt, a tagger stuck on one batch kept segflow_tagger_changes_total rising, and
-SegflowTaggerStalled (changes published, none consumed) could never fire."""
+SegflowTaggerStalled (changes published, none consumed) could never fire. Each retry is
+counted instead (SegflowTaggerRetrying: one replica stuck while the others go on)."""
 
 import asyncio
 
@@ -62,4 +63,42 @@ async def test_a_failed_attempt_counts_nothing_and_the_commit_counts_each_change
         await working.process(batch)
         assert consumed() == SENT
     finally:
+        await consumer.stop()
+
+
+async def test_each_retry_of_a_batch_is_counted(
+    settings: Settings, database_url: str, shop: ShopCredentials
+) -> None:
+    producer = make_producer(settings.require_kafka())
+    await producer.start()
+    try:
+        value = change(shop.domain, 5, "event", 1)
+        await producer.send_and_wait(settings.topic_segment_changes, value, key=b"k")
+    finally:
+        await producer.stop()
+    registry = CollectorRegistry()
+    consumer = make_consumer(settings.require_kafka(), settings.tagger_group)
+    consumer.subscribe([settings.topic_segment_changes])
+    await consumer.start()
+    gone = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    await gone.close()
+    own = settings.model_copy(update={"retry_initial_seconds": 0.05, "retry_max_seconds": 0.1})
+    worker = TaggerWorker(
+        own, gone, consumer, TaggerMetrics.create(registry), ComponentHealth(), lambda: None
+    )
+    labels = {"component": "consumer", "dependency": "database", "reason": "InterfaceError"}
+
+    def retries() -> float:
+        return registry.get_sample_value("segflow_tagger_retries_total", labels) or 0
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        async with asyncio.timeout(30):
+            while retries() < 2 and not task.done():
+                await asyncio.sleep(0.05)
+        assert not task.done(), task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
         await consumer.stop()
