@@ -109,7 +109,7 @@ class SegmenterMetrics:
                 "Outbox rows published to the segment-changes topic",
                 registry=registry,
             ),
-            # Read from the database each scheduler round: every member shows the same figures
+            # Read from the database every scheduler interval: every member shows the same figures
             # (aggregate with max, not sum).
             outbox_backlog=Gauge(
                 "segflow_outbox_backlog",

@@ -10,6 +10,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from services.common.settings import Settings
+from services.segmenter.runtime.faults import infrastructure_fault
 from services.segmenter.runtime.metrics import SegmenterMetrics
 from services.segmenter.runtime.outbox import observe_backlog, publish_pending, purge_published
 from services.segmenter.runtime.pipeline import evaluate_customers
@@ -163,12 +164,31 @@ class Scheduler:
         cutoff = (now or datetime.now(UTC)) - timedelta(days=self._settings.outbox_retention_days)
         return await purge_published(self._pool, cutoff, limit)
 
+    async def observe(self, stop: asyncio.Event) -> None:
+        """Report the outbox and due backlogs every `scheduler_interval_seconds` until `stop`.
+
+        On its own beside `run`: a round can take minutes (a backfill) or fail in its publish
+        (the broker gone), and the gauges must move meanwhile, SegflowOutboxBacklog reads them.
+        With the database failing they keep their last values; the round's retries say why.
+        """
+        while not stop.is_set():
+            try:
+                async with self._pool.acquire() as conn:
+                    backlog = await conn.fetchval(DUE_BACKLOG, self._clock())
+                self._metrics.due_backlog.set(backlog)
+                await observe_backlog(self._pool, self._metrics)
+            except Exception as exc:
+                if infrastructure_fault(exc, "database") is None:
+                    raise
+                logger.debug("backlog not observed: the database is failing")
+            try:
+                await asyncio.wait_for(stop.wait(), self._settings.scheduler_interval_seconds)
+            except TimeoutError:
+                pass
+
     async def run(self, stop: asyncio.Event) -> None:
         """Loop until `stop` is set, waiting `scheduler_interval_seconds` between rounds."""
         while not stop.is_set():
-            # Before publishing as well as after: a round whose publish fails (the broker
-            # gone) still reports the backlog, which is how SegflowOutboxBacklog sees it.
-            await observe_backlog(self._pool, self._metrics)
             await self.run_once(stop)
             # Changes written outside a batch (segment edits in the API) are published here.
             await publish_pending(
@@ -178,10 +198,6 @@ class Scheduler:
                 self._metrics,
                 stop=stop,
             )
-            async with self._pool.acquire() as conn:
-                backlog = await conn.fetchval(DUE_BACKLOG, self._clock())
-            self._metrics.due_backlog.set(backlog)
-            await observe_backlog(self._pool, self._metrics)
             if time.monotonic() >= self._sizes_due:
                 await observe_segment_sizes(self._pool, self._metrics)
                 self._sizes_due = time.monotonic() + self._settings.segment_sizes_interval_seconds

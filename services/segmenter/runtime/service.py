@@ -103,6 +103,7 @@ async def _run(
                 _keep_scheduling(scheduler, settings, metrics, health.scheduler, stop),
                 name="segmenter-scheduler",
             ),
+            asyncio.create_task(scheduler.observe(stop), name="segmenter-backlog-observer"),
         ]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         stop.set()
