@@ -103,13 +103,18 @@ async def _run(
                 _keep_scheduling(scheduler, settings, metrics, health.scheduler, stop),
                 name="segmenter-scheduler",
             ),
-            asyncio.create_task(scheduler.observe(stop), name="segmenter-backlog-observer"),
         ]
+        observer = asyncio.create_task(scheduler.observe(stop), name="segmenter-backlog-observer")
+        # A bug in it stops the others, as one in them does.
+        observer.add_done_callback(lambda _: stop.set())
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for task in done:
-            error = task.exception()
+        # It only reports: nothing of it is to finish, and a query waiting on a database that
+        # is gone must not hold the stop.
+        observer.cancel()
+        await asyncio.gather(*tasks, observer, return_exceptions=True)
+        for task in [*done, observer]:
+            error = None if task.cancelled() else task.exception()
             if error is not None:
                 raise error
     finally:
