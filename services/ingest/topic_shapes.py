@@ -10,10 +10,14 @@ from collections.abc import Mapping
 from typing import Any
 
 # Fields that only a living customer's (or an order's, product's, checkout's) body carries:
-# customers/delete sends the id with empty or null leftovers only.
+# customers/delete sends the id with empty or null leftovers only. The phone and the consents
+# are here because an SMS consent update carries them beside the customer's `id`.
 _LIVE_RECORD_FIELDS = frozenset(
     {
         "email",
+        "phone",
+        "email_marketing_consent",
+        "sms_marketing_consent",
         "first_name",
         "last_name",
         "created_at",
@@ -45,7 +49,18 @@ def _customer_delete_misfit(body: Mapping[str, Any]) -> str | None:
         return f"a customers/delete body carries no {', '.join(present)}"
     if not _empty(body.get("addresses")):
         return "a customers/delete body carries no addresses"
+    gid = body.get("admin_graphql_api_id")
+    if gid is not None and gid != f"gid://shopify/Customer/{body['id']}":
+        return f"a customers/delete body names gid://shopify/Customer/{body['id']}"
     return None
+
+
+# Each privacy topic's own keys, which a body of the other one never carries: a captured
+# data request replayed as customers/redact would erase the customer.
+_FOREIGN_KEYS = {
+    "customers/redact": ("data_request", "orders_requested"),
+    "customers/data_request": ("orders_to_redact",),
+}
 
 
 def _redact_misfit(topic: str, body: Mapping[str, Any]) -> str | None:
@@ -56,6 +71,9 @@ def _redact_misfit(topic: str, body: Mapping[str, Any]) -> str | None:
         if customer is not None or "orders_to_redact" in body or "data_request" in body:
             return "a shop/redact body names no customer"
         return None
+    foreign = sorted(key for key in _FOREIGN_KEYS[topic] if key in body)
+    if foreign:
+        return f"a {topic} body carries no {', '.join(foreign)}"
     if not isinstance(customer, Mapping) or (
         customer.get("id") is None and not customer.get("email")
     ):
