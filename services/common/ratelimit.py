@@ -1,4 +1,7 @@
-"""Per-shop rate limits: a token bucket per (shop, endpoint class), in this process.
+"""Per-shop rate limits: a token bucket per (shop, key kind, endpoint class), in this process.
+
+The key kind is in it because the read and events keys sit on storefronts, where anyone can
+copy them: a flood with one of those spends its own bucket, never the admin token's.
 
 The buckets (TokenBuckets) are pure, on an injected clock, so tests step time instead of
 sleeping; RateLimiter adds the 429 and its metric, enforce_rate_limit the FastAPI hook. Each
@@ -42,7 +45,8 @@ class _Bucket:
 
 
 class TokenBuckets:
-    """Buckets per (shop, class); `take` spends one token or says how long until one is there."""
+    """Buckets per (shop, holder, class); `take` spends one token or says how long until one
+    is there. The holder is the kind of key presented ("" when it does not matter)."""
 
     # Past this many buckets, full ones (the same as absent) are dropped; bounded by the
     # shops that authenticated, so this is only a guard.
@@ -51,15 +55,15 @@ class TokenBuckets:
     def __init__(self, rates: dict[str, Rate], clock: Clock = time.monotonic) -> None:
         self._rates = rates
         self._clock = clock
-        self._buckets: dict[tuple[int, str], _Bucket] = {}
+        self._buckets: dict[tuple[int, str, str], _Bucket] = {}
 
-    def take(self, shop_id: int, kind: str) -> int | None:
+    def take(self, shop_id: int, kind: str, holder: str = "") -> int | None:
         """None when the request may go; else the whole seconds (>= 1) until it may."""
         rate = self._rates.get(kind)
         if rate is None or rate.per_second <= 0:
             return None
         now = self._clock()
-        key = (shop_id, kind)
+        key = (shop_id, holder, kind)
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= self._SWEEP_ABOVE:
@@ -77,7 +81,7 @@ class TokenBuckets:
 
     def _sweep(self, now: float) -> None:
         for key, bucket in list(self._buckets.items()):
-            rate = self._rates[key[1]]
+            rate = self._rates[key[2]]
             if bucket.tokens + (now - bucket.at) * rate.per_second >= rate.burst:
                 del self._buckets[key]
 
@@ -124,10 +128,11 @@ class RateLimiter:
             return self._fixed_class
         return READ if method in ("GET", "HEAD", "OPTIONS") else WRITE
 
-    def refusal(self, shop_id: int, method: str) -> ApiError | None:
-        """The 429 to answer, or None when the shop's bucket has a token for this request."""
+    def refusal(self, shop_id: int, method: str, holder: str = "") -> ApiError | None:
+        """The 429 to answer, or None when the bucket of the shop's key kind (`holder`) has a
+        token for this request."""
         kind = self.class_of(method)
-        wait = self.buckets.take(shop_id, kind)
+        wait = self.buckets.take(shop_id, kind, holder)
         if wait is None:
             return None
         self.limited.labels(bounded_label(kind, CLASSES)).inc()
@@ -139,11 +144,12 @@ class RateLimiter:
         )
 
 
-def enforce_rate_limit(request: Request, shop: Shop) -> None:
-    """Raise the 429 when the app has a limiter (`app.state.rate_limiter`) and it says so."""
+def enforce_rate_limit(request: Request, shop: Shop, holder: str = "") -> None:
+    """Raise the 429 when the app has a limiter (`app.state.rate_limiter`) and the bucket of
+    the shop's key kind (`holder`) is empty."""
     limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     if limiter is None:
         return
-    refusal = limiter.refusal(shop.id, request.method)
+    refusal = limiter.refusal(shop.id, request.method, holder)
     if refusal is not None:
         raise refusal
