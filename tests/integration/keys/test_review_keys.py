@@ -1,15 +1,23 @@
 """Review: a request without the power to call a route is refused for its key before its
-body is read (the tagger's journey writes parsed it first and answered 400)."""
+body is read (the tagger's journey writes parsed it first and answered 400), and every app
+segflow serves is in the route table (the segmenter's health app was not)."""
+
+import re
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry
 
+import services
 from services.common.settings import Settings
 from services.common.shops import ShopCredentials
 from services.tagger.app import create_app
 from services.tagger.service import TaggerHealth
 from tests.integration.keys.support import keyed, served
+from tests.integration.keys.test_route_powers import APPS
 
 UNREADABLE = {
     "not-json": b"not json",
@@ -40,3 +48,29 @@ async def test_review_keys_a_journey_write_without_the_power_is_refused_before_i
     assert failures == []
     assert refused.status_code == 400
     assert refused.json()["error"]["code"] == "invalid_request"
+
+
+# Apps of services/ the route table need not cover, each with its reason.
+NOT_SEGFLOWS = {
+    "services/shopify_standin/app.py": "stands in for Shopify's Admin API in development and tests",
+}
+_APP_MADE = re.compile(r"\b(?:FastAPI|FastPathApp|Starlette)\(")
+
+
+def test_review_keys_every_app_segflow_serves_is_in_the_route_table() -> None:
+    """An app made anywhere in services/ has its routes in test_route_powers' table (the
+    segmenter's health app had none: a route added there shipped unchecked)."""
+    root = Path(services.__file__).parent
+    made = {
+        path.relative_to(root.parent).as_posix()
+        for path in root.rglob("*.py")
+        if path.name != "fastpath.py" and _APP_MADE.search(path.read_text())
+    }
+    covered = set()
+    settings = keyed(Settings())
+    for make, _ in APPS.values():
+        for route in make(settings).routes:
+            if isinstance(route, APIRoute):
+                module = sys.modules[route.endpoint.__module__]
+                covered.add(Path(str(module.__file__)).relative_to(root.parent).as_posix())
+    assert sorted(made - covered - set(NOT_SEGFLOWS)) == []
