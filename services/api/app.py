@@ -221,7 +221,9 @@ def create_app(
     refusals = refusal_counter(registry)
     rule_metrics = RuleMetrics.create(registry)
     backfill_options = BackfillOptions(
-        chunk=settings.backfill_chunk_size, lease_seconds=settings.backfill_lease_seconds
+        chunk=settings.backfill_chunk_size,
+        lease_seconds=settings.backfill_lease_seconds,
+        clock=now,
     )
 
     @asynccontextmanager
