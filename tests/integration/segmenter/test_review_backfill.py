@@ -1,5 +1,6 @@
 """Review: a backfill chunk evaluates time-reading rules at its own time, not at the time the
-edit began, so it never undoes what a batch decided since (an exit and a re-entry)."""
+edit began, so it never undoes what a batch decided since (an exit and a re-entry). And two
+attacks that held: a holder stalled past its lease, and two members racing for a lease."""
 
 import asyncio
 import time
@@ -7,19 +8,29 @@ from datetime import timedelta
 
 import asyncpg
 import httpx
+import pytest
 
 from services.api.app import create_app
 from services.common.settings import Settings
 from services.common.shops import ShopCredentials
 from services.segmenter.runtime.pipeline import ShopEvent, apply_events
 from services.segmenter.runtime.segment_cache import RuleBook
+from services.segmenter.storage.backfill import BackfillOptions, resume_abandoned
+from services.segmenter.storage.segments import create_segment
 from tests.integration.keys.support import keyed, served
 from tests.integration.segmenter.test_backfill_chunks import (
     CHUNK,
     DEADLINE,
+    VIP,
+    Pause,
+    RunnerDied,
     changes_of,
+    dies_after,
     fill,
+    from_scratch,
     members,
+    net_members,
+    spec,
 )
 from tests.unit.segmenter.events import NOW, order, shopify_event
 
@@ -86,3 +97,66 @@ def test_review_backfill_placed_flips_between_now_and_later() -> None:
     """The premise: 90 whole days at NOW, 91 at LATER."""
     day = timedelta(days=1)
     assert ((NOW - PLACED) // day, (LATER - PLACED) // day) == (90, 91)
+
+
+async def test_review_backfill_a_holder_whose_lease_ran_out_stops_and_the_claimer_finishes(
+    db: asyncpg.Connection, pool: asyncpg.Pool, shop: ShopCredentials
+) -> None:
+    await fill(db, shop.shop_id)
+    pause = Pause(after=2)
+    async with pool.acquire() as conn:
+        running = asyncio.create_task(
+            create_segment(
+                conn,
+                shop.shop_id,
+                spec(VIP),
+                NOW,
+                BackfillOptions(chunk=CHUNK, between_chunks=pause),
+            )
+        )
+        await pause.reached()
+        # The holder is alive but stalled past its lease: the segmenter takes the backfill
+        # over, and is itself between chunks when the holder wakes up.
+        await db.execute("UPDATE segments SET backfill_lease_until = now() - interval '1 second'")
+        claimer = Pause(after=1)
+        resumed = asyncio.create_task(
+            resume_abandoned(
+                pool, lambda: NOW, BackfillOptions(chunk=CHUNK, between_chunks=claimer)
+            )
+        )
+        await claimer.reached()
+        pause.go_on.set()
+        created = await asyncio.wait_for(running, DEADLINE)
+        assert created is not None and not created[1].complete  # it stopped at its next chunk
+        claimer.go_on.set()
+        assert await asyncio.wait_for(resumed, DEADLINE) == 1
+    segment_id = created[0]
+    expected = await from_scratch(db, shop.shop_id, VIP)
+    assert await members(db, segment_id) == expected
+    assert net_members(await changes_of(db, segment_id)) == expected  # each change once
+
+
+async def test_review_backfill_two_members_racing_for_an_abandoned_backfill_run_it_once(
+    db: asyncpg.Connection, pool: asyncpg.Pool, shop: ShopCredentials
+) -> None:
+    await fill(db, shop.shop_id)
+    async with pool.acquire() as conn:
+        with pytest.raises(RunnerDied):
+            await create_segment(
+                conn,
+                shop.shop_id,
+                spec(VIP),
+                NOW,
+                BackfillOptions(chunk=CHUNK, between_chunks=dies_after(2)),
+            )
+    await db.execute("UPDATE segments SET backfill_lease_until = now() - interval '1 second'")
+    options = BackfillOptions(chunk=CHUNK)
+    ran = await asyncio.wait_for(
+        asyncio.gather(*(resume_abandoned(pool, lambda: NOW, options) for _ in range(2))),
+        DEADLINE,
+    )
+    assert sum(ran) == 1
+    segment_id = await db.fetchval("SELECT id FROM segments WHERE handle = 'vip'")
+    expected = await from_scratch(db, shop.shop_id, VIP)
+    assert await members(db, segment_id) == expected
+    assert net_members(await changes_of(db, segment_id)) == expected
