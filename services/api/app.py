@@ -370,7 +370,7 @@ def create_app(
             body.handle, body.name, body.description, body.conditions, body.actions
         )
         # No transaction around it: the edit and each backfill chunk commit on their own.
-        async with pool.acquire() as conn:
+        async with limiter.write_slot(shop.id), pool.acquire() as conn:
             try:
                 created = await segment_store.create_segment(
                     conn, shop.id, spec, now(), backfill_options, settings.max_segments_per_shop
@@ -404,7 +404,7 @@ def create_app(
         spec = segment_store.SegmentSpec(
             "", body.name, body.description, body.conditions, body.actions
         )
-        async with pool.acquire() as conn:
+        async with limiter.write_slot(shop.id), pool.acquire() as conn:
             backfill = await segment_store.update_segment(
                 conn, shop.id, sid, spec, now(), backfill_options
             )
@@ -416,7 +416,7 @@ def create_app(
     @app.delete("/v1/segments/{segment_id}")
     async def delete_segment(segment_id: str, shop: ShopDep, pool: PoolDep) -> JSONText:
         """Delete a segment; every member gets an exit change."""
-        async with pool.acquire() as conn:
+        async with limiter.write_slot(shop.id), pool.acquire() as conn:
             exited = await segment_store.delete_segment(
                 conn, shop.id, _id(segment_id, "segment"), now(), backfill_options
             )
@@ -431,7 +431,7 @@ def create_app(
         """How many customers an unsaved rule matches now, with a sample of them."""
         body: PreviewIn = await _body(request, PreviewIn)
         _checked_rule(body.conditions, [], rule_metrics)
-        async with pool.acquire() as conn:
+        async with limiter.write_slot(shop.id), pool.acquire() as conn:
             count, sample = await segment_store.preview(
                 conn, shop.id, body.conditions, now(), body.sample
             )

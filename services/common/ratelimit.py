@@ -11,7 +11,8 @@ process keeps its own buckets, so N replicas let a shop through N times the rate
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -87,7 +88,8 @@ class TokenBuckets:
 
 
 class RateLimiter:
-    """The buckets of one app, the class of a request method, and the 429 with its metric."""
+    """The buckets of one app, the class of a request method, and the 429 with its metric;
+    and the cap on one shop's writes in flight (`write_slot`)."""
 
     def __init__(
         self,
@@ -95,9 +97,12 @@ class RateLimiter:
         registry: CollectorRegistry,
         service: str,
         fixed_class: str | None = None,
+        writes_in_flight: int | None = None,
     ) -> None:
         self.buckets = buckets
         self._fixed_class = fixed_class
+        self._writes_in_flight = writes_in_flight
+        self._writing: dict[int, int] = {}
         self.limited = Counter(
             f"segflow_{service}_rate_limited",
             "Requests refused with 429 by the per-shop rate limit, by endpoint class",
@@ -120,7 +125,13 @@ class RateLimiter:
             WRITE: Rate(settings.rate_limit_write_per_second, settings.rate_limit_write_burst),
             EVENTS: Rate(settings.rate_limit_events_per_second, settings.rate_limit_events_burst),
         }
-        return cls(TokenBuckets(rates, clock), registry, service, fixed_class)
+        return cls(
+            TokenBuckets(rates, clock),
+            registry,
+            service,
+            fixed_class,
+            settings.api_writes_in_flight_per_shop,
+        )
 
     def class_of(self, method: str) -> str:
         """The endpoint class: the app's fixed one, else reads (GET, HEAD) and writes."""
@@ -142,6 +153,33 @@ class RateLimiter:
             f"too many {kind} requests for this shop; retry after {wait} s",
             headers={"Retry-After": str(wait)},
         )
+
+    @asynccontextmanager
+    async def write_slot(self, shop_id: int) -> AsyncIterator[None]:
+        """Hold one of the shop's write slots for the block, or raise the 429 when all are taken.
+
+        A segment write keeps a database connection for its whole backfill (seconds on a large
+        shop): without a cap, one shop's burst of them took every connection of the pool and
+        every other shop waited. The bucket bounds the rate; this bounds the connections.
+        """
+        held = self._writing.get(shop_id, 0)
+        if self._writes_in_flight is not None and held >= self._writes_in_flight:
+            self.limited.labels(WRITE).inc()
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"this shop has {held} write requests in flight already; retry after 1 s",
+                headers={"Retry-After": "1"},
+            )
+        self._writing[shop_id] = held + 1
+        try:
+            yield
+        finally:
+            left = self._writing[shop_id] - 1
+            if left:
+                self._writing[shop_id] = left
+            else:
+                del self._writing[shop_id]
 
 
 def enforce_rate_limit(request: Request, shop: Shop, holder: str = "") -> None:
