@@ -4,8 +4,10 @@ segflow serves is in the route table (the segmenter's health app was not)."""
 
 import re
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from fastapi.routing import APIRoute
@@ -13,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 import services
 from services.common.settings import Settings
-from services.common.shops import ShopCredentials
+from services.common.shops import Kind, ShopCredentials, ShopDirectory, rotate_credential
 from services.tagger.app import create_app
 from services.tagger.service import TaggerHealth
 from tests.integration.keys.support import keyed, served
@@ -74,3 +76,47 @@ def test_review_keys_every_app_segflow_serves_is_in_the_route_table() -> None:
                 module = sys.modules[route.endpoint.__module__]
                 covered.add(Path(str(module.__file__)).relative_to(root.parent).as_posix())
     assert sorted(made - covered - set(NOT_SEGFLOWS)) == []
+
+
+async def test_review_keys_rotating_twice_within_the_grace_never_lengthens_an_older_one(
+    db: asyncpg.Connection, pool: asyncpg.Pool, shop: ShopCredentials
+) -> None:
+    """An attack that held: rotations in each other's grace (keys and the webhook secret)."""
+    t0 = datetime.now(UTC)
+    clock = [t0]
+    shops = ShopDirectory(pool, 0.0, clock=lambda: clock[0])
+    grace = timedelta(seconds=60)
+    k1 = await rotate_credential(db, shop.domain, Kind.ADMIN, grace=grace, now=t0)
+    k2 = await rotate_credential(
+        db, shop.domain, Kind.ADMIN, grace=grace, now=t0 + timedelta(seconds=10)
+    )
+    # A third with a long grace lengthens neither older grace.
+    later = t0 + timedelta(seconds=20)
+    k3 = await rotate_credential(db, shop.domain, Kind.ADMIN, grace=timedelta(hours=1), now=later)
+    w1 = await rotate_credential(
+        db, shop.domain, Kind.WEBHOOK, grace=grace, secret="w1" * 8, now=t0
+    )
+    await rotate_credential(
+        db, shop.domain, Kind.WEBHOOK, grace=grace, secret="w2" * 8, now=t0 + timedelta(seconds=10)
+    )
+
+    async def live() -> list[bool]:
+        tokens = (shop.api_token, k1.secret, k2.secret, k3.secret)
+        return [await shops.by_token(token) is not None for token in tokens]
+
+    async def webhook_secrets() -> tuple[str, ...]:
+        found = await shops.webhook_secrets(shop.domain)
+        assert found is not None
+        return found.secrets
+
+    clock[0] = t0 + timedelta(seconds=59)
+    assert await live() == [True, True, True, True]
+    # The current first, then those in their grace, soonest to stop first.
+    assert await webhook_secrets() == ("w2" * 8, shop.webhook_secret, w1.secret)
+    clock[0] = t0 + timedelta(seconds=61)
+    assert await live() == [False, True, True, True]
+    assert await webhook_secrets() == ("w2" * 8, w1.secret)
+    clock[0] = t0 + timedelta(seconds=81)
+    # The second rotation's key has the third rotation's hour (it was current then).
+    assert await live() == [False, False, True, True]
+    assert await webhook_secrets() == ("w2" * 8,)
