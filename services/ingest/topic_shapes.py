@@ -63,9 +63,12 @@ _FOREIGN_KEYS = {
 }
 
 
-def _redact_misfit(topic: str, body: Mapping[str, Any]) -> str | None:
+def _redact_misfit(topic: str, body: Mapping[str, Any], shop_domain: str | None) -> str | None:
     if body.get("shop_id") is None or not body.get("shop_domain"):
         return f"a {topic} body carries shop_id and shop_domain"
+    named = str(body["shop_domain"]).strip().lower()
+    if shop_domain is not None and named != shop_domain:
+        return f"this {topic} body is for shop {named}, not {shop_domain}"
     customer = body.get("customer")
     if topic == "shop/redact":
         if customer is not None or "orders_to_redact" in body or "data_request" in body:
@@ -84,14 +87,19 @@ def _redact_misfit(topic: str, body: Mapping[str, Any]) -> str | None:
     return None
 
 
-def topic_misfit(topic: str, body: Mapping[str, Any]) -> str | None:
-    """Why this body cannot be a delivery of this (destructive) topic, or None if it fits or
-    the topic is not one of the checked ones."""
+def topic_misfit(topic: str, body: Mapping[str, Any], shop_domain: str | None = None) -> str | None:
+    """Why this body cannot be a delivery of this (destructive) topic to `shop_domain` (the
+    authenticated shop, lower case), or None if it fits or the topic is not a checked one.
+
+    A privacy body must name that shop: Shopify signs every shop's webhooks with the app's one
+    secret, so the signature does not tell shops apart, and one shop's shop/redact sent under
+    another's domain would erase the other.
+    """
     topic = topic.strip().lower()
     if topic == "customers/delete":
         return _customer_delete_misfit(body)
     if topic in ("customers/redact", "customers/data_request", "shop/redact"):
-        return _redact_misfit(topic, body)
+        return _redact_misfit(topic, body, shop_domain)
     return None
 
 

@@ -4,7 +4,7 @@ another X-Shopify-Topic), and Shopify's own destructive bodies, which still fit.
 import pytest
 
 from services.ingest.topic_shapes import topic_misfit
-from tests.unit.ingest.test_topic_shapes import DATA_REQUEST, DELETE, REDACT
+from tests.unit.ingest.test_topic_shapes import DATA_REQUEST, DELETE, REDACT, SHOP_REDACT
 
 # customers_marketing_consent/update (SMS): the customer's id under `id`, as in a delete.
 SMS_CONSENT = {
@@ -52,3 +52,19 @@ def test_review_topic_shapes_shopifys_own_bodies_still_fit() -> None:
     assert topic_misfit("customers/delete", DELETE) is None
     assert topic_misfit("customers/redact", REDACT) is None
     assert topic_misfit("customers/data_request", DATA_REQUEST) is None
+
+
+@pytest.mark.parametrize(
+    ("topic", "body"),
+    [
+        ("customers/redact", REDACT),
+        ("customers/data_request", DATA_REQUEST),
+        ("shop/redact", SHOP_REDACT),
+    ],
+)
+def test_review_topic_shapes_a_privacy_body_must_name_the_shop_it_is_sent_for(
+    topic: str, body: dict[str, object]
+) -> None:
+    misfit = topic_misfit(topic, body, "other.myshopify.com")
+    assert misfit is not None and "other.myshopify.com" in misfit
+    assert topic_misfit(topic, body, "snowdevil.myshopify.com") is None
