@@ -31,7 +31,7 @@ from services.api.lookup import (
 )
 from services.api.rule_metrics import RuleMetrics
 from services.common import privacy
-from services.common.auth import ShopDep, refusal_counter
+from services.common.auth import ShopDep, refusal_counter, shop_gone
 from services.common.bodylimit import add_body_limit
 from services.common.db import create_pool, database_ready
 from services.common.envelope import PayloadError, loads_json, parse_payload_object
@@ -378,6 +378,11 @@ def create_app(
             except segment_store.TooManySegmentsError as exc:
                 rule_metrics.refused.labels(reason="segments").inc()
                 raise ApiError(422, "too_many_segments", str(exc)) from exc
+            except asyncpg.ForeignKeyViolationError as exc:
+                gone = shop_gone(exc)
+                if gone is None:
+                    raise
+                raise gone from exc
             if created is None:
                 raise ApiError(409, "handle_taken", f"a segment {body.handle!r} exists already")
             segment_id, backfill = created

@@ -46,6 +46,13 @@ def unauthorized(message: str = BEARER_MESSAGE, *, bearer: bool = True) -> ApiEr
     return ApiError(401, "unauthorized", message, headers=_BEARER_CHALLENGE if bearer else None)
 
 
+def shop_gone(exc: Exception) -> ApiError | None:
+    """The 401 for a write that found no shop to insert under (its key, looked up before the
+    shop's erasure, is still cached: SEGFLOW_SHOP_CACHE_TTL_SECONDS); None for other errors."""
+    constraint = getattr(exc, "constraint_name", None) or ""
+    return unauthorized() if constraint.endswith("_shop_id_fkey") else None
+
+
 def forbidden(allowed: frozenset[Kind], presented: Kind) -> ApiError:
     """The 403 for a valid key of too little power, naming what the endpoint needs."""
     needed = ", ".join(kind.value for kind in _ORDER if kind in allowed)

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
 from services.api.lookup import path_id
-from services.common.auth import ShopDep
+from services.common.auth import ShopDep, shop_gone
 from services.common.envelope import PayloadError, parse_payload_object
 from services.common.errors import ApiError, bad_request
 from services.common.fastpath import body_schema
@@ -134,8 +134,14 @@ def journeys_router() -> APIRouter:
         body = await journey_body(request)
         check_templates(body, templates)
         pool = request.app.state.pool
-        async with pool.acquire() as conn, conn.transaction():
-            journey_id = await store.create_journey(conn, shop.id, body, datetime.now(UTC))
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                journey_id = await store.create_journey(conn, shop.id, body, datetime.now(UTC))
+        except asyncpg.ForeignKeyViolationError as exc:
+            gone = shop_gone(exc)
+            if gone is None:
+                raise
+            raise gone from exc
         if journey_id is None:
             raise ApiError(409, "conflict", "a journey with this handle exists", field="handle")
         return _journey_json(await one(pool, shop.id, journey_id))

@@ -14,6 +14,8 @@ from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry
 
 import services
+from services.api.app import create_app as create_api
+from services.common import privacy
 from services.common.settings import Settings
 from services.common.shops import Kind, ShopCredentials, ShopDirectory, rotate_credential
 from services.tagger.app import create_app
@@ -21,6 +23,7 @@ from services.tagger.service import TaggerHealth
 from tests.integration.keys.support import keyed, served
 from tests.integration.keys.test_route_powers import APPS
 
+VIP = {"all": [{"name": "total_spent", "operator": "greater_than", "value": 1000}]}
 UNREADABLE = {
     "not-json": b"not json",
     "deep-json": b"[" * 100_000 + b"]" * 100_000,
@@ -120,3 +123,40 @@ async def test_review_keys_rotating_twice_within_the_grace_never_lengthens_an_ol
     # The second rotation's key has the third rotation's hour (it was current then).
     assert await live() == [False, False, True, True]
     assert await webhook_secrets() == ("w2" * 8,)
+
+
+async def test_review_keys_a_cached_key_of_an_erased_shop_writes_nothing_and_gets_401(
+    settings: Settings, shop: ShopCredentials, db: asyncpg.Connection
+) -> None:
+    """A key looked up before its shop's erasure works up to the cache TTL on; a write then
+    found no shop to insert under and answered 500 (a foreign key violation)."""
+    api = create_api(keyed(settings, shop_cache_ttl_seconds=300))
+    tagger = create_app(
+        keyed(settings, shop_cache_ttl_seconds=300), TaggerHealth(), CollectorRegistry()
+    )
+    auth = {"Authorization": f"Bearer {shop.api_token}"}
+    segment = {"handle": "vip", "name": "VIP", "conditions": VIP}
+    journey = {
+        "handle": "thanks",
+        "name": "Thank you",
+        "trigger": {"segment": "vip"},
+        "steps": [{"key": "thanks", "timing": {"after": "PT2H"}, "template": "welcome.hello"}],
+    }
+    async with (
+        served(api) as api_url,
+        served(tagger) as tagger_url,
+        httpx.AsyncClient(base_url=api_url, headers=auth) as to_api,
+        httpx.AsyncClient(base_url=tagger_url, headers=auth) as to_tagger,
+    ):
+        # Both processes remember the key.
+        assert (await to_api.get("/v1/segments")).status_code == 200
+        assert (await to_tagger.get("/v1/journeys")).status_code == 200
+        async with db.transaction():
+            await privacy.delete_shop(db, shop.domain, shop.shop_id, datetime.now(UTC))
+        for answer in (
+            await to_api.post("/v1/segments", json=segment),
+            await to_tagger.post("/v1/journeys", json=journey),
+        ):
+            assert answer.status_code == 401, answer.text
+            assert answer.json()["error"]["code"] == "unauthorized"
+    assert await db.fetchval("SELECT count(*) FROM segments") == 0
