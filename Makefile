@@ -21,10 +21,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Debian tools the tests and the benchmark drive (wrk: the load client). Installed where missing
-# and apt can (these machines run as root); where it cannot, the tests that need one fail and
-# name it.
-DEBIAN_TOOLS := wrk
+# Debian tools the tests and the benchmark drive (wrk: the load client; prometheus: the server
+# `segflow dev --with-monitoring` runs, and promtool, which checks the alert rules). Installed
+# where missing and apt can (these machines run as root); where it cannot, the tests that need
+# one fail and name it.
+DEBIAN_TOOLS := wrk prometheus
 tools:
 	@for tool in $(DEBIAN_TOOLS); do \
 	  command -v $$tool >/dev/null && continue; \
@@ -35,9 +36,12 @@ tools:
 	  else echo "$$tool is missing: install it (Debian: apt-get install $$tool)"; fi; \
 	done
 
-# pytest exits 5 when it collected no tests; that is not a failure of the suite.
+# pytest exits 5 when it collected no tests; that is not a failure of the suite. The tests run
+# in TEST_WORKERS processes (pytest-xdist), each with its own PostgreSQL and broker: most of a
+# test's time is spent waiting on servers, so two workers on two cores nearly halve the run.
+TEST_WORKERS ?= 2
 test: lint typecheck tools
-	$(BIN)/pytest -q -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

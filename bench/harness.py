@@ -341,6 +341,16 @@ async def stack_phase(
         }
 
 
+async def _database_mb(dsn: str) -> float:
+    """The database's size on disk (tables, indexes, TOAST), in MB."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        size: int = await conn.fetchval("SELECT pg_database_size(current_database())")
+    finally:
+        await conn.close()
+    return round(size / 1e6, 1)
+
+
 def _postgres_memory(data_dir: Path) -> float | None:
     return memory_by_label(processes_under(data_dir)).get("postgres")
 
@@ -390,6 +400,8 @@ async def offline_phase(config: Config, now: datetime, dsn: str, data_dir: Path)
             )
     out["rules"] = await offline.rules_rates(dsn, shop.shop_id, now, 2000, 10.0)
     out["postgres_mb_at_largest"] = _postgres_memory(data_dir)
+    # Before the generated backfill rows below: the store's customers and their orders only.
+    out["database_mb_at_largest"] = await _database_mb(dsn)
     if 100_000 not in backfills:
         # Too few stored customers in QUICK: 100k rows generated in SQL instead.
         generated = await measure_backfill(dsn, other.shop_id, config.generated_backfill_rows)
@@ -464,6 +476,13 @@ async def run(config: Config) -> dict[str, Any]:
         rss[f"postgres (offline, {config.curve_sizes[-1]:,} customers)"] = local[
             "postgres_mb_at_largest"
         ]
+    stored = curve[-1]
+    notes.append(
+        f"Database on disk with {stored['customers']:,} customers and {stored['orders']:,}"
+        f" orders stored: {local['database_mb_at_largest']:,.1f} MB"
+        f" ({local['database_mb_at_largest'] * 1e3 / stored['customers']:,.1f} kB per customer,"
+        " its orders, state and memberships included)."
+    )
     smallest, largest = curve[0]["events_per_s"], curve[-1]["events_per_s"]
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -486,6 +505,7 @@ async def run(config: Config) -> dict[str, Any]:
         "backfill_1m_s": backfill[1_000_000]["seconds"] if 1_000_000 in backfill else None,
         "backfill_1m_s_reason": None if 1_000_000 in backfill else "QUICK run: 1M is full-run only",
         "rss_mb": rss,
+        "database_mb": local["database_mb_at_largest"],
         "naive_events_per_s": local["naive"]["events_per_s"],
         "engine_evals_per_s": rules["engine_evals_per_s"],
         "compiled_evals_per_s": rules["compiled_evals_per_s"],

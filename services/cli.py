@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+import uvicorn
+from fastapi import FastAPI
 
 from services.common.db import migrate
 from services.common.logging import configure_logging
@@ -27,10 +29,16 @@ def _out(text: str) -> None:
     sys.stdout.flush()
 
 
+def _role_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
+    """A role's HTTP server: requests in flight at a stop may take as long as the role's
+    whole stop may (SEGFLOW_SHUTDOWN_TIMEOUT_SECONDS, enforced by serve_until)."""
+    return make_server(app, host, port, graceful_seconds=None)
+
+
 async def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from services.dev.stack import run_dev
 
-    return await run_dev(settings)
+    return await run_dev(settings, monitoring=args.with_monitoring)
 
 
 async def _cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
@@ -43,11 +51,12 @@ async def _cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     settings.require_database_url()
     settings.require_kafka()
     stop = stop_event_on_signals()
-    server = make_server(create_app(settings), settings.host, settings.ingest_port)
+    server = _role_server(create_app(settings), settings.host, settings.ingest_port)
     shared = None
     if settings.ingest_reuse_port:
         shared = {server: [reuse_port_socket(settings.host, settings.ingest_port)]}
-    return 0 if await serve_until([server], stop, listen_on=shared) else 1
+    bound = settings.shutdown_timeout_seconds
+    return 0 if await serve_until([server], stop, listen_on=shared, shutdown_timeout=bound) else 1
 
 
 async def _cmd_segmenter(settings: Settings, args: argparse.Namespace) -> int:
@@ -66,12 +75,13 @@ async def _cmd_segmenter(settings: Settings, args: argparse.Namespace) -> int:
     health = SegmenterHealth()
     metrics = SegmenterMetrics.create(registry)
     app = create_health_app(health, registry)
-    server = make_server(app, settings.host, settings.segmenter_health_port)
+    server = _role_server(app, settings.host, settings.segmenter_health_port)
 
     async def segmenter(stop: asyncio.Event) -> None:
         await run_segmenter(settings, metrics, stop, health=health)
 
-    return 0 if await serve_until([server], stop, [segmenter]) else 1
+    bound = settings.shutdown_timeout_seconds
+    return 0 if await serve_until([server], stop, [segmenter], shutdown_timeout=bound) else 1
 
 
 async def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
@@ -80,8 +90,9 @@ async def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
     settings.require_database_url()
     stop = stop_event_on_signals()
-    server = make_server(create_app(settings), settings.host, settings.api_port)
-    return 0 if await serve_until([server], stop) else 1
+    server = _role_server(create_app(settings), settings.host, settings.api_port)
+    bound = settings.shutdown_timeout_seconds
+    return 0 if await serve_until([server], stop, shutdown_timeout=bound) else 1
 
 
 async def _cmd_mailbox(settings: Settings, args: argparse.Namespace) -> int:
@@ -135,7 +146,7 @@ async def _cmd_tagger(settings: Settings, args: argparse.Namespace) -> int:
     metrics = TaggerMetrics.create(registry)
     client_metrics = ShopifyClientMetrics.create(registry)
     email_metrics = EmailMetrics.create(registry)
-    server = make_server(
+    server = _role_server(
         create_app(settings, health, registry), settings.host, settings.tagger_port
     )
 
@@ -144,7 +155,8 @@ async def _cmd_tagger(settings: Settings, args: argparse.Namespace) -> int:
             settings, metrics, client_metrics, stop, health, email_metrics=email_metrics
         )
 
-    return 0 if await serve_until([server], stop, [tagger]) else 1
+    bound = settings.shutdown_timeout_seconds
+    return 0 if await serve_until([server], stop, [tagger], shutdown_timeout=bound) else 1
 
 
 async def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -392,7 +404,13 @@ def _aware_time(text: str) -> datetime:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("dev", help="run everything on one machine (embedded PostgreSQL + Kafka)")
+    dev = sub.add_parser("dev", help="run everything on one machine (embedded PostgreSQL + Kafka)")
+    dev.add_argument(
+        "--with-monitoring",
+        action="store_true",
+        help="also run a local Prometheus (Debian's `prometheus` on PATH) scraping every role, "
+        "with the alert rules, on SEGFLOW_PROMETHEUS_PORT (9090)",
+    )
     sub.add_parser("ingest", help="run the ingest service (needs DATABASE_URL, Kafka)")
     sub.add_parser("segmenter", help="run a segmenter: consumer, scheduler, outbox (same needs)")
     sub.add_parser("api", help="run the REST API (needs DATABASE_URL)")

@@ -36,6 +36,7 @@ from tests.helpers import (
     free_port,
     server_directory,
     start_server,
+    stop_run,
 )
 
 # An external server named by the environment must answer within this long, or the run stops.
@@ -60,10 +61,9 @@ async def _require_postgres(dsn: str) -> None:
         else:
             await conn.close()
             return
-        pytest.exit(
+        stop_run(
             f"DATABASE_URL={redact_dsn(dsn)}: no PostgreSQL accepted a connection there "
-            f"within {EXTERNAL_SERVER_WAIT:.0f} s ({type(error).__name__}: {error})",
-            returncode=3,
+            f"within {EXTERNAL_SERVER_WAIT:.0f} s ({type(error).__name__}: {error})"
         )
 
 
@@ -82,7 +82,7 @@ async def postgres_server_dsn() -> AsyncIterator[str]:
         except Exception as exc:  # noqa: BLE001 - any failure here means no database for the run
             log = server.data_dir / "log"
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            pytest.exit(f"embedded PostgreSQL did not start: {exc}\n{tail}", returncode=3)
+            stop_run(f"embedded PostgreSQL did not start: {exc}\n{tail}")
         try:
             yield dsn
         finally:
@@ -111,10 +111,9 @@ async def kafka_bootstrap(broker_factory: BrokerFactory) -> str:
         try:
             await wait_for_broker(external, timeout=EXTERNAL_SERVER_WAIT)
         except TimeoutError as exc:
-            pytest.exit(
+            stop_run(
                 f"KAFKA_BOOTSTRAP_SERVERS={external}: no Kafka broker answered there "
-                f"within {EXTERNAL_SERVER_WAIT:.0f} s ({exc})",
-                returncode=3,
+                f"within {EXTERNAL_SERVER_WAIT:.0f} s ({exc})"
             )
         return external
     return (await broker_factory.start()).bootstrap_servers

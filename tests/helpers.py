@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -29,6 +29,17 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def stop_run(message: str) -> NoReturn:
+    """Stop the whole run with one message when a server the tests need is not there.
+
+    A pytest-xdist worker that calls pytest.exit dies without its message reaching the report,
+    so there the fixture fails instead, and each test that needs it shows the message.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        raise RuntimeError(message)
+    pytest.exit(message, returncode=3)
 
 
 @contextmanager
@@ -62,7 +73,7 @@ class BrokerFactory:
         try:
             await wait_for_broker(broker.bootstrap_servers, timeout=20)
         except TimeoutError:
-            pytest.exit(f"embedded broker did not start:\n{broker.log_tail()}", returncode=3)
+            stop_run(f"embedded broker did not start:\n{broker.log_tail()}")
         return broker
 
     def stop_all(self) -> None:
@@ -184,7 +195,12 @@ def run_pytest(
     (directory / "conftest.py").write_text('pytest_plugins = ["tests.conftest"]\n')
     test_file = directory / "test_inner.py"
     test_file.write_text(test_source)
-    environment = {k: v for k, v in os.environ.items() if k not in _SERVER_VARIABLES}
+    # The inner session is no pytest-xdist worker, even when this one is.
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in _SERVER_VARIABLES and not k.startswith("PYTEST_XDIST_")
+    }
     environment["PYTHONPATH"] = str(ROOT)
     environment.update(env or {})
     return subprocess.run(

@@ -4,8 +4,9 @@ import os
 from collections.abc import Collection
 from functools import cache
 
+from aiokafka import TopicPartition
 from fastapi import FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from services.common.envelope import CustomEventType
@@ -38,6 +39,13 @@ def topic_label(topic: str) -> str:
 @cache
 def _known_topics() -> frozenset[str]:
     return frozenset(TOPIC_MODELS) | {f"custom/{kind.value}" for kind in CustomEventType}
+
+
+def forget_partitions(lag: Gauge, partitions: Collection[TopicPartition]) -> None:
+    """Drop the `{topic, partition}` series of partitions this member gave up: their new owner
+    reports them, and a value left here would read as lag for ever."""
+    for tp in partitions:
+        lag.remove(tp.topic, str(tp.partition))
 
 
 def new_registry() -> CollectorRegistry:

@@ -2,8 +2,10 @@
 
 import asyncio
 import logging
+import os
 import signal
 import socket
+import threading
 from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -22,8 +24,11 @@ class _Server(uvicorn.Server):
         yield
 
 
-def make_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
-    """A uvicorn server for `app`; in-flight requests get 10 s to finish on shutdown.
+def make_server(
+    app: FastAPI, host: str, port: int, *, graceful_seconds: int | None = 10
+) -> uvicorn.Server:
+    """A uvicorn server for `app`; in-flight requests get `graceful_seconds` to finish on
+    shutdown (None: as long as they take, for a process bounded by `serve_until`).
 
     HTTP is parsed by httptools (C) rather than h11 (pure Python): on the plain-ASGI webhook
     route it takes 0.55x h11's server CPU per request, 0.8x under FastAPI (bench/RESULTS.md,
@@ -38,7 +43,7 @@ def make_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
         log_config=None,
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=graceful_seconds,
     )
     return _Server(config)
 
@@ -87,26 +92,73 @@ def stop_event_on_signals() -> asyncio.Event:
     return stop
 
 
+def exit_after(seconds: float, still_running: Callable[[], list[str]]) -> threading.Timer:
+    """Log what is `still_running` and end the process with status 1 if it is still alive in
+    `seconds`: a thread, so the bound holds whatever the event loop is stuck on."""
+
+    def expire() -> None:
+        # Logging can block (a full stderr pipe nobody reads): the exit must not wait on it.
+        last_resort = threading.Timer(1.0, os._exit, (1,))
+        last_resort.daemon = True
+        last_resort.start()
+        logger.error(
+            "shutdown took longer than its bound; exiting now, abandoning the work in hand",
+            extra={"shutdown_timeout_seconds": seconds, "still_running": still_running()},
+        )
+        logging.shutdown()  # flush the line above: os._exit skips every handler
+        os._exit(1)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True  # a process that stopped in time exits without waiting for it
+    timer.start()
+    return timer
+
+
+def _still_running(
+    servers: Sequence[uvicorn.Server], working: Sequence[asyncio.Task[None]]
+) -> list[str]:
+    """What a stop is waiting for, for the log line of a hard exit (read from another thread:
+    counts and flags only)."""
+    waiting = [
+        f"{len(server.server_state.tasks)} HTTP request(s)"
+        for server in servers
+        if server.server_state.tasks
+    ]
+    return waiting + [task.get_name() for task in working if not task.done()]
+
+
 async def serve_until(
     servers: list[uvicorn.Server],
     stop: asyncio.Event,
     workers: Sequence[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = (),
     *,
     listen_on: Mapping[uvicorn.Server, list[socket.socket]] | None = None,
+    shutdown_timeout: float | None = None,
 ) -> bool:
     """Run servers and workers until `stop` is set or one of them ends; then stop them all.
 
     Workers are coroutines that return once `stop` is set. A server in `listen_on` serves on
-    those sockets instead of binding its own. True when everything started and was stopped by
+    those sockets instead of binding its own. With `shutdown_timeout`, a stop that takes
+    longer ends the process (`exit_after`). True when everything started and was stopped by
     `stop`, False when something ended or failed by itself.
     """
     sockets = listen_on or {}
     serving = [asyncio.create_task(server.serve(sockets.get(server))) for server in servers]
-    working = [asyncio.create_task(worker(stop)) for worker in workers]
+    working = [
+        asyncio.create_task(worker(stop), name=getattr(worker, "__name__", "worker"))
+        for worker in workers
+    ]
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait([*serving, *working, stopper], return_when=asyncio.FIRST_COMPLETED)
     clean = stop.is_set()
     stop.set()
+    if shutdown_timeout is not None:
+        # Armed for the rest of the process's life: closing the loop can hang too.
+        exit_after(shutdown_timeout, lambda: _still_running(servers, working))
+        logger.info(
+            "stopping: no new connections, finishing the work in hand",
+            extra={"shutdown_timeout_seconds": shutdown_timeout},
+        )
     for server in servers:
         server.should_exit = True
     results = await asyncio.gather(*serving, *working, return_exceptions=True)

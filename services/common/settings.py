@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     # each role has to exit after SIGTERM before it is killed.
     dev_ready_timeout_seconds: float = Field(default=90.0, gt=0)
     dev_stop_timeout_seconds: float = Field(default=30.0, gt=0)
+    # `segflow dev --with-monitoring` only: the local Prometheus's port, and how often it
+    # scrapes every role and evaluates the alert rules.
+    prometheus_port: int = Field(default=9090, ge=1, le=65535)
+    prometheus_scrape_interval_seconds: float = Field(default=5.0, ge=0.1, le=300)
+    # Every role: how long it may take to stop after SIGINT/SIGTERM (answer the requests in
+    # flight, finish and commit the batch in hand, close its clients). Past it the process
+    # logs what it abandons and exits 1 at once, before an orchestrator's SIGKILL would (keep
+    # it below Kubernetes' terminationGracePeriodSeconds, compose's stop_grace_period).
+    shutdown_timeout_seconds: float = Field(default=25.0, gt=0)
 
     # The tagger (`segflow tagger`): its HTTP port (health, metrics, journeys API), its
     # consumer group on the changes and events topics, and its tag reconciler.
@@ -172,6 +181,8 @@ class Settings(BaseSettings):
     # to 500) before the round is retried.
     outbox_send_timeout_seconds: float = Field(default=10.0, gt=0)
     scheduler_interval_seconds: float = Field(default=1.0, gt=0)
+    # How often the scheduler counts each segment's members for the segment sizes gauge.
+    segment_sizes_interval_seconds: float = Field(default=60.0, gt=0)
     dedupe_retention_days: int = Field(default=7, ge=1)
     # Engagement events (custom/page_viewed, …) only count by their ids: keep those longer
     # than the events topic keeps events, so no replay of it can count one twice.
@@ -269,6 +280,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "consumer_rebalance_timeout_ms must exceed consumer_max_poll_interval_ms: "
                 "a member finishing its batch in a rebalance must not be evicted"
+            )
+        if self.dev_stop_timeout_seconds <= self.shutdown_timeout_seconds:
+            raise ValueError(
+                "dev_stop_timeout_seconds must exceed shutdown_timeout_seconds: a role's own "
+                "bound must run out before segflow dev kills it"
             )
         if self.retry_max_seconds < self.retry_initial_seconds:
             raise ValueError("retry_max_seconds must be at least retry_initial_seconds")

@@ -33,6 +33,7 @@ from services.dev.demo_shopify import (
 )
 from services.dev.embedded import EmbeddedBroker, EmbeddedPostgres
 from services.dev.mailbox import LocalMailbox
+from services.dev.monitoring import prometheus_binary, prometheus_role, prometheus_url
 from services.dev.supervisor import ChildExitedError, Role, Supervisor, child_environment
 from services.segmenter.storage.segments import install_templates
 from services.tagger.journeys_store import install_journeys
@@ -161,10 +162,16 @@ def banner(
     demo: ShopCredentials,
     shopify: DemoShopify,
     operator_token: str,
+    monitoring: bool = False,
 ) -> str:
     base = f"http://{settings.host}:{settings.ingest_port}"
     health = f"http://{settings.host}:{settings.segmenter_health_port}"
     members = settings.segmenter_processes
+    prometheus = (
+        [f"  prometheus      {prometheus_url(settings)}   (every role scraped; /alerts)"]
+        if monitoring
+        else []
+    )
     return "\n".join(
         [
             "segflow is running (Ctrl-C stops everything)",
@@ -183,6 +190,7 @@ def banner(
             f" /_standin/shops/{demo.domain}/customers/ID)",
             f"  mail            smtp://{settings.smtp_host}:{settings.smtp_port}"
             f"   (every message kept in {settings.mailbox_directory()})",
+            *prometheus,
             f"  demo shop       {demo.domain}",
             f"  webhook secret  {demo.webhook_secret}",
             f"  API token       {demo.api_token}   (the shop's admin token: server side only)",
@@ -241,13 +249,17 @@ def fresh_metrics_dir(settings: Settings) -> Path:
     return metrics_dir
 
 
-async def run_dev(settings: Settings) -> int:
+async def run_dev(settings: Settings, monitoring: bool = False) -> int:
     """Start the infrastructure and every role as a child process, run until SIGINT/SIGTERM
-    or until something dies, then stop it all in order; return an exit code."""
+    or until something dies, then stop it all in order; return an exit code.
+
+    With `monitoring`, a local Prometheus scrapes every role (it stops last)."""
     from pydantic import SecretStr
 
     from services.shopify_standin.server import running_standin
 
+    # Before anything starts: a missing binary is a clear error, not a half-started stack.
+    binary = prometheus_binary() if monitoring else None
     stop = stop_event_on_signals()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     sealing_keys = dev_sealing_keys(settings)
@@ -283,13 +295,15 @@ async def run_dev(settings: Settings) -> int:
             SEGFLOW_JOURNEY_COUPON_CODE=settings.journey_coupon_code or DEMO_COUPON,
         )
         planned = roles(settings, fresh_metrics_dir(settings))
+        if binary is not None:
+            planned.append(prometheus_role(settings, binary))
         taken = [
-            role.shared_port
+            (role.shared_port, role.name)
             for role in planned
             if role.shared_port is not None and port_in_use(settings.host, role.shared_port)
         ]
         if taken:
-            logger.error("segflow dev could not start: port %s is in use already", taken[0])
+            logger.error("segflow dev could not start: port %s (%s) is in use already", *taken[0])
             return 1
         supervisor = Supervisor(
             planned,
@@ -308,7 +322,9 @@ async def run_dev(settings: Settings) -> int:
         if started:
             shopify = await connect_demo_shop(settings, infra.database_url, demo, standin.url)
             # The banner says "running" once every process of every role is ready.
-            sys.stdout.write(banner(settings, infra, demo, shopify, operator_token))
+            sys.stdout.write(
+                banner(settings, infra, demo, shopify, operator_token, binary is not None)
+            )
             sys.stdout.flush()
             if await supervisor.watch(stop) is not None:
                 return 1

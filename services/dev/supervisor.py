@@ -40,7 +40,8 @@ class Role:
 
     `env(i)` is what member i (0-based) adds to the common environment. Members that share
     `shared_port` must each also listen on it before they count as ready (a request to the
-    port reaches any one of them).
+    port reaches any one of them). `command`, when given, is run instead of `segflow <name>`
+    (a helper beside the roles, such as the local Prometheus).
     """
 
     name: str
@@ -48,6 +49,7 @@ class Role:
     processes: int = 1
     env: Callable[[int], Mapping[str, str]] = _no_environment
     shared_port: int | None = None
+    command: tuple[str, ...] | None = None
 
 
 def segflow_command() -> list[str]:
@@ -199,9 +201,9 @@ class Supervisor:
 
     async def _spawn(self, role: Role, index: int) -> Child:
         env = {**self.environment, **role.env(index)}
+        argv = role.command or (*self.command, role.name)
         process = await asyncio.create_subprocess_exec(
-            *self.command,
-            role.name,
+            *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 class TaggerMetrics:
     changes: Counter
     echoes: Counter
+    consumer_lag: Gauge
     tag_writes: Counter
     reconciled: Counter
     tag_backlog: Gauge
@@ -33,6 +34,12 @@ class TaggerMetrics:
                 "segflow_tagger_echoes",
                 "Ledger entries a tags webhook moved, by the entry's new state (or dropped)",
                 ["state"],
+                registry=registry,
+            ),
+            consumer_lag=Gauge(
+                "segflow_tagger_consumer_lag",
+                "Records behind the partition's high watermark, as of the last batch taken",
+                ["topic", "partition"],
                 registry=registry,
             ),
             tag_writes=Counter(

@@ -11,7 +11,8 @@ work and ended when it finds none: it takes one batch of its shop at a time (its
 work is bounded by the batch size), and its waits on Shopify (pacing from throttleStatus, a
 slow answer, a bulk operation) hold nobody else, not even the same shop's other lane. The run
 loop only dispatches and reports the backlog. On stop no new batch starts; the batches in hand
-are finished, nothing is cancelled half-written.
+are finished, nothing is cancelled half-written; a bulk operation still running on Shopify is
+not waited for but recorded, as when polling gives up (below), and read by the next poll.
 
 Failures never drop work: Shopify unavailable (throttled beyond the client's bound, 5xx,
 timeouts) puts the customer back with backoff; after `tagger_max_attempts` it is parked
@@ -105,13 +106,17 @@ class TagReconciler:
         self._lanes: dict[Lane, asyncio.Task[None]] = {}
         self._failure: BaseException | None = None
         self._halted = False
+        # The run loop's stop: a bulk operation being polled is left to a later poll.
+        self._stop: asyncio.Event | None = None
 
     def poke(self) -> None:
         """New work was queued: look now rather than at the next interval."""
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Reconcile until `stop` is set; the shop tasks finish the batches in hand first."""
+        """Reconcile until `stop` is set; the shop tasks finish the batches in hand first (a
+        bulk operation still running is recorded, to be read by the next poll)."""
+        self._stop = stop
         try:
             await run_rounds(
                 lambda: self._dispatch(stop),
@@ -357,7 +362,7 @@ class TagReconciler:
                 continue
             try:
                 result = await client.run_bulk_tags(
-                    kind, lines, self._settings.tagger_bulk_poll_timeout_seconds
+                    kind, lines, self._settings.tagger_bulk_poll_timeout_seconds, self._stop
                 )
             except ShopifyBulkPending as exc:
                 # Still running on Shopify: read later, never sent again meanwhile.

@@ -146,6 +146,15 @@ RETRY_SKIPPED = """
 UPDATE journey_sends SET state = 'skipped', retry_at = NULL, error = $2 WHERE id = $1
 """
 
+# A stop between hand-overs: the round's emails not yet given to SMTP are surely not
+# delivered, so they wait as retries due at once (same Message-ID), not as `sending` records a
+# later process would have to settle as `unknown` and never send.
+NOT_HANDED_OVER = """
+UPDATE journey_sends SET state = 'deferred', retry_at = $2, lease_until = NULL,
+    error = 'not handed over: the tagger was stopping'
+WHERE id = ANY($1::bigint[]) AND state = 'sending'
+"""
+
 TAKE_INTERRUPTED = """
 SELECT id, message_id FROM journey_sends
 WHERE state = 'sending' AND lease_until < $1
@@ -224,12 +233,15 @@ class JourneyScheduler:
         self._crash_point = point or None
         self._crash_after = int(count.partition(":")[0] or 1)
         self._wake = asyncio.Event()
+        self._stop: asyncio.Event | None = None
 
     def poke(self) -> None:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Schedule until `stop` is set (the round in hand is finished first)."""
+        """Schedule until `stop` is set: the email being handed over is finished first, the
+        rest of its round put back for the next round (of any process)."""
+        self._stop = stop
         await run_rounds(
             self.round, stop, self._health, self._settings.tagger_interval_seconds, self._wake
         )
@@ -254,13 +266,21 @@ class JourneyScheduler:
                         email := await self._decide(conn, enrolment_from_row(row), now)
                     ) is not None:
                         outgoing.append(email)
-        for email in outgoing:
+        for index, email in enumerate(outgoing):
+            if self._stop is not None and self._stop.is_set():
+                await self._put_back(outgoing[index:])
+                break
             result = await self._hand_over(email)
             if result is None:
                 continue
             self._crash_if_told("after_smtp")
             await self._finish(email, result)
         return bool(resolved or retries or due)
+
+    async def _put_back(self, emails: list[Outgoing]) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.execute(NOT_HANDED_OVER, [e.send_id for e in emails], self._clock())
+        logger.info("journey emails put back at stop", extra={"count": len(emails)})
 
     async def _hand_over(self, email: Outgoing) -> SendResult | None:
         """SMTP, with the customer's row locked and the one-click override checked under it:

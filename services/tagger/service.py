@@ -125,7 +125,9 @@ async def run_tagger(
             clock,
             erase_mail=mailbox.erase_recipient if mailbox is not None else None,
         )
-        consumer.subscribe([settings.topic_segment_changes, settings.topic_events])
+        consumer.subscribe(
+            [settings.topic_segment_changes, settings.topic_events], listener=worker.listener
+        )
         await consumer.start()
         tasks = [
             asyncio.create_task(worker.run(stop), name="tagger-consumer"),

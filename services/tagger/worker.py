@@ -26,11 +26,13 @@ from typing import Any
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from prometheus_client import Gauge
 
 from services.common import privacy
 from services.common.backoff import Backoff
 from services.common.envelope import as_utc, decode_envelope
+from services.common.metrics import forget_partitions
 from services.common.settings import Settings
 from services.common.shopify import (
     Customer,
@@ -184,6 +186,19 @@ def _split_whole(echo: Echo, ledger: Mapping[str, Any]) -> tuple[list[str], list
     return added, removed
 
 
+class ForgetLagOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Partitions that move to another member take their lag series with them."""
+
+    def __init__(self, lag: Gauge) -> None:
+        self._lag = lag
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        forget_partitions(self._lag, revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        return None
+
+
 class TaggerWorker:
     """Consumes changes and echoes; offsets committed only after the database commit."""
 
@@ -208,6 +223,7 @@ class TaggerWorker:
         self._poke = poke
         self._clock = clock
         self._backoff = Backoff(settings.retry_initial_seconds, settings.retry_max_seconds)
+        self.listener = ForgetLagOnRevoke(metrics.consumer_lag)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; the batch in hand is finished or let go first."""
@@ -270,8 +286,16 @@ class TaggerWorker:
         await self._consumer.commit(
             {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
         )
+        self._observe_lag(batch)
         if marks or echoes:
             self._poke()
+
+    def _observe_lag(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
+        for tp, records in batch.items():
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None and records:
+                lag = max(0, highwater - (records[-1].offset + 1))
+                self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     async def _apply(
         self,

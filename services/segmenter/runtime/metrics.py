@@ -23,6 +23,9 @@ class SegmenterMetrics:
     consumer_lag: Gauge
     segment_changes: Counter
     changes_published: Counter
+    outbox_backlog: Gauge
+    segment_members: Gauge
+    outbox_oldest_seconds: Gauge
     due_backlog: Gauge
     scheduled_evaluations: Counter
     retries: Counter
@@ -93,6 +96,27 @@ class SegmenterMetrics:
             changes_published=Counter(
                 "segflow_segmenter_changes_published",
                 "Outbox rows published to the segment-changes topic",
+                registry=registry,
+            ),
+            # Read from the database each scheduler round: every member shows the same figures
+            # (aggregate with max, not sum).
+            outbox_backlog=Gauge(
+                "segflow_outbox_backlog",
+                "Outbox rows not yet published to the segment-changes topic, by lane (live, bulk)",
+                ["lane"],
+                registry=registry,
+            ),
+            outbox_oldest_seconds=Gauge(
+                "segflow_outbox_oldest_unpublished_seconds",
+                "Age of the lane's oldest unpublished outbox row (0 when none waits)",
+                ["lane"],
+                registry=registry,
+            ),
+            segment_members=Gauge(
+                "segflow_segment_members",
+                "Customers in each segment, summed over shops, by handle (built-in handles; "
+                "the merchants' own read other), counted every segment_sizes_interval_seconds",
+                ["segment"],
                 registry=registry,
             ),
             due_backlog=Gauge(

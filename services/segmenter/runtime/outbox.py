@@ -70,6 +70,15 @@ WHERE c.seq IN (
 ORDER BY c.seq
 """
 MARK_PUBLISHED = "UPDATE segment_changes SET published_at = $2 WHERE change_id = ANY($1::uuid[])"
+# Unpublished rows per lane and the age of each lane's oldest (wall time, like published_at);
+# the partial indexes of migration 0003 hold exactly these rows.
+BACKLOG = f"""
+SELECT CASE WHEN {_BULK} THEN 'bulk' ELSE 'live' END AS lane, count(*) AS waiting,
+       extract(epoch FROM clock_timestamp() - min(created_at))::float8 AS oldest
+FROM segment_changes WHERE published_at IS NULL
+GROUP BY 1
+"""
+LANES = ("live", "bulk")
 PURGE_PUBLISHED = """
 DELETE FROM segment_changes WHERE change_id IN (
     SELECT change_id FROM segment_changes WHERE published_at < $1 LIMIT $2
@@ -154,6 +163,17 @@ async def publish_pending(
                 )
         total += len(rows)
     return total
+
+
+async def observe_backlog(pool: asyncpg.Pool, metrics: SegmenterMetrics) -> None:
+    """Set the outbox backlog gauges from the table (a lane with nothing waiting reads 0)."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(BACKLOG)
+    found = {row["lane"]: row for row in rows}
+    for lane in LANES:
+        row = found.get(lane)
+        metrics.outbox_backlog.labels(lane).set(row["waiting"] if row else 0)
+        metrics.outbox_oldest_seconds.labels(lane).set(max(0.0, row["oldest"]) if row else 0)
 
 
 async def purge_published(pool: asyncpg.Pool, cutoff: datetime, limit: int) -> int:

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -10,9 +11,10 @@ from aiokafka import AIOKafkaProducer
 
 from services.common.settings import Settings
 from services.segmenter.runtime.metrics import SegmenterMetrics
-from services.segmenter.runtime.outbox import publish_pending, purge_published
+from services.segmenter.runtime.outbox import observe_backlog, publish_pending, purge_published
 from services.segmenter.runtime.pipeline import evaluate_customers
 from services.segmenter.runtime.segment_cache import RuleBook
+from services.segmenter.runtime.segment_sizes import observe_segment_sizes
 from services.segmenter.storage import queries
 from services.segmenter.storage.backfill import BackfillOptions, resume_abandoned
 
@@ -104,6 +106,7 @@ class Scheduler:
         self._clock = clock
         self._batch = batch
         self._rules = RuleBook()
+        self._sizes_due = 0.0
         self._backfill = BackfillOptions(
             chunk=settings.backfill_chunk_size,
             lease_seconds=settings.backfill_lease_seconds,
@@ -177,6 +180,10 @@ class Scheduler:
             async with self._pool.acquire() as conn:
                 backlog = await conn.fetchval(DUE_BACKLOG, self._clock())
             self._metrics.due_backlog.set(backlog)
+            await observe_backlog(self._pool, self._metrics)
+            if time.monotonic() >= self._sizes_due:
+                await observe_segment_sizes(self._pool, self._metrics)
+                self._sizes_due = time.monotonic() + self._settings.segment_sizes_interval_seconds
             # A bounded slice every round: a backlog (an upgrade, a long stop) drains over
             # rounds instead of stalling one.
             await self.purge_processed_events()

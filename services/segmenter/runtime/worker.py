@@ -24,10 +24,11 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord
+from prometheus_client import Gauge
 
 from services.common import privacy
 from services.common.backoff import Backoff
-from services.common.metrics import topic_label
+from services.common.metrics import forget_partitions, topic_label
 from services.common.settings import Settings
 from services.common.shopify import Product
 from services.common.shops import normalize_domain
@@ -100,10 +101,13 @@ class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
     as long as the outage lasts.
     """
 
-    def __init__(self, lock: asyncio.Lock, revoking: asyncio.Event, health: ConsumerHealth) -> None:
+    def __init__(
+        self, lock: asyncio.Lock, revoking: asyncio.Event, health: ConsumerHealth, lag: Gauge
+    ) -> None:
         self._lock = lock
         self._revoking = revoking
         self._health = health
+        self._lag = lag
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         self._health.rebalancing = True
@@ -111,6 +115,7 @@ class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             async with self._lock:
                 self._health.partitions = []
+                forget_partitions(self._lag, revoked)
         finally:
             self._revoking.clear()
 
@@ -151,7 +156,9 @@ class SegmenterWorker:
         # Domains erased by shop/redact, with when: events received before it were the erased
         # shop's, even once the domain is registered again (a lagging partition's).
         self._redacted_at: dict[str, datetime] = {}
-        self.listener = _FinishBatchOnRevoke(self._batch_lock, self._revoking, self._health)
+        self.listener = _FinishBatchOnRevoke(
+            self._batch_lock, self._revoking, self._health, metrics.consumer_lag
+        )
         point, _, rest = (settings.crash_at or "").partition(":")
         count, _, mode = rest.partition(":")
         self._crash_point = point or None

@@ -6,6 +6,7 @@ Polling is bounded: an operation still running at the bound raises ShopifyBulkPe
 id; `BulkRunner.outcome` reads it again later (it goes on running on Shopify)."""
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
@@ -88,6 +89,7 @@ class BulkRunner:
         poll_max: float = 2.0,
         timeout: float = 6 * 3600.0,
         attempts: int = 6,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self.client = client
         self.http = http
@@ -96,6 +98,9 @@ class BulkRunner:
         self.poll_max = poll_max
         self.timeout = timeout
         self.attempts = attempts
+        # Set when the process is stopping: polling gives up at once, as at its timeout, so
+        # the running operation is recorded and read later rather than waited for.
+        self.stop = stop
 
     async def run(
         self, kind: TagKind, lines: Sequence[tuple[int, Sequence[str]]], started: float
@@ -217,10 +222,17 @@ class BulkRunner:
             operation = await self._poll(operation_id)
             if operation.get("status") not in _RUNNING:
                 return operation
-            if time.monotonic() + delay > deadline:
+            if self._stopping() or time.monotonic() + delay > deadline:
                 raise ShopifyBulkPending(operation_id)
-            await asyncio.sleep(delay)
+            if self.stop is None:
+                await asyncio.sleep(delay)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), delay)
             delay = min(delay * 2, self.poll_max)
+
+    def _stopping(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
 
     async def _poll(self, operation_id: str) -> dict[str, Any]:
         data = await self.client.execute(

@@ -250,12 +250,14 @@ class AdminClient:
         kind: TagKind,
         lines: Sequence[tuple[int, Sequence[str]]],
         timeout: float = 6 * 3600.0,
+        stop: asyncio.Event | None = None,
     ) -> BulkResult:
         """Add (or remove) tags on many customers with one bulk mutation: stage and upload the
-        JSONL, run it, poll until it ends (up to `timeout` s, then ShopifyBulkPending), read the
-        result file. Lines that did not apply come back as failures (`retry_failures_singly`)."""
+        JSONL, run it, poll until it ends (up to `timeout` s or `stop`, then
+        ShopifyBulkPending), read the result file. Lines that did not apply come back as
+        failures (`retry_failures_singly`)."""
         started = time.monotonic()
-        runner = BulkRunner(self, self._http, self._rng, timeout=timeout)
+        runner = BulkRunner(self, self._http, self._rng, timeout=timeout, stop=stop)
         result = await runner.run(kind, lines, started)
         return self._counted(kind, result)
 

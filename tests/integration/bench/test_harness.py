@@ -68,6 +68,8 @@ async def test_a_tiny_run_writes_every_key_with_a_sane_value_and_stops_everythin
     assert [p["customers"] for p in results["cost_curve"]] == [100, 200]
     for point in results["cost_curve"]:
         assert point["events_per_s"] > 0 and point["orders"] >= point["customers"]
+    assert results["database_mb"] > 0
+    assert any(note.startswith("Database on disk with 200 customers") for note in results["notes"])
     labels = set(results["rss_mb"])
     assert {"broker", "postgres"} <= labels
     assert any(label.startswith("segflow ") for label in labels)

@@ -59,11 +59,13 @@ def dev_env(**overrides: str) -> dict[str, str]:
 
 
 class DevStack:
-    """One `segflow dev` process run in `workdir`; output in stdout.log and stderr.log there."""
+    """One `segflow dev [args]` process run in `workdir`; output in stdout.log and stderr.log
+    there."""
 
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+    def __init__(self, workdir: Path, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         self.env = env
+        self.args = args
         self.data_dir = workdir / ".segflow"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -91,7 +93,7 @@ class DevStack:
             (self.workdir / "stderr.log").open("wb") as err,
         ):
             self._process = subprocess.Popen(
-                [SEGFLOW, "dev"], cwd=self.workdir, env=self.env, stdout=out, stderr=err
+                [SEGFLOW, "dev", *self.args], cwd=self.workdir, env=self.env, stdout=out, stderr=err
             )
         return self
 
@@ -173,9 +175,12 @@ def still_running(processes: list[psutil.Process]) -> list[psutil.Process]:
 
 
 @asynccontextmanager
-async def running_dev(workdir: Path, env: dict[str, str]) -> AsyncIterator[DevStack]:
-    """`segflow dev` up until its banner; on the way out SIGTERM, exit 0 and nothing left."""
-    stack = DevStack(workdir, env).start()
+async def running_dev(
+    workdir: Path, env: dict[str, str], args: tuple[str, ...] = ()
+) -> AsyncIterator[DevStack]:
+    """`segflow dev [args]` up until its banner; on the way out SIGTERM, exit 0 and nothing
+    left."""
+    stack = DevStack(workdir, env, args).start()
     try:
         await stack.wait_for_banner()
         yield stack

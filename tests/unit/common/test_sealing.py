@@ -37,6 +37,8 @@ def test_rotation_seals_with_the_first_key_and_opens_with_any() -> None:
         ("k1:c2hvcnQ", "not 32 bytes"),
         (f"{OLD},{OLD}", "twice"),
     ],
+    # Fixed ids: the keys are random, and parallel workers must collect the same names.
+    ids=["unset", "no-key", "short-key", "same-id-twice"],
 )
 def test_a_bad_key_list_is_refused_with_its_problem(text: str | None, problem: str) -> None:
     with pytest.raises(SealingError, match=problem):

@@ -83,3 +83,9 @@ def test_journey_settings_default_and_refuse_an_unknown_zone(
     monkeypatch.setenv("SEGFLOW_JOURNEY_CAP_EMAILS", "0")
     with pytest.raises(ValidationError, match="journey_cap_emails"):
         Settings()
+
+
+def test_the_shutdown_bound_must_run_out_before_segflow_dev_kills_a_role() -> None:
+    assert Settings().shutdown_timeout_seconds == 25.0
+    with pytest.raises(ValidationError, match="dev_stop_timeout_seconds must exceed"):
+        Settings(shutdown_timeout_seconds=30.0, dev_stop_timeout_seconds=30.0)
