@@ -59,14 +59,6 @@ Clock = Callable[[], datetime]
 
 CUSTOMER_ROW = "SELECT * FROM customers WHERE shop_id = $1 AND customer_id = $2"
 SEGMENTS = """
-SELECT s.id, s.handle, s.name, m.since
-FROM customers c
-LEFT JOIN (memberships m JOIN segments s ON s.id = m.segment_id)
-  ON m.shop_id = c.shop_id AND m.customer_id = c.customer_id
-WHERE c.shop_id = $1 AND c.customer_id = $2
-ORDER BY s.handle
-"""
-SEGMENTS = """
 SELECT s.*, (SELECT count(*) FROM memberships m WHERE m.segment_id = s.id) AS size
 FROM segments s WHERE s.shop_id = $1 AND NOT s.deleting ORDER BY s.handle
 """
