@@ -31,7 +31,7 @@ from services.api.lookup import (
 )
 from services.api.rule_metrics import RuleMetrics
 from services.common import privacy
-from services.common.auth import ShopDep, refusal_counter
+from services.common.auth import ShopDep, refusal_counter, shop_gone
 from services.common.bodylimit import add_body_limit
 from services.common.db import create_pool, database_ready
 from services.common.envelope import PayloadError, loads_json, parse_payload_object
@@ -58,14 +58,6 @@ logger = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 
 CUSTOMER_ROW = "SELECT * FROM customers WHERE shop_id = $1 AND customer_id = $2"
-SEGMENTS = """
-SELECT s.id, s.handle, s.name, m.since
-FROM customers c
-LEFT JOIN (memberships m JOIN segments s ON s.id = m.segment_id)
-  ON m.shop_id = c.shop_id AND m.customer_id = c.customer_id
-WHERE c.shop_id = $1 AND c.customer_id = $2
-ORDER BY s.handle
-"""
 SEGMENTS = """
 SELECT s.*, (SELECT count(*) FROM memberships m WHERE m.segment_id = s.id) AS size
 FROM segments s WHERE s.shop_id = $1 AND NOT s.deleting ORDER BY s.handle
@@ -221,7 +213,9 @@ def create_app(
     refusals = refusal_counter(registry)
     rule_metrics = RuleMetrics.create(registry)
     backfill_options = BackfillOptions(
-        chunk=settings.backfill_chunk_size, lease_seconds=settings.backfill_lease_seconds
+        chunk=settings.backfill_chunk_size,
+        lease_seconds=settings.backfill_lease_seconds,
+        clock=now,
     )
 
     @asynccontextmanager
@@ -368,7 +362,7 @@ def create_app(
             body.handle, body.name, body.description, body.conditions, body.actions
         )
         # No transaction around it: the edit and each backfill chunk commit on their own.
-        async with pool.acquire() as conn:
+        async with limiter.write_slot(shop.id), pool.acquire() as conn:
             try:
                 created = await segment_store.create_segment(
                     conn, shop.id, spec, now(), backfill_options, settings.max_segments_per_shop
@@ -376,6 +370,11 @@ def create_app(
             except segment_store.TooManySegmentsError as exc:
                 rule_metrics.refused.labels(reason="segments").inc()
                 raise ApiError(422, "too_many_segments", str(exc)) from exc
+            except asyncpg.ForeignKeyViolationError as exc:
+                gone = shop_gone(exc)
+                if gone is None:
+                    raise
+                raise gone from exc
             if created is None:
                 raise ApiError(409, "handle_taken", f"a segment {body.handle!r} exists already")
             segment_id, backfill = created
@@ -402,7 +401,7 @@ def create_app(
         spec = segment_store.SegmentSpec(
             "", body.name, body.description, body.conditions, body.actions
         )
-        async with pool.acquire() as conn:
+        async with limiter.write_slot(shop.id), pool.acquire() as conn:
             backfill = await segment_store.update_segment(
                 conn, shop.id, sid, spec, now(), backfill_options
             )
@@ -414,7 +413,7 @@ def create_app(
     @app.delete("/v1/segments/{segment_id}")
     async def delete_segment(segment_id: str, shop: ShopDep, pool: PoolDep) -> JSONText:
         """Delete a segment; every member gets an exit change."""
-        async with pool.acquire() as conn:
+        async with limiter.write_slot(shop.id), pool.acquire() as conn:
             exited = await segment_store.delete_segment(
                 conn, shop.id, _id(segment_id, "segment"), now(), backfill_options
             )
@@ -429,7 +428,7 @@ def create_app(
         """How many customers an unsaved rule matches now, with a sample of them."""
         body: PreviewIn = await _body(request, PreviewIn)
         _checked_rule(body.conditions, [], rule_metrics)
-        async with pool.acquire() as conn:
+        async with limiter.write_slot(shop.id), pool.acquire() as conn:
             count, sample = await segment_store.preview(
                 conn, shop.id, body.conditions, now(), body.sample
             )

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 from starlette.types import Receive, Scope, Send
 
-from services.common.auth import READERS, authenticate, bearer_token
+from services.common.auth import READERS, authenticate_key, bearer_token
 from services.common.errors import ApiError, error_body
 from services.common.fastpath import openapi_error, send_json
 from services.common.ratelimit import RateLimiter
@@ -80,11 +80,14 @@ class CustomerSegmentsEndpoint:
             raise RuntimeError("the API lifespan has not started")
         try:
             # The read key or the admin token (auth.READERS); the shared check answers 401/403.
-            shop = await authenticate(state.shops, _bearer(scope), READERS)
+            key = await authenticate_key(state.shops, _bearer(scope), READERS)
         except ApiError as exc:
             await send_json(send, exc.status, error_body(exc.code, exc.message), exc.headers)
             return
-        refusal = state.limiter.refusal(shop.id, "GET") if state.limiter is not None else None
+        shop = key.shop
+        limiter = state.limiter
+        # The read key's own bucket: a storefront's flood leaves the admin token's reads alone.
+        refusal = limiter.refusal(shop.id, "GET", key.kind.value) if limiter is not None else None
         if refusal is not None:
             body = error_body(refusal.code, refusal.message)
             await send_json(send, refusal.status, body, refusal.headers)

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter
 from services.common.errors import ApiError
 from services.common.ratelimit import enforce_rate_limit
 from services.common.settings import Settings
-from services.common.shops import Kind, Shop, ShopDirectory
+from services.common.shops import Kind, Shop, ShopDirectory, ShopKey
 
 ADMIN_ONLY = frozenset({Kind.ADMIN})
 # The segments lookup: the read key, which may sit on a storefront or a developer's backend.
@@ -46,6 +46,13 @@ def unauthorized(message: str = BEARER_MESSAGE, *, bearer: bool = True) -> ApiEr
     return ApiError(401, "unauthorized", message, headers=_BEARER_CHALLENGE if bearer else None)
 
 
+def shop_gone(exc: Exception) -> ApiError | None:
+    """The 401 for a write that found no shop to insert under (its key, looked up before the
+    shop's erasure, is still cached: SEGFLOW_SHOP_CACHE_TTL_SECONDS); None for other errors."""
+    constraint = getattr(exc, "constraint_name", None) or ""
+    return unauthorized() if constraint.endswith("_shop_id_fkey") else None
+
+
 def forbidden(allowed: frozenset[Kind], presented: Kind) -> ApiError:
     """The 403 for a valid key of too little power, naming what the endpoint needs."""
     needed = ", ".join(kind.value for kind in _ORDER if kind in allowed)
@@ -71,7 +78,18 @@ async def authenticate(
     *,
     missing: ApiError | None = None,
 ) -> Shop:
-    """The shop `token` is a live key of, if its kind is allowed; else 401 or 403 (ApiError).
+    """The shop `token` is a live key of, if its kind is allowed; else 401 or 403 (ApiError)."""
+    return (await authenticate_key(shops, token, allowed, missing=missing)).shop
+
+
+async def authenticate_key(
+    shops: ShopDirectory,
+    token: str | None,
+    allowed: frozenset[Kind],
+    *,
+    missing: ApiError | None = None,
+) -> ShopKey:
+    """The live key `token` is (its shop and kind), if its kind is allowed; else 401 or 403.
 
     Every shop key is checked here, FastAPI routes and plain ASGI endpoints alike.
     """
@@ -83,17 +101,17 @@ async def authenticate(
         refusal = forbidden(allowed, key.kind)
         shops.refused(refusal.outcome)
         raise refusal
-    return key.shop
+    return key
 
 
 async def bearer_shop(request: Request, allowed: frozenset[Kind] = ADMIN_ONLY) -> Shop:
     """The shop of the bearer key presented, if of an allowed kind. Needs `app.state.shops`."""
     shops: ShopDirectory = request.app.state.shops
     token = bearer_token(request.headers.get("authorization"))
-    shop = await authenticate(shops, token, allowed)
-    # After authentication, so the bucket is the shop's (services/common/ratelimit.py).
-    enforce_rate_limit(request, shop)
-    return shop
+    key = await authenticate_key(shops, token, allowed)
+    # After authentication, so the bucket is the shop's key kind's (services/common/ratelimit.py).
+    enforce_rate_limit(request, key.shop, key.kind.value)
+    return key.shop
 
 
 def shop_dependency(allowed: frozenset[Kind]) -> Callable[[Request], Awaitable[Shop]]:

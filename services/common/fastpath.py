@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI
+from pydantic import BaseModel
 from starlette.datastructures import URL
 from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -111,3 +112,24 @@ ERROR_SCHEMA: dict[str, Any] = {
         }
     },
 }
+
+
+def body_schema(model: type[BaseModel], example: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI for a body an endpoint reads by hand (to bound and check the raw bytes, or to
+    read it only after the key was checked)."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    # "#/$defs/…" would point into the OpenAPI document's root: put each definition in place.
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(definitions[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    content = {"application/json": {"schema": inline(schema), "example": example}}
+    return {"requestBody": {"required": True, "content": content}}

@@ -1,4 +1,7 @@
-"""Per-shop rate limits: a token bucket per (shop, endpoint class), in this process.
+"""Per-shop rate limits: a token bucket per (shop, key kind, endpoint class), in this process.
+
+The key kind is in it because the read and events keys sit on storefronts, where anyone can
+copy them: a flood with one of those spends its own bucket, never the admin token's.
 
 The buckets (TokenBuckets) are pure, on an injected clock, so tests step time instead of
 sleeping; RateLimiter adds the 429 and its metric, enforce_rate_limit the FastAPI hook. Each
@@ -8,7 +11,8 @@ process keeps its own buckets, so N replicas let a shop through N times the rate
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -42,7 +46,8 @@ class _Bucket:
 
 
 class TokenBuckets:
-    """Buckets per (shop, class); `take` spends one token or says how long until one is there."""
+    """Buckets per (shop, holder, class); `take` spends one token or says how long until one
+    is there. The holder is the kind of key presented ("" when it does not matter)."""
 
     # Past this many buckets, full ones (the same as absent) are dropped; bounded by the
     # shops that authenticated, so this is only a guard.
@@ -51,15 +56,15 @@ class TokenBuckets:
     def __init__(self, rates: dict[str, Rate], clock: Clock = time.monotonic) -> None:
         self._rates = rates
         self._clock = clock
-        self._buckets: dict[tuple[int, str], _Bucket] = {}
+        self._buckets: dict[tuple[int, str, str], _Bucket] = {}
 
-    def take(self, shop_id: int, kind: str) -> int | None:
+    def take(self, shop_id: int, kind: str, holder: str = "") -> int | None:
         """None when the request may go; else the whole seconds (>= 1) until it may."""
         rate = self._rates.get(kind)
         if rate is None or rate.per_second <= 0:
             return None
         now = self._clock()
-        key = (shop_id, kind)
+        key = (shop_id, holder, kind)
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= self._SWEEP_ABOVE:
@@ -77,13 +82,14 @@ class TokenBuckets:
 
     def _sweep(self, now: float) -> None:
         for key, bucket in list(self._buckets.items()):
-            rate = self._rates[key[1]]
+            rate = self._rates[key[2]]
             if bucket.tokens + (now - bucket.at) * rate.per_second >= rate.burst:
                 del self._buckets[key]
 
 
 class RateLimiter:
-    """The buckets of one app, the class of a request method, and the 429 with its metric."""
+    """The buckets of one app, the class of a request method, and the 429 with its metric;
+    and the cap on one shop's writes in flight (`write_slot`)."""
 
     def __init__(
         self,
@@ -91,9 +97,12 @@ class RateLimiter:
         registry: CollectorRegistry,
         service: str,
         fixed_class: str | None = None,
+        writes_in_flight: int | None = None,
     ) -> None:
         self.buckets = buckets
         self._fixed_class = fixed_class
+        self._writes_in_flight = writes_in_flight
+        self._writing: dict[int, int] = {}
         self.limited = Counter(
             f"segflow_{service}_rate_limited",
             "Requests refused with 429 by the per-shop rate limit, by endpoint class",
@@ -116,7 +125,13 @@ class RateLimiter:
             WRITE: Rate(settings.rate_limit_write_per_second, settings.rate_limit_write_burst),
             EVENTS: Rate(settings.rate_limit_events_per_second, settings.rate_limit_events_burst),
         }
-        return cls(TokenBuckets(rates, clock), registry, service, fixed_class)
+        return cls(
+            TokenBuckets(rates, clock),
+            registry,
+            service,
+            fixed_class,
+            settings.api_writes_in_flight_per_shop,
+        )
 
     def class_of(self, method: str) -> str:
         """The endpoint class: the app's fixed one, else reads (GET, HEAD) and writes."""
@@ -124,10 +139,11 @@ class RateLimiter:
             return self._fixed_class
         return READ if method in ("GET", "HEAD", "OPTIONS") else WRITE
 
-    def refusal(self, shop_id: int, method: str) -> ApiError | None:
-        """The 429 to answer, or None when the shop's bucket has a token for this request."""
+    def refusal(self, shop_id: int, method: str, holder: str = "") -> ApiError | None:
+        """The 429 to answer, or None when the bucket of the shop's key kind (`holder`) has a
+        token for this request."""
         kind = self.class_of(method)
-        wait = self.buckets.take(shop_id, kind)
+        wait = self.buckets.take(shop_id, kind, holder)
         if wait is None:
             return None
         self.limited.labels(bounded_label(kind, CLASSES)).inc()
@@ -138,12 +154,40 @@ class RateLimiter:
             headers={"Retry-After": str(wait)},
         )
 
+    @asynccontextmanager
+    async def write_slot(self, shop_id: int) -> AsyncIterator[None]:
+        """Hold one of the shop's write slots for the block, or raise the 429 when all are taken.
 
-def enforce_rate_limit(request: Request, shop: Shop) -> None:
-    """Raise the 429 when the app has a limiter (`app.state.rate_limiter`) and it says so."""
+        A segment write keeps a database connection for its whole backfill (seconds on a large
+        shop): without a cap, one shop's burst of them took every connection of the pool and
+        every other shop waited. The bucket bounds the rate; this bounds the connections.
+        """
+        held = self._writing.get(shop_id, 0)
+        if self._writes_in_flight is not None and held >= self._writes_in_flight:
+            self.limited.labels(WRITE).inc()
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"this shop has {held} write requests in flight already; retry after 1 s",
+                headers={"Retry-After": "1"},
+            )
+        self._writing[shop_id] = held + 1
+        try:
+            yield
+        finally:
+            left = self._writing[shop_id] - 1
+            if left:
+                self._writing[shop_id] = left
+            else:
+                del self._writing[shop_id]
+
+
+def enforce_rate_limit(request: Request, shop: Shop, holder: str = "") -> None:
+    """Raise the 429 when the app has a limiter (`app.state.rate_limiter`) and the bucket of
+    the shop's key kind (`holder`) is empty."""
     limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     if limiter is None:
         return
-    refusal = limiter.refusal(shop.id, request.method)
+    refusal = limiter.refusal(shop.id, request.method, holder)
     if refusal is not None:
         raise refusal

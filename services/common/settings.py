@@ -133,6 +133,10 @@ class Settings(BaseSettings):
     rate_limit_write_burst: int = Field(default=20, ge=1)
     rate_limit_events_per_second: float = Field(default=200.0, ge=0)
     rate_limit_events_burst: int = Field(default=1000, ge=1)
+    # A segment write (create, change, delete, preview) holds one of the API's database
+    # connections until its backfill ends: one shop may have this many in flight per process,
+    # so it never takes the whole pool (db_pool_max) from the others. Beyond it: 429.
+    api_writes_in_flight_per_shop: int = Field(default=2, ge=1)
     max_batch_events: int = Field(default=1000, ge=1)
     segmenter_batch_size: int = Field(default=500, ge=1)
     # A segment's backfill runs in chunks of this many customers, each a short transaction of

@@ -19,6 +19,8 @@ import asyncpg
 from prometheus_client import Counter
 
 _DOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]*(\.[a-z0-9-]+)+$")
+# The longest DNS name: a header naming anything longer (or misshapen) names no shop.
+MAX_DOMAIN_LENGTH = 253
 
 # How long a rotated secret keeps working unless the rotation says otherwise.
 DEFAULT_GRACE = timedelta(hours=24)
@@ -389,7 +391,12 @@ class ShopDirectory:
 
     async def webhook_secrets(self, domain: str) -> WebhookSecrets | None:
         """The shop registered under this domain and its live webhook secrets, if any."""
-        key: _CacheKey = ("domain", domain.strip().lower())
+        name = domain.strip().lower()
+        if len(name) > MAX_DOMAIN_LENGTH or not _DOMAIN.match(name):
+            # Not sent to the database, nor kept: the header is the sender's, of any size the
+            # HTTP server takes (a megabyte passes), and a flood of them would fill the cache.
+            return None
+        key: _CacheKey = ("domain", name)
         hit, value = self._cached(key)
         if hit:
             return value if isinstance(value, WebhookSecrets) else None

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from services.common.auth import (
     EVENT_SENDERS,
@@ -20,7 +20,7 @@ from services.common.auth import (
 from services.common.db import create_pool, database_ready
 from services.common.envelope import EnvelopeMeta, PayloadError, parse_payload_object
 from services.common.errors import ApiError, bad_request, install_error_handlers
-from services.common.fastpath import FastPathApp
+from services.common.fastpath import FastPathApp, body_schema
 from services.common.kafka import broker_ready, make_producer, wait_for_broker
 from services.common.metrics import mount_metrics, new_registry
 from services.common.ratelimit import EVENTS, RateLimiter
@@ -99,26 +99,6 @@ _EVENT_EXAMPLE = {
     "properties": {"product_id": 632910392},
 }
 _FLOW_EXAMPLE = {"event_id": "order-1-vip", "event": "vip_candidate", "customer_id": "1"}
-
-
-def body_schema(model: type[BaseModel], example: dict[str, Any]) -> dict[str, Any]:
-    """OpenAPI for a body read by hand (ingest reads the raw bytes to bound and check them)."""
-    schema = model.model_json_schema()
-    definitions = schema.pop("$defs", {})
-
-    # "#/$defs/…" would point into the OpenAPI document's root: put each definition in place.
-    def inline(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                return inline(definitions[ref.removeprefix("#/$defs/")])
-            return {key: inline(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [inline(item) for item in node]
-        return node
-
-    content = {"application/json": {"schema": inline(schema), "example": example}}
-    return {"requestBody": {"required": True, "content": content}}
 
 
 def create_app(settings: Settings) -> FastAPI:

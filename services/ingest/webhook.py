@@ -192,7 +192,7 @@ class ShopifyWebhookEndpoint:
         except PayloadError as exc:
             raise ApiError(400, "invalid_json", str(exc), field="body") from exc
         if topic.strip().lower() in CHECKED_TOPICS:
-            misfit = topic_misfit(topic, parse_payload_object(raw))
+            misfit = topic_misfit(topic, parse_payload_object(raw), shop.domain)
             if misfit is not None:
                 raise ApiError(400, "payload_does_not_fit_topic", misfit, field="body")
         meta = EnvelopeMeta(

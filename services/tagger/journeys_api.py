@@ -14,10 +14,13 @@ from typing import Any
 
 import asyncpg
 from fastapi import APIRouter, Request, Response
+from pydantic import ValidationError
 
 from services.api.lookup import path_id
-from services.common.auth import ShopDep
-from services.common.errors import ApiError
+from services.common.auth import ShopDep, shop_gone
+from services.common.envelope import PayloadError, parse_payload_object
+from services.common.errors import ApiError, bad_request
+from services.common.fastpath import body_schema
 from services.tagger import journeys_store as store
 from services.tagger.email.templates import (
     SHIPPED_TEMPLATE_FILES,
@@ -62,6 +65,28 @@ def _id(value: str, what: str) -> int:
     return found
 
 
+async def journey_body(request: Request) -> JourneyIn:
+    """The JourneyIn of the body, read by hand once the key was checked (a parameter of the
+    route would be parsed before it); anything unreadable is a 400 naming the field."""
+    try:
+        return JourneyIn.model_validate(parse_payload_object(await request.body()))
+    except PayloadError as exc:
+        raise ApiError(400, "invalid_request", str(exc), field="body") from exc
+    except ValidationError as exc:
+        raise bad_request(exc, "invalid_request") from exc
+
+
+_JOURNEY_BODY = body_schema(
+    JourneyIn,
+    {
+        "handle": "thanks",
+        "name": "Thank you",
+        "trigger": {"segment": "repeat-customer"},
+        "steps": [{"key": "thanks", "timing": {"after": "PT2H"}, "template": "welcome.hello"}],
+    },
+)
+
+
 def check_templates(body: JourneyIn, templates: EmailTemplates) -> None:
     """A 422 ApiError naming the step (and part) whose template cannot be used."""
     for index, step in enumerate(body.steps):
@@ -103,13 +128,20 @@ def journeys_router() -> APIRouter:
         rows = await request.app.state.pool.fetch(store.JOURNEYS_OF_SHOP, shop.id, None)
         return {"journeys": [_journey_json(r) for r in rows]}
 
-    @router.post("/journeys", status_code=201)
-    async def create(request: Request, shop: ShopDep, body: JourneyIn) -> dict[str, Any]:
+    @router.post("/journeys", status_code=201, openapi_extra=_JOURNEY_BODY)
+    async def create(request: Request, shop: ShopDep) -> dict[str, Any]:
         """A new journey (version 1); 409 when the handle is taken, 422 for a bad template."""
+        body = await journey_body(request)
         check_templates(body, templates)
         pool = request.app.state.pool
-        async with pool.acquire() as conn, conn.transaction():
-            journey_id = await store.create_journey(conn, shop.id, body, datetime.now(UTC))
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                journey_id = await store.create_journey(conn, shop.id, body, datetime.now(UTC))
+        except asyncpg.ForeignKeyViolationError as exc:
+            gone = shop_gone(exc)
+            if gone is None:
+                raise
+            raise gone from exc
         if journey_id is None:
             raise ApiError(409, "conflict", "a journey with this handle exists", field="handle")
         return _journey_json(await one(pool, shop.id, journey_id))
@@ -118,13 +150,12 @@ def journeys_router() -> APIRouter:
     async def read(request: Request, shop: ShopDep, journey_id: str) -> dict[str, Any]:
         return _journey_json(await one(request.app.state.pool, shop.id, _id(journey_id, "journey")))
 
-    @router.put("/journeys/{journey_id}")
-    async def replace(
-        request: Request, shop: ShopDep, journey_id: str, body: JourneyIn
-    ) -> dict[str, Any]:
+    @router.put("/journeys/{journey_id}", openapi_extra=_JOURNEY_BODY)
+    async def replace(request: Request, shop: ShopDep, journey_id: str) -> dict[str, Any]:
         """Save an edit; a path-shaping one makes a new version (enrolments keep theirs). An
         own email's content is not versioned: the edit reaches in-flight enrolments."""
         found = _id(journey_id, "journey")
+        body = await journey_body(request)
         check_templates(body, templates)
         pool = request.app.state.pool
         try:

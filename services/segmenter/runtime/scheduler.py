@@ -109,7 +109,9 @@ class Scheduler:
         self._rules = RuleBook()
         self._sizes_due = 0.0
         self._backfill = BackfillOptions(
-            chunk=settings.backfill_chunk_size, lease_seconds=settings.backfill_lease_seconds
+            chunk=settings.backfill_chunk_size,
+            lease_seconds=settings.backfill_lease_seconds,
+            clock=clock,
         )
 
     async def run_once(self, stop: asyncio.Event | None = None) -> int:

@@ -24,7 +24,9 @@ held one of the shop's events, other shops' events of that batch included):
    evaluators agree on the stored facts): the diff is empty, so no change row is written
    twice. A batch that kept the customer's old result (the rule reads no fact that changed)
    leaves the chunk that difference to write, once. A later batch sees the chunk's
-   memberships, which are the new version's.
+   memberships, which are the new version's. The chunk evaluates at its own time, read under
+   those row locks (`BackfillOptions.clock`): at the edit's time, a time-reading rule could
+   flip back what a batch decided at a later time since.
 4. Customers the chunk does not reach are either beyond the cursor (a later chunk), or created
    after the version change by a batch, which evaluated them against the new version in full
    (a customer never evaluated has every segment evaluated).
@@ -173,12 +175,17 @@ class Claim:
 
 @dataclass(frozen=True)
 class BackfillOptions:
-    """How a backfill runs: customers per chunk, the lease each chunk renews, and a hook
-    awaited between chunks (tests pause a backfill there)."""
+    """How a backfill runs: customers per chunk, the lease each chunk renews, a hook awaited
+    between chunks (tests pause a backfill there), and the clock each chunk evaluates at."""
 
     chunk: int = DEFAULT_CHUNK
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     between_chunks: Callable[[], Awaitable[None]] | None = None
+    # Read by each chunk once its customers are locked, so a time-reading rule is never
+    # evaluated at a time before that of a batch that evaluated them since the edit (at the
+    # edit's time, the chunk would undo the batch's result: an exit and a re-entry later).
+    # None: the run's `now` throughout.
+    clock: Callable[[], datetime] | None = None
 
 
 @dataclass(frozen=True)
@@ -242,6 +249,8 @@ async def _chunk(
         ids = await conn.fetch(CHUNK_FROM_START, claim.shop_id, options.chunk)
     else:
         ids = await conn.fetch(CHUNK_AFTER, claim.shop_id, options.chunk, after)
+    if options.clock is not None:
+        now = options.clock()
     conditions: dict[str, Any] = loads_json(row["conditions"])
     deleting: bool = row["deleting"]
     cause = "segment_deleted" if deleting else "backfill"

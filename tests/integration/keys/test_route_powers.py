@@ -81,6 +81,8 @@ TAGGER_TABLE: dict[tuple[str, str], Access] = {
     ("DELETE", "/v1/journeys/{journey_id}"): ADMIN,
     ("GET", "/v1/journeys/{journey_id}/stats"): ADMIN,
 }
+# The segmenter process's own port: liveness, readiness and metrics, no OpenAPI or docs.
+SEGMENTER_TABLE: dict[tuple[str, str], Access] = dict(HEALTH)
 
 
 def api_app(settings: Settings) -> FastAPI:
@@ -101,10 +103,17 @@ def tagger_app(settings: Settings) -> FastAPI:
     return create_app(settings, TaggerHealth(), CollectorRegistry())
 
 
+def segmenter_app(settings: Settings) -> FastAPI:
+    from services.segmenter.runtime.health import SegmenterHealth, create_health_app
+
+    return create_health_app(SegmenterHealth(), CollectorRegistry())
+
+
 APPS: dict[str, tuple[Callable[[Settings], FastAPI], dict[tuple[str, str], Access]]] = {
     "api": (api_app, API_TABLE),
     "ingest": (ingest_app, INGEST_TABLE),
     "tagger": (tagger_app, TAGGER_TABLE),
+    "segmenter": (segmenter_app, SEGMENTER_TABLE),
 }
 
 
@@ -162,7 +171,7 @@ async def test_every_route_admits_exactly_the_kinds_of_its_table(
                     failures.append(f"{where} does not name {sorted(access.kinds)}")
         metrics = (await http.get("/metrics")).text
     assert failures == []
-    if name != "ingest":
+    if name in ("api", "tagger"):
         # API and tagger count refused keys by what was presented (a bounded label).
         outcomes = ["unauthorized", "forbidden_read", "forbidden_events", "forbidden_flow"]
         if name == "api":

@@ -44,13 +44,17 @@ def change_value(
 
 
 class FakeConsumer:
-    """Only what TaggerWorker.process calls: commit."""
+    """Only what TaggerWorker.process calls: commit, and highwater for the lag gauge."""
 
     def __init__(self) -> None:
         self.committed: list[dict[TopicPartition, int]] = []
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         self.committed.append(offsets)
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        # As aiokafka's before its first fetch of the partition: not known, so no lag is set.
+        return None
 
 
 def batch(topic: str, values: list[bytes]) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
