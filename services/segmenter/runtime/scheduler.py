@@ -133,6 +133,7 @@ class Scheduler:
                     self._producer,
                     self._settings.topic_segment_changes,
                     self._metrics,
+                    send_timeout=self._settings.outbox_send_timeout_seconds,
                     stop=stop,
                 )
             if done < self._batch:
@@ -193,11 +194,13 @@ class Scheduler:
         while not stop.is_set():
             await self.run_once(stop)
             # Changes written outside a batch (segment edits in the API) are published here.
+            # Bounded as the worker's outbox is: the wait holds the publisher lock.
             await publish_pending(
                 self._pool,
                 self._producer,
                 self._settings.topic_segment_changes,
                 self._metrics,
+                send_timeout=self._settings.outbox_send_timeout_seconds,
                 stop=stop,
             )
             if time.monotonic() >= self._sizes_due:

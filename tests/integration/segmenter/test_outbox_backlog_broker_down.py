@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import pytest
+from aiokafka.errors import KafkaTimeoutError
 
 from services.common.kafka import ensure_topics, make_producer
 from services.common.metrics import new_registry
@@ -63,4 +65,39 @@ async def test_the_outbox_gauges_move_while_a_round_hangs(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await producer.stop()
+
+
+async def test_a_scheduler_publish_to_a_gone_broker_gives_up_within_its_send_timeout(
+    settings: Settings,
+    shop: ShopCredentials,
+    db: asyncpg.Connection,
+    pool: asyncpg.Pool,
+    broker_factory: Any,
+) -> None:
+    # The scheduler publishes under the publisher lock, as the worker's outbox does: without
+    # its own bound the wait holds that lock, and so every live change, for as long as the
+    # producer's request timeout (8 s here, past the test's 5 s; it also bounds the stop's
+    # flush below).
+    broker = await broker_factory.start()
+    topic = settings.topic_segment_changes
+    await ensure_topics(broker.bootstrap_servers, [topic], 1)
+    await db.execute(WRITE_OLD_CHANGES, shop.shop_id, [1])
+    producer = make_producer(broker.bootstrap_servers, request_timeout_ms=8_000)
+    await producer.start()
+    broker.stop()
+    bounded = settings.model_copy(update={"outbox_send_timeout_seconds": 1.0})
+    scheduler = Scheduler(
+        bounded, pool, producer, SegmenterMetrics.create(new_registry()), lambda: NOW
+    )
+    try:
+        with pytest.raises(KafkaTimeoutError):
+            async with asyncio.timeout(5):
+                await scheduler.run(asyncio.Event())
+        # The lock went with the transaction: the change is still there, unpublished.
+        assert (
+            await db.fetchval("SELECT count(*) FROM segment_changes WHERE published_at IS NULL")
+            == 1
+        )
+    finally:
         await producer.stop()
