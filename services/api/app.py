@@ -62,6 +62,9 @@ SEGMENTS = """
 SELECT s.*, (SELECT count(*) FROM memberships m WHERE m.segment_id = s.id) AS size
 FROM segments s WHERE s.shop_id = $1 AND NOT s.deleting ORDER BY s.handle
 """
+HANDLE_BEING_DELETED = (
+    "SELECT deleting FROM segments WHERE shop_id = $1 AND handle = $2 AND deleting"
+)
 SEGMENT = """
 SELECT s.*, (SELECT count(*) FROM memberships m WHERE m.segment_id = s.id) AS size
 FROM segments s WHERE s.shop_id = $1 AND s.id = $2 AND NOT s.deleting
@@ -376,6 +379,15 @@ def create_app(
                     raise
                 raise gone from exc
             if created is None:
+                if await conn.fetchval(HANDLE_BEING_DELETED, shop.id, body.handle):
+                    # Invisible in the listings already, so "exists" would puzzle the caller.
+                    raise ApiError(
+                        409,
+                        "handle_taken",
+                        f"a segment {body.handle!r} is being deleted: its handle is free once"
+                        " its members' exits are written; retry shortly",
+                        headers={"Retry-After": "5"},
+                    )
                 raise ApiError(409, "handle_taken", f"a segment {body.handle!r} exists already")
             segment_id, backfill = created
             row = await conn.fetchrow(SEGMENT, shop.id, segment_id)

@@ -158,6 +158,22 @@ async def test_duplicate_handle_is_409(api: str, shop: ShopCredentials) -> None:
         again = await http.post("/v1/segments", json=body)
     assert again.status_code == 409
     assert again.json()["error"]["code"] == "handle_taken"
+    assert "exists already" in again.json()["error"]["message"]
+
+
+async def test_a_handle_still_being_deleted_is_409_saying_so(
+    api: str, shop: ShopCredentials, db: asyncpg.Connection
+) -> None:
+    body = {"handle": "vip", "name": "VIP", "conditions": VIP}
+    async with client(api, shop) as http:
+        assert (await http.post("/v1/segments", json=body)).status_code == 201
+        # As a delete leaves it while its members' exits are written.
+        await db.execute("UPDATE segments SET deleting = true WHERE handle = 'vip'")
+        again = await http.post("/v1/segments", json=body)
+    assert again.status_code == 409, again.text
+    assert again.json()["error"]["code"] == "handle_taken"
+    assert "being deleted" in again.json()["error"]["message"]
+    assert again.headers["retry-after"] == "5"
 
 
 async def test_another_shops_data_is_never_visible(
