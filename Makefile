@@ -30,8 +30,8 @@ tools:
 	@for tool in $(DEBIAN_TOOLS); do \
 	  command -v $$tool >/dev/null && continue; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get install -y -q $$tool >/dev/null 2>&1 || \
-	      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $$tool >/dev/null 2>&1; } || \
+	    apt-get install -y -q --no-install-recommends $$tool >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends $$tool >/dev/null 2>&1; } || \
 	      echo "could not install $$tool (apt-get install $$tool)"; \
 	  else echo "$$tool is missing: install it (Debian: apt-get install $$tool)"; fi; \
 	done
