@@ -30,6 +30,7 @@ from services.segmenter.importer.runner import import_files
 from services.segmenter.runtime.pipeline import ShopEvent, apply_events, evaluate_customers
 from services.segmenter.runtime.segment_cache import RuleBook
 from services.segmenter.storage import queries
+from services.segmenter.storage.backfill import BackfillOptions
 from services.segmenter.storage.rows import facts_from_row
 from services.segmenter.storage.segments import SegmentSpec, create_segment
 
@@ -285,7 +286,9 @@ async def rules_rates(
     }
 
 
-async def backfill_seconds(dsn: str, shop_id: int, now: datetime, handle: str) -> dict[str, Any]:
+async def backfill_seconds(
+    dsn: str, shop_id: int, now: datetime, handle: str, options: BackfillOptions | None = None
+) -> dict[str, Any]:
     """Time a new segment's backfill over every stored customer of the shop (create path),
     then roll it back so the store stays as it was."""
     conn = await asyncpg.connect(dsn)
@@ -298,7 +301,7 @@ async def backfill_seconds(dsn: str, shop_id: int, now: datetime, handle: str) -
         try:
             started = time.perf_counter()
             created = await create_segment(
-                conn, shop_id, SegmentSpec(handle, "Bench", "", BACKFILL_RULE, []), now
+                conn, shop_id, SegmentSpec(handle, "Bench", "", BACKFILL_RULE, []), now, options
             )
             seconds = time.perf_counter() - started
         finally:
