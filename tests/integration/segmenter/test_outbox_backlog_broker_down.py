@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
 
 from services.common.kafka import ensure_topics, make_producer
@@ -26,6 +27,24 @@ FROM unnest($2::bigint[]) AS c (customer_id)
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
 
+async def _producer_whose_broker_is_gone(
+    settings: Settings,
+    shop: ShopCredentials,
+    db: asyncpg.Connection,
+    broker_factory: Any,
+    request_timeout_ms: int,
+) -> AIOKafkaProducer:
+    """A started producer whose private broker has been stopped, one unpublished change
+    written; the caller stops the producer."""
+    broker = await broker_factory.start()
+    await ensure_topics(broker.bootstrap_servers, [settings.topic_segment_changes], 1)
+    await db.execute(WRITE_OLD_CHANGES, shop.shop_id, [1])
+    producer = make_producer(broker.bootstrap_servers, request_timeout_ms=request_timeout_ms)
+    await producer.start()
+    broker.stop()
+    return producer
+
+
 async def test_the_outbox_gauges_move_while_a_round_hangs(
     settings: Settings,
     shop: ShopCredentials,
@@ -35,14 +54,8 @@ async def test_the_outbox_gauges_move_while_a_round_hangs(
 ) -> None:
     # A round can take minutes (a backfill, a publish waiting on a broker that is gone):
     # the gauges are reported beside it, not between rounds.
-    broker = await broker_factory.start()
-    topic = settings.topic_segment_changes
-    await ensure_topics(broker.bootstrap_servers, [topic], 1)
-    await db.execute(WRITE_OLD_CHANGES, shop.shop_id, [1])
     registry = new_registry()
-    producer = make_producer(broker.bootstrap_servers, request_timeout_ms=6_000)
-    await producer.start()
-    broker.stop()
+    producer = await _producer_whose_broker_is_gone(settings, shop, db, broker_factory, 6_000)
     scheduler = Scheduler(settings, pool, producer, SegmenterMetrics.create(registry), lambda: NOW)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(scheduler.run(stop)), asyncio.create_task(scheduler.observe(stop))]
@@ -79,13 +92,7 @@ async def test_a_scheduler_publish_to_a_gone_broker_gives_up_within_its_send_tim
     # its own bound the wait holds that lock, and so every live change, for as long as the
     # producer's request timeout (8 s here, past the test's 5 s; it also bounds the stop's
     # flush below).
-    broker = await broker_factory.start()
-    topic = settings.topic_segment_changes
-    await ensure_topics(broker.bootstrap_servers, [topic], 1)
-    await db.execute(WRITE_OLD_CHANGES, shop.shop_id, [1])
-    producer = make_producer(broker.bootstrap_servers, request_timeout_ms=8_000)
-    await producer.start()
-    broker.stop()
+    producer = await _producer_whose_broker_is_gone(settings, shop, db, broker_factory, 8_000)
     bounded = settings.model_copy(update={"outbox_send_timeout_seconds": 1.0})
     scheduler = Scheduler(
         bounded, pool, producer, SegmenterMetrics.create(new_registry()), lambda: NOW

@@ -43,6 +43,22 @@ async def _sends(journeys: Journeys) -> Counter[str]:
     return Counter(row["state"] for row in rows)
 
 
+async def _restart_until_the_queue_is_empty(
+    t: Tagging, env: dict[str, str], tmp_path: Path, waiting_for: str
+) -> None:
+    """Start the tagger again, wait until no tag work is left, and stop it (exit 0)."""
+    again = RoleProcess("tagger", env, tmp_path / "again.log").start()
+    try:
+
+        async def queue_empty() -> bool:
+            again.assert_alive()
+            return bool(await t.db.fetchval("SELECT count(*) FROM tag_work") == 0)
+
+        await poll(queue_empty, 30, waiting_for)
+    finally:
+        assert await again.stop() == 0, again.log_tail()
+
+
 async def test_sigterm_with_an_email_in_flight_sends_it_once_and_the_restart_the_rest(
     journeys: Journeys, tmp_path: Path
 ) -> None:
@@ -153,16 +169,7 @@ async def test_sigterm_with_tag_writes_in_flight_finishes_their_batch_and_starts
     assert [row["customer_id"] for row in left] == sorted(set(customers) - set(tagged))
     assert all(row["leased_until"] is None for row in left), "a lease outlived the process"
 
-    again = RoleProcess("tagger", env, tmp_path / "again.log").start()
-    try:
-
-        async def queue_empty() -> bool:
-            again.assert_alive()
-            return bool(await t.db.fetchval("SELECT count(*) FROM tag_work") == 0)
-
-        await poll(queue_empty, 30, "the restart to write the rest")
-    finally:
-        assert await again.stop() == 0, again.log_tail()
+    await _restart_until_the_queue_is_empty(t, env, tmp_path, "the restart to write the rest")
     for customer in customers:
         assert await t.tags_on_shopify(customer) == ["VIP"]
         assert await t.ledger(customer) == {"vip": "added"}
@@ -210,16 +217,9 @@ async def test_sigterm_while_a_bulk_operation_runs_leaves_it_to_be_read_not_sent
     late = await t.db.fetchval("SELECT count(*) FROM tag_bulk_operations")
     assert late == 1, "the running operation was waited for, not recorded to be read later"
 
-    again = RoleProcess("tagger", env, tmp_path / "again.log").start()
-    try:
-
-        async def queue_empty() -> bool:
-            again.assert_alive()
-            return bool(await t.db.fetchval("SELECT count(*) FROM tag_work") == 0)
-
-        await poll(queue_empty, 30, "the restart to read the operation's result")
-    finally:
-        assert await again.stop() == 0, again.log_tail()
+    await _restart_until_the_queue_is_empty(
+        t, env, tmp_path, "the restart to read the operation's result"
+    )
     assert [c for c in customers if await t.tags_on_shopify(c) != ["VIP"]] == []
     operations = [r["operation"] for r in await t.requests()]
     assert operations.count("bulkOperationRunMutation") == 1, operations

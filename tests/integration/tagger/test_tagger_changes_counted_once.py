@@ -9,13 +9,13 @@ import asyncpg
 from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from services.common.kafka import make_consumer, make_producer
+from services.common.kafka import make_consumer
 from services.common.settings import Settings
 from services.common.shops import ShopCredentials
 from services.segmenter.runtime.health import ComponentHealth
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.worker import TaggerWorker
-from tests.integration.tagger.test_tagger_worker import change
+from tests.integration.tagger.test_tagger_worker import publish_changes
 
 SENT = 3
 
@@ -23,14 +23,7 @@ SENT = 3
 async def test_a_failed_attempt_counts_nothing_and_the_commit_counts_each_change_once(
     settings: Settings, pool: asyncpg.Pool, database_url: str, shop: ShopCredentials
 ) -> None:
-    producer = make_producer(settings.require_kafka())
-    await producer.start()
-    try:
-        for seq in range(1, SENT + 1):
-            value = change(shop.domain, 5, "event", seq)
-            await producer.send_and_wait(settings.topic_segment_changes, value, key=b"k")
-    finally:
-        await producer.stop()
+    await publish_changes(settings, shop.domain, 5, SENT)
 
     registry = CollectorRegistry()
     metrics = TaggerMetrics.create(registry)
@@ -69,13 +62,7 @@ async def test_a_failed_attempt_counts_nothing_and_the_commit_counts_each_change
 async def test_each_retry_of_a_batch_is_counted(
     settings: Settings, database_url: str, shop: ShopCredentials
 ) -> None:
-    producer = make_producer(settings.require_kafka())
-    await producer.start()
-    try:
-        value = change(shop.domain, 5, "event", 1)
-        await producer.send_and_wait(settings.topic_segment_changes, value, key=b"k")
-    finally:
-        await producer.stop()
+    await publish_changes(settings, shop.domain, 5, 1)
     registry = CollectorRegistry()
     consumer = make_consumer(settings.require_kafka(), settings.tagger_group)
     consumer.subscribe([settings.topic_segment_changes])

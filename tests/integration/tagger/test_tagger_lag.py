@@ -7,13 +7,13 @@ import asyncpg
 from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from services.common.kafka import make_consumer, make_producer
+from services.common.kafka import make_consumer
 from services.common.settings import Settings
 from services.common.shops import ShopCredentials
 from services.segmenter.runtime.health import ComponentHealth
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.worker import TaggerWorker
-from tests.integration.tagger.test_tagger_worker import change
+from tests.integration.tagger.test_tagger_worker import publish_changes
 
 SENT = 5
 TAKEN = 2
@@ -22,15 +22,7 @@ TAKEN = 2
 async def test_lag_is_what_the_batch_left_behind_and_goes_with_a_revoked_partition(
     settings: Settings, pool: asyncpg.Pool, shop: ShopCredentials
 ) -> None:
-    producer = make_producer(settings.require_kafka())
-    await producer.start()
-    try:
-        for seq in range(1, SENT + 1):
-            # One customer: one key, one partition.
-            value = change(shop.domain, 5, "event", seq)
-            await producer.send_and_wait(settings.topic_segment_changes, value, key=b"k")
-    finally:
-        await producer.stop()
+    await publish_changes(settings, shop.domain, 5, SENT)
 
     registry = CollectorRegistry()
     metrics = TaggerMetrics.create(registry)

@@ -36,6 +36,19 @@ def change(shop: str, customer_id: int, cause: str, seq: int) -> bytes:
     )
 
 
+async def publish_changes(settings: Settings, shop: str, customer_id: int, count: int) -> None:
+    """Put `count` changes of one customer (one key, one partition) on the changes topic,
+    with seq 1 to `count`."""
+    producer = make_producer(settings.require_kafka())
+    await producer.start()
+    try:
+        for seq in range(1, count + 1):
+            value = change(shop, customer_id, "event", seq)
+            await producer.send_and_wait(settings.topic_segment_changes, value, key=b"k")
+    finally:
+        await producer.stop()
+
+
 def echo(shop: str, topic: str, customer_id: int, tags: list[str], at: datetime) -> bytes:
     payload = {
         "customerId": f"gid://shopify/Customer/{customer_id}",
